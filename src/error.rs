@@ -1,0 +1,76 @@
+//! The crate's error tree. Every module owns a concrete error type; [`Error`]
+//! gathers them so library callers can match on what went wrong. `anyhow`
+//! appears only at the CLI edge.
+
+use std::path::PathBuf;
+
+use crate::adapter::ParseError;
+use crate::lm::LmError;
+use crate::signature::SignatureError;
+
+/// Any error the dspy-rhai library can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A signature string or field declaration was invalid.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The LM could not be reached or answered with something unusable.
+    #[error(transparent)]
+    Lm(#[from] LmError),
+    /// The LM answered, but its text could not be parsed into the output fields.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A Rhai script failed to compile or run; the message carries `file:line:col`.
+    #[error("{0}")]
+    Script(String),
+    /// A data file (JSONL, CSV, saved program, corpus) had a bad record.
+    #[error("{path}:{line}: {message}")]
+    Data {
+        /// The file being read.
+        path: PathBuf,
+        /// 1-based line number of the bad record (0 when not line-oriented).
+        line: usize,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Retrieval (index build or search) failed.
+    #[error("{0}")]
+    Retrieve(String),
+    /// Configuration is missing or inconsistent (no LM, bad option value...).
+    #[error("{0}")]
+    Config(String),
+    /// The user interrupted the work (Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A bad record in a line-oriented data file.
+    pub fn data(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Language models: the request/response types, the [`Backend`] trait that
+//! transports implement, and [`Lm`], which adds the persistent cache, the call
+//! history and usage/cost accounting on top of any backend.
+//!
+//! The interface is synchronous: Rhai scripts are synchronous, so a predictor
+//! call blocks its worker thread. The HTTP backend drives an async client on
+//! its own Tokio runtime; parallelism comes from many worker threads.
+
+pub mod cache;
+pub mod config;
+pub mod cost;
+pub mod history;
+pub mod openai;
+pub mod scripted;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use cache::Cache;
+pub use cost::PriceTable;
+pub use history::{History, HistoryEntry};
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl Message {
+    /// Builds a message with the given role.
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Per-call generation settings; unset values fall back to the LM's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LmSettings {
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Maximum completion tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Number of completions to sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+}
+
+impl LmSettings {
+    /// `self` with every unset value taken from `base`.
+    pub fn or(&self, base: &LmSettings) -> LmSettings {
+        LmSettings {
+            temperature: self.temperature.or(base.temperature),
+            max_tokens: self.max_tokens.or(base.max_tokens),
+            n: self.n.or(base.n),
+        }
+    }
+}
+
+/// A chat-completion request, independent of transport.
+///
+/// Everything here except nothing secret goes into the cache key; the
+/// endpoint and API key live in the backend and never reach the cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LmRequest {
+    /// Model name as the provider knows it (without the `openai/` prefix).
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Maximum completion tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Number of completions.
+    pub n: u32,
+    /// Ask for `response_format: {"type": "json_object"}`.
+    #[serde(default)]
+    pub json_mode: bool,
+    /// Distinguishes otherwise identical requests so an optimizer can ask for
+    /// fresh samples; part of the cache key, never sent to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<u64>,
+}
+
+/// Token counts reported by the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt (input) tokens.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Adds another usage record to this one.
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// A provider's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LmResponse {
+    /// One text per requested completion.
+    pub choices: Vec<String>,
+    /// Token usage of this call.
+    #[serde(default)]
+    pub usage: Usage,
+    /// The model that answered, as reported by the provider.
+    #[serde(default)]
+    pub model: String,
+}
+
+/// What can go wrong talking to an LM.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LmError {
+    /// No model was configured.
+    #[error(
+        "no LM is configured: pass --lm MODEL (or set DSPY_LM), e.g. --lm openai/gpt-4o-mini \
+         with OPENAI_API_KEY set, --lm ollama/llama3.2 for a local Ollama, or \
+         --lm openai/NAME --api-base http://host:port/v1 for any OpenAI-compatible server"
+    )]
+    NotConfigured,
+    /// The model string or endpoint settings are invalid.
+    #[error("invalid LM configuration: {0}")]
+    Config(String),
+    /// The server answered with an HTTP error status.
+    #[error("LM server returned HTTP {status}: {body}")]
+    Http {
+        /// HTTP status code.
+        status: u16,
+        /// Response body (truncated).
+        body: String,
+    },
+    /// The request did not complete in time.
+    #[error("LM request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server could not be reached.
+    #[error("could not connect to the LM server: {0}")]
+    Connect(String),
+    /// The server answered 200 but the body was not a chat completion.
+    #[error("LM server sent a malformed response: {0}")]
+    BadResponse(String),
+    /// Every retry failed; carries the last error.
+    #[error("LM call failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The error of the final attempt.
+        last: Box<LmError>,
+    },
+    /// A scripted test LM ran out of answers or was asked something unexpected.
+    #[error("test LM: {0}")]
+    Scripted(String),
+}
+
+/// A transport that can answer chat requests (HTTP, or the scripted test LM).
+pub trait Backend: Send + Sync {
+    /// Sends one request and waits for the answer (including any retries).
+    fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError>;
+}
+
+/// The result of [`Lm::call`]: the answer plus bookkeeping.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// One text per completion.
+    pub choices: Vec<String>,
+    /// Token usage (zero for cache hits).
+    pub usage: Usage,
+    /// Whether the answer came from the cache.
+    pub cache_hit: bool,
+}
+
+/// Usage summed over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct UsageTotals {
+    /// Calls answered (including cache hits).
+    pub calls: u64,
+    /// Calls answered from the cache.
+    pub cache_hits: u64,
+    /// Tokens spent on calls that reached the provider.
+    pub usage: Usage,
+    /// Dollar cost, when the model's price is known.
+    pub cost_usd: Option<f64>,
+}
+
+impl UsageTotals {
+    /// One-line human summary, printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let cost = match self.cost_usd {
+            Some(c) => format!(", ${c:.4}"),
+            None => String::new(),
+        };
+        format!(
+            "{} LM calls ({} cached), {} prompt + {} completion tokens{}",
+            self.calls,
+            self.cache_hits,
+            self.usage.prompt_tokens,
+            self.usage.completion_tokens,
+            cost
+        )
+    }
+}
+
+/// A configured language model: a backend plus cache, history and usage.
+///
+/// Cheap to share (`Arc<Lm>`) between worker threads.
+pub struct Lm {
+    model: String,
+    backend: Arc<dyn Backend>,
+    cache: Option<Arc<Cache>>,
+    history: History,
+    defaults: LmSettings,
+    prices: PriceTable,
+    totals: Mutex<UsageTotals>,
+}
+
+impl std::fmt::Debug for Lm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lm").field("model", &self.model).finish()
+    }
+}
+
+impl Lm {
+    /// Wraps a backend. `model` is the name sent to the provider.
+    pub fn new(model: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
+        Lm {
+            model: model.into(),
+            backend,
+            cache: None,
+            history: History::default(),
+            defaults: LmSettings::default(),
+            prices: PriceTable::builtin(),
+            totals: Mutex::new(UsageTotals::default()),
+        }
+    }
+
+    /// Uses `cache` for responses (builder style).
+    pub fn with_cache(mut self, cache: Option<Arc<Cache>>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Sets the default generation settings (builder style).
+    pub fn with_defaults(mut self, defaults: LmSettings) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Replaces the price table used for cost (builder style).
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The default generation settings.
+    pub fn defaults(&self) -> &LmSettings {
+        &self.defaults
+    }
+
+    /// The in-memory call history of this LM.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Usage summed over every call so far.
+    pub fn totals(&self) -> UsageTotals {
+        *self.totals.lock().expect("usage lock")
+    }
+
+    /// Builds a request for this model from messages and settings.
+    pub fn request(&self, messages: Vec<Message>, settings: &LmSettings) -> LmRequest {
+        let s = settings.or(&self.defaults);
+        LmRequest {
+            model: self.model.clone(),
+            messages,
+            temperature: s.temperature,
+            max_tokens: s.max_tokens,
+            n: s.n.unwrap_or(1),
+            json_mode: false,
+            rollout_id: None,
+        }
+    }
+
+    /// Answers a request, from the cache when possible, recording history and usage.
+    pub fn call(&self, request: &LmRequest) -> Result<Completion, LmError> {
+        let started = Instant::now();
+        let key = self.cache.as_ref().map(|_| Cache::key(request));
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let Some(hit) = cache.get(key) {
+                let completion = Completion {
+                    choices: hit.choices,
+                    usage: Usage::default(),
+                    cache_hit: true,
+                };
+                self.record(request, &completion, started.elapsed());
+                return Ok(completion);
+            }
+        }
+        let response = self.backend.complete(request)?;
+        if response.choices.is_empty() {
+            return Err(LmError::BadResponse("the response has no choices".into()));
+        }
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            cache.put(key, &response);
+        }
+        let completion = Completion {
+            choices: response.choices,
+            usage: response.usage,
+            cache_hit: false,
+        };
+        self.record(request, &completion, started.elapsed());
+        Ok(completion)
+    }
+
+    fn record(&self, request: &LmRequest, completion: &Completion, latency: Duration) {
+        {
+            let mut totals = self.totals.lock().expect("usage lock");
+            totals.calls += 1;
+            if completion.cache_hit {
+                totals.cache_hits += 1;
+            }
+            totals.usage.add(&completion.usage);
+            totals.cost_usd = self.prices.cost(&self.model, &totals.usage);
+        }
+        self.history.push(HistoryEntry {
+            model: self.model.clone(),
+            messages: request.messages.clone(),
+            choices: completion.choices.clone(),
+            usage: completion.usage,
+            latency,
+            cache_hit: completion.cache_hit,
+        });
+    }
+}
