@@ -1,1 +1,97 @@
-//! Options shared by several subcommands.
+//! Options shared by several subcommands, and the helpers that turn them
+//! into library objects.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::lm::config::LmConfig;
+use crate::lm::{Lm, LmSettings};
+
+/// How to reach the LM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LmArgs {
+    /// Model: openai/<name>, ollama/<name>, or <provider>/<name> with --api-base.
+    #[arg(long, env = "DSPY_LM", value_name = "MODEL")]
+    pub lm: Option<String>,
+    /// Base URL of an OpenAI-compatible server (e.g. http://localhost:8000/v1).
+    #[arg(long, env = "DSPY_API_BASE", value_name = "URL")]
+    pub api_base: Option<String>,
+    /// Do not read or write the persistent LM response cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where the LM response cache lives (default: the platform cache dir).
+    #[arg(long, env = "DSPY_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Per-request timeout in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Retries after a failed request (429, 5xx, timeouts, connection errors).
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+    /// Most LM requests in flight at once.
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    /// Default sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Default maximum completion tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+}
+
+impl LmArgs {
+    /// The LM configuration these flags describe.
+    pub fn config(&self) -> LmConfig {
+        LmConfig {
+            model: self.lm.clone(),
+            api_base: self.api_base.clone(),
+            no_cache: self.no_cache,
+            cache_dir: self.cache_dir.clone(),
+            timeout: self.timeout.map(Duration::from_secs_f64),
+            max_retries: self.max_retries,
+            max_concurrency: self.max_concurrency,
+            settings: LmSettings {
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                n: None,
+            },
+        }
+    }
+
+    /// Builds the LM; `None` when no model is configured (the first LM call
+    /// then fails with a message saying how to configure one).
+    pub fn build(&self) -> anyhow::Result<Option<Arc<Lm>>> {
+        if self.lm.is_none() {
+            return Ok(None);
+        }
+        let lm = self.config().build().context("configuring the LM")?;
+        Ok(Some(Arc::new(lm)))
+    }
+}
+
+/// Installs a Ctrl-C handler that sets `flag` (the first press) and exits on the second.
+pub fn on_interrupt(flag: Arc<AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing cleanly (Ctrl-C again to exit now)");
+    });
+}
+
+/// Prints the end-of-run usage line on stderr.
+pub fn print_usage(lm: &Option<Arc<Lm>>, elapsed: Duration) {
+    if let Some(lm) = lm {
+        eprintln!(
+            "[{}] {} · {:.2}s",
+            lm.model(),
+            lm.totals().summary(),
+            elapsed.as_secs_f64()
+        );
+    }
+}

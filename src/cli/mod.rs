@@ -2,6 +2,8 @@
 //! place that uses `anyhow`; the library returns typed errors.
 
 mod common;
+mod compile;
+mod run;
 
 use std::process::ExitCode;
 
@@ -16,7 +18,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a pipeline once and print its prediction.
+    Run(run::Args),
+}
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
@@ -43,5 +48,7 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Run(args) => run::run(args),
+    }
 }

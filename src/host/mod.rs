@@ -1,1 +1,311 @@
-//! (being written)
+//! The Rhai host: the one place that builds the engine ([`engine::build`]),
+//! loads pipeline scripts, names their predictors, and calls their `forward`
+//! and `metric` functions. Used by `run`, the REPL, evaluation and the optimizers.
+
+pub mod bindings;
+pub mod convert;
+pub mod diagnostic;
+mod engine;
+pub mod limits;
+mod naming;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
+use serde_json::Value;
+
+use crate::adapter::Fields;
+use crate::error::{Error, Result};
+use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
+
+pub use limits::Limits;
+
+/// How a [`Host`] is set up.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Send script `print` output to stderr (keeps stdout clean for `--json`).
+    pub print_to_stderr: bool,
+    /// The retrieval index to use (default: [`crate::retrieve::default_index_dir`]).
+    pub index_dir: Option<PathBuf>,
+}
+
+/// The per-call context handed to native functions through Rhai's call tag.
+#[derive(Clone)]
+pub(crate) struct RunTag(pub Arc<RunContext>);
+
+/// State shared between the host and the native functions it registers.
+pub(crate) struct Shared {
+    /// Top-level variables of the script, visible inside its functions.
+    pub globals: RwLock<HashMap<String, Dynamic>>,
+    /// Named predictors.
+    pub predictors: RwLock<BTreeMap<String, Predictor>>,
+    /// The context used when no per-call context was given (REPL, top level).
+    pub session: RwLock<Arc<RunContext>>,
+    /// Function definitions of the loaded program.
+    pub program: RwLock<Arc<AST>>,
+    /// The script's file name and text, for error messages.
+    pub source: RwLock<(String, String)>,
+    /// Set by Ctrl-C; running scripts stop at their next operation.
+    pub cancel: Arc<AtomicBool>,
+    /// Host options.
+    pub options: HostOptions,
+    /// The opened retrieval index, once a script asked for one.
+    pub index: bindings::retrieve::IndexSlot,
+}
+
+impl Shared {
+    /// The run context for a native call: the call's tag, else the session's.
+    pub fn context(&self, tag: Option<&Dynamic>) -> Arc<RunContext> {
+        if let Some(tag) = tag.and_then(|t| t.read_lock::<RunTag>()) {
+            return tag.0.clone();
+        }
+        self.session.read().expect("session lock").clone()
+    }
+}
+
+/// A loaded pipeline script and the engine that runs it. `Sync`: one host
+/// serves many worker threads.
+pub struct Host {
+    engine: Engine,
+    shared: Arc<Shared>,
+}
+
+impl Host {
+    /// A host with no script loaded yet, whose session uses `session`.
+    pub fn new(options: HostOptions, session: RunContext) -> Host {
+        let shared = Arc::new(Shared {
+            globals: RwLock::default(),
+            predictors: RwLock::default(),
+            session: RwLock::new(Arc::new(session)),
+            program: RwLock::new(Arc::new(AST::empty())),
+            source: RwLock::new(("<script>".into(), String::new())),
+            cancel: Arc::new(AtomicBool::new(false)),
+            index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
+            options,
+        });
+        let engine = engine::build(&shared);
+        Host { engine, shared }
+    }
+
+    /// Loads a script file: compiles it, runs its top level, names its predictors.
+    pub fn load_file(&self, path: &Path) -> Result<()> {
+        let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        self.load_source(&path.display().to_string(), &source)
+    }
+
+    /// Loads a script from text; `file` is used in error messages.
+    pub fn load_source(&self, file: &str, source: &str) -> Result<()> {
+        *self.shared.source.write().expect("source lock") = (file.to_string(), source.to_string());
+        let ast = self
+            .engine
+            .compile(source)
+            .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, source)))?;
+        let mut scope = Scope::new();
+        self.engine
+            .run_ast_with_scope(&mut scope, &ast)
+            .map_err(|e| Error::Script(diagnostic::render_eval(&e, file, source)))?;
+        let mut functions = ast;
+        functions.clear_statements();
+        *self.shared.program.write().expect("program lock") = Arc::new(functions);
+        self.adopt_scope(&scope);
+        Ok(())
+    }
+
+    /// Evaluates REPL input in `scope`, keeping functions it defines.
+    /// Errors are rendered against the input text.
+    pub fn eval_interactive(&self, scope: &mut Scope, input: &str) -> Result<Dynamic> {
+        let file = "<repl>";
+        let ast = self
+            .engine
+            .compile_with_scope(scope, input)
+            .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, input)))?;
+        let merged = self
+            .shared
+            .program
+            .read()
+            .expect("program lock")
+            .merge(&ast);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
+        let mut functions = merged;
+        functions.clear_statements();
+        *self.shared.program.write().expect("program lock") = Arc::new(functions);
+        self.adopt_scope(scope);
+        result.map_err(|e| Error::Script(diagnostic::render_eval(&e, file, input)))
+    }
+
+    /// Publishes top-level variables to functions and names new predictors.
+    fn adopt_scope(&self, scope: &Scope) {
+        let mut globals = self.shared.globals.write().expect("globals lock");
+        let mut named = Vec::new();
+        for (name, _, value) in scope.iter_raw() {
+            naming::collect(name, value, &mut named);
+            globals.insert(name.to_string(), value.clone());
+        }
+        let mut predictors = self.shared.predictors.write().expect("predictors lock");
+        for (name, p) in named {
+            predictors.insert(name, p);
+        }
+    }
+
+    /// The engine (for tools that need to compile or call script code).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Named predictors of the loaded script, by name.
+    pub fn predictors(&self) -> BTreeMap<String, Predictor> {
+        self.shared
+            .predictors
+            .read()
+            .expect("predictors lock")
+            .clone()
+    }
+
+    /// The session context (LM and state used outside of optimizer runs).
+    pub fn session(&self) -> Arc<RunContext> {
+        self.shared.session.read().expect("session lock").clone()
+    }
+
+    /// Replaces the session context (a new LM in the REPL, a loaded program).
+    pub fn set_session(&self, ctx: RunContext) {
+        *self.shared.session.write().expect("session lock") = Arc::new(ctx);
+    }
+
+    /// Installs a compiled state in the session.
+    pub fn set_state(&self, state: ProgramState) {
+        let mut ctx = (*self.session()).clone();
+        ctx.state = Arc::new(state);
+        self.set_session(ctx);
+    }
+
+    /// The flag that Ctrl-C sets to stop running scripts.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.shared.cancel.clone()
+    }
+
+    /// Parameter names of script function `name` with `arity` (any arity if `None`).
+    pub fn function_params(&self, name: &str) -> Option<Vec<String>> {
+        let program = self.shared.program.read().expect("program lock").clone();
+        let found = program
+            .iter_functions()
+            .find(|f| f.name == name)
+            .map(|f| f.params.iter().map(|p| p.to_string()).collect());
+        found
+    }
+
+    /// Checks that the script defines `fn forward(...)`; returns its parameter names.
+    pub fn forward_params(&self) -> Result<Vec<String>> {
+        self.function_params("forward").ok_or_else(|| {
+            let file = self.shared.source.read().expect("source lock").0.clone();
+            Error::Script(format!(
+                "{file}: the script defines no `fn forward(...)`; a pipeline needs one, e.g.\n  \
+                 let answer = ChainOfThought(\"question -> answer\");\n  \
+                 fn forward(question) {{ answer.call(#{{ question: question }}) }}"
+            ))
+        })
+    }
+
+    /// Whether the script defines `fn metric(example, pred, trace)`.
+    pub fn has_metric(&self) -> bool {
+        self.function_params("metric").is_some()
+    }
+
+    /// Runs `forward` with arguments taken from `inputs` by parameter name.
+    pub fn forward(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let params = self.forward_params()?;
+        let missing: Vec<&str> = params
+            .iter()
+            .filter(|p| !inputs.contains_key(p.as_str()))
+            .map(|p| p.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "forward({}) needs input(s) `{}`; given: {}",
+                params.join(", "),
+                missing.join("`, `"),
+                if inputs.is_empty() {
+                    "none".to_string()
+                } else {
+                    inputs
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+        let args: Vec<Dynamic> = params
+            .iter()
+            .map(|p| convert::to_dynamic(&inputs[p.as_str()]))
+            .collect();
+        let result = self.call("forward", args, ctx)?;
+        Ok(prediction_fields(&result))
+    }
+
+    /// Runs the script's `metric(example, pred, trace)`; bools count as 0/1.
+    pub fn metric(
+        &self,
+        example: Dynamic,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        let trace = match trace {
+            Some(steps) => convert::to_dynamic(&serde_json::to_value(steps).unwrap_or(Value::Null)),
+            None => Dynamic::UNIT,
+        };
+        let pred = Dynamic::from_map(convert::fields_to_map(prediction));
+        let value = self.call("metric", vec![example, pred, trace], ctx)?;
+        score_of(&value).ok_or_else(|| {
+            Error::Script(format!(
+                "metric returned {} `{value}`; it must return a bool or a number",
+                value.type_name()
+            ))
+        })
+    }
+
+    /// Calls a script function under `ctx`.
+    pub fn call(&self, name: &str, args: Vec<Dynamic>, ctx: &RunContext) -> Result<Dynamic> {
+        let program = self.shared.program.read().expect("program lock").clone();
+        let options = CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(true)
+            .with_tag(RunTag(Arc::new(ctx.clone())));
+        let mut scope = Scope::new();
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &program, name, args)
+            .map_err(|e| {
+                let (file, source) = self.shared.source.read().expect("source lock").clone();
+                let rendered = diagnostic::render_eval(&e, &file, &source);
+                Error::Script(format!("{rendered}\n  in call to `{name}` from the host"))
+            })
+    }
+}
+
+/// A forward result as prediction fields; a non-map value becomes `answer`.
+fn prediction_fields(value: &Dynamic) -> Fields {
+    match convert::to_json(value) {
+        Value::Object(map) => map,
+        other => {
+            let mut f = Fields::new();
+            f.insert("answer".into(), other);
+            f
+        }
+    }
+}
+
+/// A metric's value as a score.
+fn score_of(value: &Dynamic) -> Option<f64> {
+    if let Ok(b) = value.as_bool() {
+        return Some(if b { 1.0 } else { 0.0 });
+    }
+    if let Ok(i) = value.as_int() {
+        return Some(i as f64);
+    }
+    value.as_float().ok()
+}

@@ -77,7 +77,12 @@ impl History {
                 if entry.cache_hit { " · cache hit" } else { "" }
             );
             for m in &entry.messages {
-                let _ = writeln!(out, "\x1b[31m{} message:\x1b[0m\n\n{}\n", title(&m.role), m.content);
+                let _ = writeln!(
+                    out,
+                    "\x1b[31m{} message:\x1b[0m\n\n{}\n",
+                    title(&m.role),
+                    m.content
+                );
             }
             for (i, choice) in entry.choices.iter().enumerate() {
                 let label = if entry.choices.len() > 1 {

@@ -1,0 +1,111 @@
+//! `dspy-rhai run`: run a pipeline's `forward` once and print the prediction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use crate::adapter::Fields;
+use crate::host::{Host, HostOptions};
+use crate::predict::{ProgramState, RunContext};
+
+use super::common::{on_interrupt, print_usage, LmArgs};
+
+/// Run a pipeline script once.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline script (.rhai) defining `fn forward(...)`.
+    pub script: PathBuf,
+    /// An input for forward, by parameter name (repeatable): --input question="Who wrote Dune?"
+    #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// Inputs as one JSON object: --inputs-json '{"question": "..."}'
+    #[arg(long, value_name = "JSON")]
+    pub inputs_json: Option<String>,
+    /// Install a compiled program (saved by `compile`) before running.
+    #[arg(long, value_name = "PROGRAM.json")]
+    pub load: Option<PathBuf>,
+    /// Print the prediction as JSON on stdout (script prints go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub lm: LmArgs,
+}
+
+/// Parses `--input` and `--inputs-json` into fields.
+pub fn parse_inputs(pairs: &[String], json: Option<&str>) -> anyhow::Result<Fields> {
+    let mut fields = Fields::new();
+    if let Some(text) = json {
+        match serde_json::from_str::<Value>(text).context("--inputs-json is not valid JSON")? {
+            Value::Object(map) => fields.extend(map),
+            _ => bail!("--inputs-json must be a JSON object, e.g. '{{\"question\": \"...\"}}'"),
+        }
+    }
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--input expects KEY=VALUE, got `{pair}`");
+        };
+        fields.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    Ok(fields)
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let inputs = parse_inputs(&args.inputs, args.inputs_json.as_deref())?;
+    let lm = args.lm.build()?;
+    let options = HostOptions {
+        print_to_stderr: args.json,
+        index_dir: args.index.clone(),
+        ..HostOptions::default()
+    };
+    let host = Host::new(
+        options,
+        RunContext::new(lm.clone(), Arc::new(ProgramState::default())),
+    );
+    on_interrupt(host.cancel_flag());
+    host.load_file(&args.script)?;
+    host.forward_params()?;
+    if let Some(path) = &args.load {
+        super::compile::install_program(&host, path)?;
+    }
+    let session = host.session();
+    let result = host.forward(&inputs, &session);
+    print_usage(&lm, started.elapsed());
+    let prediction = result?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(prediction))?
+        );
+    } else {
+        print!("{}", render_prediction(&prediction));
+    }
+    Ok(())
+}
+
+/// A prediction for people: `field: value`, multi-line values indented.
+pub fn render_prediction(prediction: &Fields) -> String {
+    let mut out = String::new();
+    for (k, v) in prediction {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if text.contains('\n') {
+            out.push_str(&format!("{k}:\n"));
+            for line in text.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        } else {
+            out.push_str(&format!("{k}: {text}\n"));
+        }
+    }
+    out
+}

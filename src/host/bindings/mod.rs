@@ -1,0 +1,25 @@
+//! Script-side API. Each domain registers itself from its own file.
+
+pub mod lm;
+pub mod predict;
+pub mod retrieve;
+pub mod signature;
+
+use std::sync::Arc;
+
+use rhai::{Engine, EvalAltResult, Position};
+
+use super::Shared;
+
+/// Registers every binding on `engine`.
+pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
+    signature::register(engine);
+    predict::register(engine, shared);
+    lm::register(engine, shared);
+    retrieve::register(engine, shared);
+}
+
+/// A runtime error at `pos` carrying `message`.
+pub(crate) fn script_error(message: impl std::fmt::Display, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(message.to_string().into(), pos))
+}

@@ -1,0 +1,257 @@
+//! Saved programs: per-predictor signature, demos and LM settings as JSON, in
+//! DSPy's `save()` layout so files move between DSPy and dspy-rhai.
+//!
+//! ```json
+//! { "answer": { "traces": [], "train": [], "demos": [ {"augmented": true, "question": "...", ...} ],
+//!               "signature": { "instructions": "...",
+//!                              "fields": [ {"name": "question", "prefix": "Question:", "description": "${question}"}, ... ] },
+//!               "lm": null },
+//!   "metadata": { "dependency_versions": {...}, "dspy_rhai": { "optimizer": ..., "scores": ... } } }
+//! ```
+//! DSPy writes fields without `name`; such files are matched by field count
+//! and prefix. DSPy names a ChainOfThought's inner predictor `x.predict`;
+//! it is matched to the script's `x`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::adapter::Fields;
+use crate::error::{Error, Result};
+use crate::lm::LmSettings;
+use crate::predict::{Demo, Predictor, PredictorState, ProgramState};
+
+/// Keys DSPy adds to examples that are not fields.
+const BOOKKEEPING_KEYS: [&str; 3] = ["augmented", "dspy_uuid", "dspy_split"];
+
+/// Serializes a program's state as DSPy-layout JSON.
+pub fn to_json(
+    predictors: &BTreeMap<String, Predictor>,
+    state: &ProgramState,
+    metadata: Value,
+) -> Value {
+    let mut root = Map::new();
+    for (name, p) in predictors {
+        let st = state.get(name).cloned().unwrap_or_default();
+        let sig = match &st.instructions {
+            Some(i) => p.signature().with_instructions(i.clone()),
+            None => p.signature().clone(),
+        };
+        let fields: Vec<Value> = sig
+            .fields()
+            .map(|f| {
+                json!({
+                    "name": f.name,
+                    "type": f.ty.to_string(),
+                    "prefix": f.prefix(),
+                    "description": f.desc_or_placeholder(),
+                })
+            })
+            .collect();
+        let demos: Vec<Value> = st
+            .demos
+            .iter()
+            .map(|d| {
+                let mut m = Map::new();
+                if d.augmented {
+                    m.insert("augmented".into(), Value::Bool(true));
+                }
+                m.extend(d.fields.clone());
+                Value::Object(m)
+            })
+            .collect();
+        let lm = if st.lm == LmSettings::default() {
+            Value::Null
+        } else {
+            serde_json::to_value(&st.lm).unwrap_or(Value::Null)
+        };
+        root.insert(
+            name.clone(),
+            json!({
+                "traces": [],
+                "train": [],
+                "demos": demos,
+                "signature": { "instructions": sig.instructions(), "fields": fields },
+                "lm": lm,
+            }),
+        );
+    }
+    root.insert(
+        "metadata".into(),
+        json!({
+            "dependency_versions": { "dspy_rhai": env!("CARGO_PKG_VERSION") },
+            "dspy_rhai": metadata,
+        }),
+    );
+    Value::Object(root)
+}
+
+/// Writes a program file (atomically: a temp file renamed into place).
+pub fn save(path: &Path, program: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(program).expect("JSON values serialize");
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Reads a program file and matches it against the script's predictors,
+/// returning the state to install. Any difference in predictor names or
+/// signatures is an error listing all of them.
+pub fn load(path: &Path, predictors: &BTreeMap<String, Predictor>) -> Result<ProgramState> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let root: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::data(path, e.line(), format!("not valid JSON: {e}")))?;
+    let Value::Object(root) = root else {
+        return Err(Error::data(path, 1, "a saved program is a JSON object"));
+    };
+    from_json(&root, predictors).map_err(|problems| {
+        Error::Config(format!(
+            "{} does not match the script:\n  - {}",
+            path.display(),
+            problems.join("\n  - ")
+        ))
+    })
+}
+
+/// Matches saved entries to predictors; `Err` lists every difference.
+pub fn from_json(
+    root: &Map<String, Value>,
+    predictors: &BTreeMap<String, Predictor>,
+) -> std::result::Result<ProgramState, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut state = ProgramState::default();
+    let mut matched = Vec::new();
+    for (key, entry) in root {
+        let Some(entry) = entry.as_object().filter(|e| e.contains_key("demos")) else {
+            continue; // metadata, or non-predictor state such as DSPy's `retrieve: {k: 3}`
+        };
+        let name = if predictors.contains_key(key) {
+            key.clone()
+        } else if let Some(stripped) = key
+            .strip_suffix(".predict")
+            .filter(|s| predictors.contains_key(*s))
+        {
+            stripped.to_string()
+        } else {
+            problems.push(format!(
+                "the file has predictor `{key}`, which the script does not declare"
+            ));
+            continue;
+        };
+        let predictor = &predictors[&name];
+        match entry_state(entry, predictor) {
+            Ok(st) => state.set(&name, st),
+            Err(p) => problems.push(format!("`{name}`: {p}")),
+        }
+        matched.push(name);
+    }
+    for name in predictors.keys() {
+        if !matched.contains(name) {
+            problems.push(format!(
+                "the script declares `{name}`, which the file lacks"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(state)
+    } else {
+        Err(problems)
+    }
+}
+
+fn entry_state(
+    entry: &Map<String, Value>,
+    predictor: &Predictor,
+) -> std::result::Result<PredictorState, String> {
+    let sig = predictor.signature();
+    let mut instructions = None;
+    if let Some(saved) = entry.get("signature").and_then(Value::as_object) {
+        if let Some(fields) = saved.get("fields").and_then(Value::as_array) {
+            check_fields(fields, predictor)?;
+        }
+        if let Some(i) = saved.get("instructions").and_then(Value::as_str) {
+            if i != sig.instructions() {
+                instructions = Some(i.to_string());
+            }
+        }
+    }
+    let demos = entry
+        .get("demos")
+        .and_then(Value::as_array)
+        .map(|demos| {
+            demos
+                .iter()
+                .filter_map(Value::as_object)
+                .map(|d| {
+                    let augmented = d.get("augmented").and_then(Value::as_bool).unwrap_or(false);
+                    let fields: Fields = d
+                        .iter()
+                        .filter(|(k, _)| !BOOKKEEPING_KEYS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    Demo { fields, augmented }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let lm = entry
+        .get("lm")
+        .and_then(Value::as_object)
+        .map(|m| LmSettings {
+            temperature: m.get("temperature").and_then(Value::as_f64),
+            max_tokens: m
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .map(|v| v as u32),
+            n: m.get("n").and_then(Value::as_u64).map(|v| v as u32),
+        })
+        .unwrap_or_default();
+    Ok(PredictorState {
+        demos,
+        instructions,
+        lm,
+    })
+}
+
+/// Compares saved fields with the predictor's signature: by name when the
+/// file has names, else by count and prefix (DSPy's layout).
+fn check_fields(saved: &[Value], predictor: &Predictor) -> std::result::Result<(), String> {
+    let sig = predictor.signature();
+    let expected: Vec<&str> = sig.fields().map(|f| f.name.as_str()).collect();
+    let named: Option<Vec<&str>> = saved
+        .iter()
+        .map(|f| f.get("name").and_then(Value::as_str))
+        .collect();
+    let found: Vec<String> = match named {
+        Some(names) => names.into_iter().map(str::to_string).collect(),
+        None => saved
+            .iter()
+            .map(|f| {
+                let prefix = f.get("prefix").and_then(Value::as_str).unwrap_or("");
+                let head = prefix.split(':').next().unwrap_or("").trim();
+                head.to_lowercase().replace(' ', "_")
+            })
+            .collect(),
+    };
+    let same = found.len() == expected.len()
+        && found
+            .iter()
+            .zip(&expected)
+            .all(|(f, e)| f == e || (e == &"reasoning" && f.starts_with("reasoning")));
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "signature fields differ: the file has [{}], the script has [{}] ({})",
+            found.join(", "),
+            expected.join(", "),
+            predictor.declared_signature()
+        ))
+    }
+}
