@@ -2,3 +2,6 @@
 
 mod common;
 mod host;
+mod adapter;
+mod signature;
+mod predict;
