@@ -3,6 +3,7 @@
 
 mod common;
 mod compile;
+mod repl;
 mod run;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Run a pipeline once and print its prediction.
     Run(run::Args),
+    /// Experiment interactively: a Rhai REPL with the pipeline API.
+    Repl(repl::Args),
 }
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
@@ -50,5 +53,6 @@ pub fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::run(args),
+        Command::Repl(args) => repl::run(args),
     }
 }

@@ -70,7 +70,8 @@ In adhering to this structure, your objective is: \n        Answer the question 
 #[test]
 fn incomplete_demos_come_first_with_dspy_wording() {
     let sig = Signature::parse("question, context -> answer, confidence: float").unwrap();
-    let complete = fields(json!({"question": "Q0", "context": "C0", "answer": "A0", "confidence": 0.5}));
+    let complete =
+        fields(json!({"question": "Q0", "context": "C0", "answer": "A0", "confidence": 0.5}));
     let incomplete = fields(json!({"question": "Q1", "answer": "A1"}));
     let useless = fields(json!({"question": "Q9"}));
     let msgs = chat::format(
@@ -93,7 +94,10 @@ fn incomplete_demos_come_first_with_dspy_wording() {
         msgs[2].content,
         "[[ ## answer ## ]]\nA1\n\n[[ ## confidence ## ]]\nNot supplied for this particular example.\n\n[[ ## completed ## ]]\n"
     );
-    assert_eq!(msgs[3].content, "[[ ## question ## ]]\nQ0\n\n[[ ## context ## ]]\nC0");
+    assert_eq!(
+        msgs[3].content,
+        "[[ ## question ## ]]\nQ0\n\n[[ ## context ## ]]\nC0"
+    );
     assert_eq!(
         msgs[5].content,
         "[[ ## question ## ]]\nQ2\n\n[[ ## context ## ]]\nC2\n\n\
@@ -113,7 +117,10 @@ fn list_inputs_are_numbered_blobs() {
     );
     assert_eq!(value::format_value(&ty, &json!(true)), "True");
     assert_eq!(value::format_value(&ty, &json!(3.0)), "3.0");
-    assert_eq!(value::format_value(&ty, &json!({"a": [1, 2]})), "{\"a\": [1, 2]}");
+    assert_eq!(
+        value::format_value(&ty, &json!({"a": [1, 2]})),
+        "{\"a\": [1, 2]}"
+    );
 }
 
 #[test]
@@ -127,7 +134,11 @@ fn parses_well_formed_reordered_and_inline_replies() {
     assert_eq!(ok["reasoning"], "Two plus two.");
     assert_eq!(ok["answer"], 4);
 
-    let reordered = chat::parse(&sig, "  [[ ## answer ## ]] 4\n[[ ## reasoning ## ]]\nbecause").unwrap();
+    let reordered = chat::parse(
+        &sig,
+        "  [[ ## answer ## ]] 4\n[[ ## reasoning ## ]]\nbecause",
+    )
+    .unwrap();
     assert_eq!(reordered["answer"], 4);
     assert_eq!(reordered["reasoning"], "because");
     let keys: Vec<&String> = reordered.keys().collect();
@@ -149,7 +160,11 @@ fn first_occurrence_wins_and_unknown_sections_are_ignored() {
 fn missing_fields_and_junk_are_errors_that_keep_the_raw_text() {
     let sig = Signature::parse("q -> reasoning, answer").unwrap();
     let err = chat::parse(&sig, "[[ ## reasoning ## ]]\nonly this").unwrap_err();
-    assert!(err.message.contains("`answer` is missing"), "{}", err.message);
+    assert!(
+        err.message.contains("`answer` is missing"),
+        "{}",
+        err.message
+    );
     assert_eq!(err.raw, "[[ ## reasoning ## ]]\nonly this");
     let err = chat::parse(&sig, "I am a teapot").unwrap_err();
     assert!(err.to_string().contains("I am a teapot"));
@@ -167,8 +182,11 @@ fn typed_values_convert_or_fail() {
     assert_eq!(parsed["ok"], true);
     assert_eq!(parsed["xs"], json!(["a", "b"]));
     assert_eq!(parsed["m"], json!({"k": 1}));
-    let err = chat::parse(&sig, "[[ ## n ## ]]\nmany\n[[ ## ok ## ]]\nyes\n[[ ## xs ## ]]\n[]\n[[ ## m ## ]]\n{}")
-        .unwrap_err();
+    let err = chat::parse(
+        &sig,
+        "[[ ## n ## ]]\nmany\n[[ ## ok ## ]]\nyes\n[[ ## xs ## ]]\n[]\n[[ ## m ## ]]\n{}",
+    )
+    .unwrap_err();
     assert!(err.message.contains("field `n`"), "{}", err.message);
 }
 
@@ -176,14 +194,17 @@ fn typed_values_convert_or_fail() {
 fn json_adapter_formats_and_parses() {
     let sig = Signature::parse("question -> answer, n: int").unwrap();
     let msgs = json_adapter::format(&sig, &[], &fields(json!({"question": "Q"})));
-    assert!(msgs[0].content.contains("Inputs will have the following structure:"));
+    assert!(msgs[0]
+        .content
+        .contains("Inputs will have the following structure:"));
     assert!(msgs[0].content.contains(
         "Outputs will be a JSON object with the following fields.\n\n{\n  \"answer\": \"{answer}\",\n  \"n\": \"{n}        # note: the value you produce must be a single int value\"\n}"
     ));
     assert!(msgs[1].content.ends_with(
         "Respond with a JSON object in the following order of fields: `answer`, then `n` (must be formatted as a valid Python int)."
     ));
-    let parsed = json_adapter::parse(&sig, "Sure! {\"answer\": \"Paris\", \"n\": \"3\"} done").unwrap();
+    let parsed =
+        json_adapter::parse(&sig, "Sure! {\"answer\": \"Paris\", \"n\": \"3\"} done").unwrap();
     assert_eq!(parsed["answer"], "Paris");
     assert_eq!(parsed["n"], 3);
     assert!(json_adapter::parse(&sig, "{\"answer\": \"x\"}").is_err());

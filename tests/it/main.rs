@@ -1,7 +1,8 @@
 //! The one integration-test binary. Each area has its own module.
 
+mod adapter;
 mod common;
 mod host;
-mod adapter;
-mod signature;
 mod predict;
+mod repl;
+mod signature;

@@ -6,7 +6,9 @@ use serde_json::json;
 
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::LmSettings;
-use dspy_rhai::predict::{self, Demo, Predictor, PredictorKind, PredictorState, ProgramState, RunContext};
+use dspy_rhai::predict::{
+    self, Demo, Predictor, PredictorKind, PredictorState, ProgramState, RunContext,
+};
 use dspy_rhai::signature::Signature;
 
 use crate::common::{fields, scripted_lm};
@@ -29,18 +31,28 @@ fn unparseable_reply_falls_back_to_json_mode_once() {
         "{\"answer\": \"Paris\"}".into(),
     ]));
     let ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));
-    let pred = predict::call(&qa("qa"), &ctx, &fields(json!({"question": "Capital of France?"}))).unwrap();
+    let pred = predict::call(
+        &qa("qa"),
+        &ctx,
+        &fields(json!({"question": "Capital of France?"})),
+    )
+    .unwrap();
     assert_eq!(pred["answer"], "Paris");
     let reqs = backend.requests();
     assert_eq!(reqs.len(), 2);
     assert!(!reqs[0].json_mode);
     assert!(reqs[1].json_mode);
-    assert!(reqs[1].messages[0].content.contains("Outputs will be a JSON object"));
+    assert!(reqs[1].messages[0]
+        .content
+        .contains("Outputs will be a JSON object"));
 }
 
 #[test]
 fn garbage_twice_is_a_parse_error_with_the_raw_text() {
-    let (lm, _) = scripted_lm(ScriptedLm::texts(vec!["garbage one".into(), "garbage two".into()]));
+    let (lm, _) = scripted_lm(ScriptedLm::texts(vec![
+        "garbage one".into(),
+        "garbage two".into(),
+    ]));
     let ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));
     let err = predict::call(&qa("qa"), &ctx, &fields(json!({"question": "q"})))
         .unwrap_err()
@@ -55,13 +67,23 @@ fn demos_and_instructions_come_from_the_context_state() {
     let state = ProgramState::default().with(
         "qa",
         PredictorState {
-            demos: vec![Demo::augmented(fields(json!({"question": "1+1?", "answer": "2"})))],
+            demos: vec![Demo::augmented(fields(
+                json!({"question": "1+1?", "answer": "2"}),
+            ))],
             instructions: Some("Add numbers.".into()),
-            lm: LmSettings { temperature: Some(0.7), ..LmSettings::default() },
+            lm: LmSettings {
+                temperature: Some(0.7),
+                ..LmSettings::default()
+            },
         },
     );
     let (ctx, trace) = RunContext::new(Some(lm), Arc::new(state)).traced();
-    predict::call(&qa("qa"), &ctx, &fields(json!({"question": "2+2?", "extra": 1}))).unwrap();
+    predict::call(
+        &qa("qa"),
+        &ctx,
+        &fields(json!({"question": "2+2?", "extra": 1})),
+    )
+    .unwrap();
     let req = &backend.requests()[0];
     assert_eq!(req.temperature, Some(0.7));
     assert_eq!(req.messages.len(), 4);
@@ -104,11 +126,17 @@ fn several_completions_are_kept() {
     let p = Predictor::new(
         PredictorKind::Predict,
         Signature::parse("question -> answer").unwrap(),
-        LmSettings { n: Some(2), ..LmSettings::default() },
+        LmSettings {
+            n: Some(2),
+            ..LmSettings::default()
+        },
     )
     .unwrap();
     let ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));
     let pred = predict::call(&p, &ctx, &fields(json!({"question": "q"}))).unwrap();
     assert_eq!(pred["answer"], "a");
-    assert_eq!(pred["completions"], json!([{"answer": "a"}, {"answer": "b"}]));
+    assert_eq!(
+        pred["completions"],
+        json!([{"answer": "a"}, {"answer": "b"}])
+    );
 }

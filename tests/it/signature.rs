@@ -71,9 +71,14 @@ fn builders_return_new_values() {
     assert_eq!(instructed.instructions(), "Answer briefly.");
     assert!(!base.has_custom_instructions());
     let described = base.with_desc("answer", "a short phrase").unwrap();
-    assert_eq!(described.outputs()[0].desc.as_deref(), Some("a short phrase"));
+    assert_eq!(
+        described.outputs()[0].desc.as_deref(),
+        Some("a short phrase")
+    );
     assert!(base.with_desc("nope", "x").is_err());
-    assert!(base.append_output(Field::new("question", FieldType::Str)).is_err());
+    assert!(base
+        .append_output(Field::new("question", FieldType::Str))
+        .is_err());
     assert_eq!(
         base.append_input(Field::new("context", FieldType::Str))
             .unwrap()
@@ -85,5 +90,8 @@ fn builders_return_new_values() {
 #[test]
 fn field_prefix_matches_dspy() {
     assert_eq!(Field::new("question", FieldType::Str).prefix(), "Question:");
-    assert_eq!(Field::new("search_query", FieldType::Str).prefix(), "Search Query:");
+    assert_eq!(
+        Field::new("search_query", FieldType::Str).prefix(),
+        "Search Query:"
+    );
 }
