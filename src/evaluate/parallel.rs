@@ -1,0 +1,257 @@
+//! Parallel evaluation: run a pipeline over examples on N worker threads that
+//! share one compiled script and one LM client, and score each prediction.
+//!
+//! Results come back in example order, so the score and the per-example
+//! results do not depend on the thread count.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::metrics::BuiltinMetric;
+use crate::adapter::Fields;
+use crate::data::Example;
+use crate::error::Result;
+use crate::predict::{RunContext, TraceStep};
+
+/// Something that can be run on an example and can score a prediction with
+/// a script metric: the [`Host`](crate::host::Host), or a script function
+/// selected from Rhai.
+pub trait Pipeline: Sync {
+    /// Runs the pipeline on an example's inputs.
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields>;
+    /// Calls the script function `name(example, pred, trace)` and returns its score.
+    fn script_metric(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64>;
+}
+
+/// How predictions are scored.
+#[derive(Clone, Debug)]
+pub enum Metric {
+    /// A built-in metric such as `answer_exact_match`.
+    Builtin(BuiltinMetric),
+    /// A script function `fn name(example, pred, trace)`.
+    Script(String),
+}
+
+impl Metric {
+    /// Scores one prediction; `trace` is given during compilation, as in DSPy.
+    pub fn score(
+        &self,
+        pipeline: &dyn Pipeline,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        match self {
+            Metric::Builtin(m) => Ok(m.score(example, prediction)),
+            Metric::Script(name) => pipeline.script_metric(name, example, prediction, trace, ctx),
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Worker threads.
+    pub threads: usize,
+    /// Score given to an example whose run or metric errors.
+    pub failure_score: f64,
+    /// Stop once this many examples have errored.
+    pub max_errors: Option<usize>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            threads: 8,
+            failure_score: 0.0,
+            max_errors: None,
+        }
+    }
+}
+
+/// The outcome for one example.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExampleResult {
+    /// Position of the example in the dataset.
+    pub index: usize,
+    /// The example's inputs.
+    pub inputs: Fields,
+    /// The example's labels.
+    pub labels: Fields,
+    /// The prediction, unless the run failed.
+    pub prediction: Option<Fields>,
+    /// The metric's score (`failure_score` on error).
+    pub score: f64,
+    /// The error, if the run or the metric failed.
+    pub error: Option<String>,
+}
+
+/// Running totals, passed to the progress callback after each example.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Examples finished.
+    pub done: usize,
+    /// Examples in the run.
+    pub total: usize,
+    /// Sum of scores so far.
+    pub score_sum: f64,
+    /// Examples that errored.
+    pub errors: usize,
+}
+
+impl Progress {
+    /// Mean score of the finished examples, in percent.
+    pub fn percent(&self) -> f64 {
+        if self.done == 0 {
+            0.0
+        } else {
+            100.0 * self.score_sum / self.done as f64
+        }
+    }
+}
+
+/// The outcome of an evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Per-example results, in dataset order (only finished examples).
+    pub results: Vec<ExampleResult>,
+    /// Examples requested.
+    pub total: usize,
+    /// Mean score over finished examples, in percent (DSPy's `Evaluate` score).
+    pub score: f64,
+    /// Examples with a truthy score (non-zero), as DSPy counts success.
+    pub passed: usize,
+    /// Examples that ran but scored zero.
+    pub failed: usize,
+    /// Examples whose run or metric errored.
+    pub errored: usize,
+    /// Stopped by Ctrl-C before every example finished.
+    pub interrupted: bool,
+    /// Stopped because `max_errors` was reached.
+    pub hit_max_errors: bool,
+    /// Wall time.
+    #[serde(serialize_with = "as_secs")]
+    pub elapsed: Duration,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Evaluates `pipeline` on `examples` with `metric`.
+///
+/// `cancel` stops the run (examples in flight when it is set are dropped,
+/// not counted). `observe` is called on the calling thread after every
+/// finished example.
+pub fn evaluate(
+    pipeline: &dyn Pipeline,
+    examples: &[Example],
+    metric: &Metric,
+    ctx: &RunContext,
+    options: &EvalOptions,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+) -> EvalReport {
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let threads = options.threads.clamp(1, examples.len().max(1));
+    let mut results: Vec<ExampleResult> = Vec::with_capacity(examples.len());
+    let mut progress = Progress {
+        total: examples.len(),
+        ..Progress::default()
+    };
+    let mut hit_max_errors = false;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<ExampleResult>();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || loop {
+                if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(example) = examples.get(index) else { break };
+                let result = run_one(pipeline, index, example, metric, ctx, options.failure_score);
+                if tx.send(result).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for result in rx {
+            if result.error.is_some() && cancel.load(Ordering::Relaxed) {
+                continue; // aborted by Ctrl-C mid-run: not a real outcome
+            }
+            progress.done += 1;
+            progress.score_sum += result.score;
+            if result.error.is_some() {
+                progress.errors += 1;
+                if options.max_errors.is_some_and(|max| progress.errors >= max) {
+                    hit_max_errors = true;
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            observe(&result, &progress);
+            results.push(result);
+        }
+    });
+    results.sort_by_key(|r| r.index);
+    let errored = results.iter().filter(|r| r.error.is_some()).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.error.is_none() && r.score != 0.0)
+        .count();
+    EvalReport {
+        total: examples.len(),
+        score: progress.percent(),
+        passed,
+        failed: results.len() - passed - errored,
+        errored,
+        interrupted: cancel.load(Ordering::Relaxed) && results.len() < examples.len(),
+        hit_max_errors,
+        elapsed: started.elapsed(),
+        results,
+    }
+}
+
+fn run_one(
+    pipeline: &dyn Pipeline,
+    index: usize,
+    example: &Example,
+    metric: &Metric,
+    ctx: &RunContext,
+    failure_score: f64,
+) -> ExampleResult {
+    let mut result = ExampleResult {
+        index,
+        inputs: example.inputs(),
+        labels: example.labels(),
+        prediction: None,
+        score: failure_score,
+        error: None,
+    };
+    match pipeline.run(&result.inputs, ctx) {
+        Ok(prediction) => {
+            match metric.score(pipeline, example, &prediction, None, ctx) {
+                Ok(score) => result.score = score,
+                Err(e) => result.error = Some(format!("metric: {e}")),
+            }
+            result.prediction = Some(prediction);
+        }
+        Err(e) => result.error = Some(e.to_string()),
+    }
+    result
+}
