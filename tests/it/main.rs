@@ -1,4 +1,5 @@
 //! The one integration-test binary. Each area has its own module.
 
 mod common;
+mod metrics;
 mod pyrandom;
