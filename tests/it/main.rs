@@ -1,5 +1,6 @@
 //! The one integration-test binary. Each area has its own module.
 
 mod common;
+mod data;
 mod metrics;
 mod pyrandom;
