@@ -1,1 +1,11 @@
-//! (being written)
+//! Datasets: [`Example`] rows, loading them from JSONL/JSON/CSV files, and
+//! [`PyRandom`], a Python-compatible RNG so seeded shuffles and samples match
+//! DSPy's.
+
+mod example;
+mod load;
+mod pyrandom;
+
+pub use example::Example;
+pub use load::{load_dataset, LoadOptions};
+pub use pyrandom::PyRandom;

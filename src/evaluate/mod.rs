@@ -1,1 +1,3 @@
-//! (being written)
+//! Evaluation: DSPy's built-in metrics (and, later, the parallel evaluator).
+
+pub mod metrics;

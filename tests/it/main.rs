@@ -1,8 +1,12 @@
 //! The one integration-test binary. Each area has its own module.
 
-mod adapter;
 mod common;
+
+mod adapter;
+mod data;
 mod host;
+mod metrics;
 mod predict;
+mod pyrandom;
 mod repl;
 mod signature;

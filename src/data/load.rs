@@ -1,0 +1,253 @@
+//! Loading datasets from JSONL, JSON and CSV files into [`Example`]s.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::{Example, PyRandom};
+use crate::{Error, Result};
+
+/// How much of a dataset to keep, and in which order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Keep at most this many examples (after shuffling, if any).
+    pub limit: Option<usize>,
+    /// Shuffle with Python's `random.Random(seed).shuffle(rows)` before
+    /// applying `limit`, so the order matches DSPy scripts using that seed.
+    pub shuffle_seed: Option<u64>,
+}
+
+/// The file formats [`load_dataset`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// One JSON object per line.
+    JsonLines,
+    /// One JSON array of objects.
+    JsonArray,
+    /// A header row of field names, then one row per example.
+    Csv,
+}
+
+/// Loads a dataset, choosing the format from the file name: `.jsonl` (one
+/// object per line, blank lines skipped), `.json` (an array of objects) or
+/// `.csv` (header row = field names, all values strings), each optionally
+/// gzip-compressed with a further `.gz`.
+///
+/// Every example gets `input_keys` as its inputs, and each must be present
+/// in every row. Errors are [`Error::Data`] with the 1-based line of the bad
+/// record (0 for a `.json` array element, whose index is in the message) or
+/// [`Error::Io`] when the file cannot be read.
+pub fn load_dataset(
+    path: &Path,
+    input_keys: &[String],
+    options: &LoadOptions,
+) -> Result<Vec<Example>> {
+    let (format, gzipped) = detect_format(path)?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader: Box<dyn BufRead> = if gzipped {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    // Without shuffling, rows past the limit need not even be read.
+    let stop_after = match options.shuffle_seed {
+        Some(_) => None,
+        None => options.limit,
+    };
+    let mut rows = match format {
+        Format::JsonLines => read_json_lines(path, reader, stop_after)?,
+        Format::JsonArray => read_json_array(path, reader)?,
+        Format::Csv => read_csv(path, reader, stop_after)?,
+    };
+    for (line, fields) in &rows {
+        if let Some(key) = input_keys.iter().find(|k| !fields.contains_key(k.as_str())) {
+            let message = match format {
+                Format::JsonArray => format!("element {line}: missing input key `{key}`"),
+                _ => format!("missing input key `{key}`"),
+            };
+            let line = if format == Format::JsonArray {
+                0
+            } else {
+                *line
+            };
+            return Err(Error::data(path, line, message));
+        }
+    }
+    if let Some(seed) = options.shuffle_seed {
+        PyRandom::from_u64(seed).shuffle(&mut rows);
+    }
+    if let Some(limit) = options.limit {
+        rows.truncate(limit);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(_, fields)| Example::new(fields).with_inputs(input_keys))
+        .collect())
+}
+
+/// A record and where it came from: a 1-based line, or an array index.
+type Row = (usize, Map<String, Value>);
+
+fn detect_format(path: &Path) -> Result<(Format, bool)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let (stem, gzipped) = match name.strip_suffix(".gz") {
+        Some(stem) => (stem, true),
+        None => (name.as_str(), false),
+    };
+    let format = if stem.ends_with(".jsonl") {
+        Format::JsonLines
+    } else if stem.ends_with(".json") {
+        Format::JsonArray
+    } else if stem.ends_with(".csv") {
+        Format::Csv
+    } else {
+        return Err(Error::data(
+            path,
+            0,
+            "unknown dataset format: expected a .jsonl, .json or .csv file (optionally .gz)",
+        ));
+    };
+    Ok((format, gzipped))
+}
+
+fn read_json_lines(
+    path: &Path,
+    mut reader: impl BufRead,
+    limit: Option<usize>,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        if limit.is_some_and(|n| rows.len() >= n) {
+            break;
+        }
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?
+            == 0
+        {
+            break;
+        }
+        line_no += 1;
+        let text = std::str::from_utf8(&buf)
+            .map_err(|e| Error::data(path, line_no, format!("invalid UTF-8: {e}")))?;
+        let text = if line_no == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| Error::data(path, line_no, json_message(&e)))?;
+        rows.push((line_no, expect_object(path, line_no, value, None)?));
+    }
+    Ok(rows)
+}
+
+fn read_json_array(path: &Path, mut reader: impl Read) -> Result<Vec<Row>> {
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(path, e))?;
+    let text = text.trim_start_matches('\u{feff}');
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::data(path, e.line(), json_message(&e)))?;
+    let Value::Array(items) = value else {
+        return Err(Error::data(
+            path,
+            0,
+            format!("expected a JSON array of objects, found {}", kind(&value)),
+        ));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| Ok((i, expect_object(path, 0, item, Some(i))?)))
+        .collect()
+}
+
+fn read_csv(path: &Path, reader: impl Read, limit: Option<usize>) -> Result<Vec<Row>> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
+    let headers = csv.headers().map_err(|e| csv_error(path, e))?.clone();
+    let mut rows = Vec::new();
+    for record in csv.records() {
+        if limit.is_some_and(|n| rows.len() >= n) {
+            break;
+        }
+        let record = record.map_err(|e| csv_error(path, e))?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let fields = headers
+            .iter()
+            .zip(record.iter())
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect();
+        rows.push((line, fields));
+    }
+    Ok(rows)
+}
+
+fn expect_object(
+    path: &Path,
+    line: usize,
+    value: Value,
+    element: Option<usize>,
+) -> Result<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => {
+            let what = format!("expected a JSON object, found {}", kind(&other));
+            let message = match element {
+                Some(i) => format!("element {i}: {what}"),
+                None => what,
+            };
+            Err(Error::data(path, line, message))
+        }
+    }
+}
+
+/// serde's message with its position reduced to the column (the line is
+/// reported by [`Error::Data`] itself).
+fn json_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let reason = full.strip_suffix(&suffix).unwrap_or(&full);
+    format!("invalid JSON at column {}: {reason}", e.column())
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> Error {
+    let line = e.position().map_or(0, |p| p.line() as usize);
+    let message = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("expected {expected_len} fields (as in the header), found {len}"),
+        csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".to_owned(),
+        csv::ErrorKind::Io(_) => match e.into_kind() {
+            csv::ErrorKind::Io(io) => return Error::io(path, io),
+            other => format!("{other:?}"),
+        },
+        _ => e.to_string(),
+    };
+    Error::data(path, line, message)
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
