@@ -95,3 +95,74 @@ pub fn print_usage(lm: &Option<Arc<Lm>>, elapsed: Duration) {
         );
     }
 }
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
+    ))
+    .expect("valid template")
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// Options naming the dataset an evaluation or compilation reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Input field names (DSPy's with_inputs); default: forward's parameters.
+    #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
+    pub inputs: Option<Vec<String>>,
+    /// Use only the first N examples (after shuffling).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Shuffle the examples (Python-compatible order for --seed).
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Seed for --shuffle and the optimizers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl DataArgs {
+    /// Loads a dataset with these options; input keys default to `default_inputs`.
+    pub fn load(
+        &self,
+        path: &std::path::Path,
+        default_inputs: &[String],
+    ) -> anyhow::Result<Vec<crate::data::Example>> {
+        let inputs = self
+            .inputs
+            .clone()
+            .unwrap_or_else(|| default_inputs.to_vec());
+        let options = crate::data::LoadOptions {
+            limit: self.limit,
+            shuffle_seed: self.shuffle.then_some(self.seed),
+        };
+        Ok(crate::data::load_dataset(path, &inputs, &options)?)
+    }
+}
+
+/// The metric to score with: `--metric NAME`, else the script's `fn metric`.
+pub fn choose_metric(
+    name: Option<&str>,
+    host: &crate::host::Host,
+) -> anyhow::Result<crate::evaluate::Metric> {
+    use crate::evaluate::{metrics, Metric};
+    match name {
+        Some(n) => match metrics::builtin(n) {
+            Some(m) => Ok(Metric::Builtin(m)),
+            None if host.function_params(n).is_some() => Ok(Metric::Script(n.to_string())),
+            None => anyhow::bail!(
+                "unknown metric `{n}`: use a script function name or one of {}",
+                metrics::names().join(", ")
+            ),
+        },
+        None if host.has_metric() => Ok(Metric::Script("metric".into())),
+        None => anyhow::bail!(
+            "the script defines no `fn metric(example, pred, trace)`; pass --metric with one of {}",
+            metrics::names().join(", ")
+        ),
+    }
+}

@@ -3,6 +3,7 @@
 
 mod common;
 mod compile;
+mod eval;
 mod repl;
 mod run;
 
@@ -22,6 +23,8 @@ pub struct Cli {
 enum Command {
     /// Run a pipeline once and print its prediction.
     Run(run::Args),
+    /// Score a pipeline on a dataset with a metric, in parallel.
+    Eval(eval::Args),
     /// Experiment interactively: a Rhai REPL with the pipeline API.
     Repl(repl::Args),
 }
@@ -54,5 +57,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::run(args),
         Command::Repl(args) => repl::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

@@ -1,3 +1,6 @@
-//! Evaluation: DSPy's built-in metrics (and, later, the parallel evaluator).
+//! Evaluation: DSPy's built-in metrics and the parallel evaluator.
 
 pub mod metrics;
+mod parallel;
+
+pub use parallel::{evaluate, EvalOptions, EvalReport, ExampleResult, Metric, Pipeline, Progress};

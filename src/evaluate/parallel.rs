@@ -166,6 +166,7 @@ pub fn evaluate(
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    let errors = AtomicUsize::new(0);
     let threads = options.threads.clamp(1, examples.len().max(1));
     let mut results: Vec<ExampleResult> = Vec::with_capacity(examples.len());
     let mut progress = Progress {
@@ -177,14 +178,22 @@ pub fn evaluate(
         let (tx, rx) = mpsc::channel::<ExampleResult>();
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, stop) = (&next, &stop);
+            let (next, stop, errors) = (&next, &stop, &errors);
             scope.spawn(move || loop {
                 if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                     break;
                 }
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(example) = examples.get(index) else { break };
+                let Some(example) = examples.get(index) else {
+                    break;
+                };
                 let result = run_one(pipeline, index, example, metric, ctx, options.failure_score);
+                if result.error.is_some() {
+                    let seen = errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if options.max_errors.is_some_and(|max| seen >= max) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
                 if tx.send(result).is_err() {
                     break;
                 }
@@ -201,7 +210,6 @@ pub fn evaluate(
                 progress.errors += 1;
                 if options.max_errors.is_some_and(|max| progress.errors >= max) {
                     hit_max_errors = true;
-                    stop.store(true, Ordering::Relaxed);
                 }
             }
             observe(&result, &progress);

@@ -18,7 +18,9 @@ use rhai::{CallFnOptions, Dynamic, Engine, Scope, AST};
 use serde_json::Value;
 
 use crate::adapter::Fields;
+use crate::data::Example;
 use crate::error::{Error, Result};
+use crate::evaluate::Pipeline;
 use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
 
 pub use limits::Limits;
@@ -188,14 +190,9 @@ impl Host {
         self.shared.cancel.clone()
     }
 
-    /// Parameter names of script function `name` with `arity` (any arity if `None`).
+    /// Parameter names of script function `name`, if the script defines it.
     pub fn function_params(&self, name: &str) -> Option<Vec<String>> {
-        let program = self.shared.program.read().expect("program lock").clone();
-        let found = program
-            .iter_functions()
-            .find(|f| f.name == name)
-            .map(|f| f.params.iter().map(|p| p.to_string()).collect());
-        found
+        self.script().params(name)
     }
 
     /// Checks that the script defines `fn forward(...)`; returns its parameter names.
@@ -217,7 +214,77 @@ impl Host {
 
     /// Runs `forward` with arguments taken from `inputs` by parameter name.
     pub fn forward(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
-        let params = self.forward_params()?;
+        self.forward_params()?;
+        self.script().run_fn("forward", inputs, ctx)
+    }
+
+    /// Runs the script's `metric(example, pred, trace)`; bools count as 0/1.
+    pub fn metric(
+        &self,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        self.script()
+            .metric_fn("metric", example, prediction, trace, ctx)
+    }
+
+    /// Calls a script function under `ctx`.
+    pub fn call(&self, name: &str, args: Vec<Dynamic>, ctx: &RunContext) -> Result<Dynamic> {
+        self.script().call(name, args, ctx)
+    }
+
+    fn script(&self) -> ScriptRef<'_> {
+        ScriptRef {
+            engine: &self.engine,
+            shared: &self.shared,
+        }
+    }
+}
+
+impl Pipeline for Host {
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        self.forward(inputs, ctx)
+    }
+
+    fn script_metric(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        self.script()
+            .metric_fn(name, example, prediction, trace, ctx)
+    }
+}
+
+/// Calls into a loaded script: what [`Host`] does, also usable from native
+/// functions that only have the engine and the shared state.
+#[derive(Clone, Copy)]
+pub(crate) struct ScriptRef<'a> {
+    pub engine: &'a Engine,
+    pub shared: &'a Shared,
+}
+
+impl ScriptRef<'_> {
+    /// Parameter names of script function `name`.
+    pub fn params(&self, name: &str) -> Option<Vec<String>> {
+        let program = self.shared.program.read().expect("program lock").clone();
+        let found = program
+            .iter_functions()
+            .find(|f| f.name == name)
+            .map(|f| f.params.iter().map(|p| p.to_string()).collect());
+        found
+    }
+
+    /// Runs script function `name` with arguments taken from `inputs` by parameter name.
+    pub fn run_fn(&self, name: &str, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let params = self
+            .params(name)
+            .ok_or_else(|| Error::Script(format!("the script defines no function `{name}`")))?;
         let missing: Vec<&str> = params
             .iter()
             .filter(|p| !inputs.contains_key(p.as_str()))
@@ -225,7 +292,7 @@ impl Host {
             .collect();
         if !missing.is_empty() {
             return Err(Error::Config(format!(
-                "forward({}) needs input(s) `{}`; given: {}",
+                "{name}({}) needs input(s) `{}`; given: {}",
                 params.join(", "),
                 missing.join("`, `"),
                 if inputs.is_empty() {
@@ -243,14 +310,15 @@ impl Host {
             .iter()
             .map(|p| convert::to_dynamic(&inputs[p.as_str()]))
             .collect();
-        let result = self.call("forward", args, ctx)?;
+        let result = self.call(name, args, ctx)?;
         Ok(prediction_fields(&result))
     }
 
-    /// Runs the script's `metric(example, pred, trace)`; bools count as 0/1.
-    pub fn metric(
+    /// Calls the metric function `name(example, pred, trace)`.
+    pub fn metric_fn(
         &self,
-        example: Dynamic,
+        name: &str,
+        example: &Example,
         prediction: &Fields,
         trace: Option<&[TraceStep]>,
         ctx: &RunContext,
@@ -260,10 +328,10 @@ impl Host {
             None => Dynamic::UNIT,
         };
         let pred = Dynamic::from_map(convert::fields_to_map(prediction));
-        let value = self.call("metric", vec![example, pred, trace], ctx)?;
+        let value = self.call(name, vec![Dynamic::from(example.clone()), pred, trace], ctx)?;
         score_of(&value).ok_or_else(|| {
             Error::Script(format!(
-                "metric returned {} `{value}`; it must return a bool or a number",
+                "{name} returned {} `{value}`; it must return a bool or a number",
                 value.type_name()
             ))
         })

@@ -4,6 +4,7 @@ mod common;
 
 mod adapter;
 mod data;
+mod evaluate;
 mod host;
 mod metrics;
 mod predict;

@@ -1,5 +1,7 @@
 //! Script-side API. Each domain registers itself from its own file.
 
+pub mod data;
+pub mod evaluate;
 pub mod lm;
 pub mod predict;
 pub mod retrieve;
@@ -14,6 +16,8 @@ use super::Shared;
 /// Registers every binding on `engine`.
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     signature::register(engine);
+    data::register(engine);
+    evaluate::register(engine, shared);
     predict::register(engine, shared);
     lm::register(engine, shared);
     retrieve::register(engine, shared);

@@ -1,0 +1,162 @@
+//! `dspy-rhai eval`: score a pipeline on a dataset, in parallel.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::evaluate::{self, EvalOptions, EvalReport};
+use crate::host::{Host, HostOptions};
+use crate::predict::{ProgramState, RunContext};
+
+use super::common::{choose_metric, on_interrupt, print_usage, progress_bar, DataArgs, LmArgs};
+
+/// Evaluate a pipeline on a dataset.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline script (.rhai).
+    pub script: PathBuf,
+    /// The dataset: .jsonl, .json or .csv (optionally .gz).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Built-in metric name, or a script function; default: the script's `metric`.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 8)]
+    pub threads: usize,
+    /// Install a compiled program (saved by `compile`) first.
+    #[arg(long, value_name = "PROGRAM.json")]
+    pub load: Option<PathBuf>,
+    /// Write per-example results (inputs, prediction, score, error) as JSONL.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Stop after this many examples have errored.
+    #[arg(long, value_name = "N")]
+    pub max_errors: Option<usize>,
+    /// Score given to an example that errors.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_score: f64,
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    #[command(flatten)]
+    pub lm: LmArgs,
+}
+
+/// Loads the script (and program) the way eval and compile both need.
+pub fn load_host(
+    script: &std::path::Path,
+    index: Option<PathBuf>,
+    lm: &LmArgs,
+    program: Option<&std::path::Path>,
+) -> anyhow::Result<Host> {
+    let lm = lm.build()?;
+    let options = HostOptions {
+        index_dir: index,
+        ..HostOptions::default()
+    };
+    let host = Host::new(
+        options,
+        RunContext::new(lm, Arc::new(ProgramState::default())),
+    );
+    on_interrupt(host.cancel_flag());
+    host.load_file(script)?;
+    host.forward_params()?;
+    if let Some(path) = program {
+        super::compile::install_program(&host, path)?;
+    }
+    Ok(host)
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let host = load_host(
+        &args.script,
+        args.index.clone(),
+        &args.lm,
+        args.load.as_deref(),
+    )?;
+    let metric = choose_metric(args.metric.as_deref(), &host)?;
+    let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
+    let options = EvalOptions {
+        threads: args.threads,
+        failure_score: args.failure_score,
+        max_errors: args.max_errors,
+    };
+    let bar = progress_bar(examples.len(), "eval");
+    let session = host.session();
+    let cancel = host.cancel_flag();
+    let report = evaluate::evaluate(
+        &host,
+        &examples,
+        &metric,
+        &session,
+        &options,
+        &cancel,
+        &mut |_, p| {
+            bar.set_position(p.done as u64);
+            bar.set_message(format!("score {:.1}% · errors {}", p.percent(), p.errors));
+        },
+    );
+    bar.finish_and_clear();
+    if let Some(out) = &args.out {
+        write_results(out, &report)?;
+    }
+    println!("{}", summary(&report));
+    print_usage(&session.lm, report.elapsed);
+    if cancel.load(Ordering::SeqCst) {
+        anyhow::bail!(
+            "interrupted after {} of {} examples{}",
+            report.results.len(),
+            report.total,
+            args.out
+                .as_ref()
+                .map(|p| format!("; results so far written to {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    if report.hit_max_errors {
+        anyhow::bail!(
+            "stopped: {} examples errored (--max-errors); first error: {}",
+            report.errored,
+            report
+                .results
+                .iter()
+                .find_map(|r| r.error.clone())
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One line per example, in dataset order.
+pub fn write_results(path: &std::path::Path, report: &EvalReport) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for r in &report.results {
+        serde_json::to_writer(&mut w, r)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The end-of-run summary.
+pub fn summary(report: &EvalReport) -> String {
+    format!(
+        "score {:.2}% on {} of {} examples · passed {} · failed {} · errored {} · {:.1}s",
+        report.score,
+        report.results.len(),
+        report.total,
+        report.passed,
+        report.failed,
+        report.errored,
+        report.elapsed.as_secs_f64()
+    )
+}
