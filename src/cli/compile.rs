@@ -1,13 +1,230 @@
 //! `dspy-rhai compile`: compile a pipeline with an optimizer and save it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
 
 use crate::host::Host;
-use crate::optimize::program_file;
+use crate::optimize::{
+    bootstrap_few_shot, labeled_few_shot, program_file, random_search, BootstrapConfig, Compiler,
+    Event, SearchConfig,
+};
+use crate::predict::ProgramState;
+
+use super::common::{choose_metric, print_usage, DataArgs, LmArgs};
+use super::eval::load_host;
+
+/// The optimizers `compile` offers.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OptimizerName {
+    /// LabeledFewShot: k labeled demos per predictor.
+    Labeled,
+    /// BootstrapFewShot: demos from traces that pass the metric.
+    Bootstrap,
+    /// BootstrapFewShotWithRandomSearch: best of many bootstrapped candidates.
+    RandomSearch,
+}
+
+/// Compile a pipeline against a trainset and a metric.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline script (.rhai).
+    pub script: PathBuf,
+    /// Which optimizer to run.
+    #[arg(long, value_enum)]
+    pub optimizer: OptimizerName,
+    /// Training examples (.jsonl, .json, .csv, optionally .gz).
+    #[arg(long, value_name = "FILE")]
+    pub train: PathBuf,
+    /// Validation examples for random search (default: the trainset, as DSPy).
+    #[arg(long, value_name = "FILE")]
+    pub val: Option<PathBuf>,
+    /// Built-in metric name or script function; default: the script's `metric`.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Where to save the compiled program.
+    #[arg(long, value_name = "FILE", default_value = "program.json")]
+    pub out: PathBuf,
+    /// Worker threads.
+    #[arg(long, default_value_t = 8)]
+    pub threads: usize,
+    /// Labeled demos per predictor (LabeledFewShot's k).
+    #[arg(long, default_value_t = 16)]
+    pub k: usize,
+    /// Bootstrapped demos per predictor.
+    #[arg(long, default_value_t = 4)]
+    pub max_bootstrapped_demos: usize,
+    /// Total demos per predictor (the rest labeled).
+    #[arg(long, default_value_t = 16)]
+    pub max_labeled_demos: usize,
+    /// Bootstrap attempts per example.
+    #[arg(long, default_value_t = 1)]
+    pub max_rounds: usize,
+    /// A trace counts when the metric is at least this.
+    #[arg(long)]
+    pub metric_threshold: Option<f64>,
+    /// Errors tolerated before the compile fails.
+    #[arg(long, default_value_t = 10)]
+    pub max_errors: usize,
+    /// Random-search candidates besides the three fixed ones.
+    #[arg(long, default_value_t = 16)]
+    pub num_candidates: usize,
+    /// Stop random search once a candidate scores at least this (percent).
+    #[arg(long)]
+    pub stop_at_score: Option<f64>,
+    /// A compiled program to use as the bootstrap teacher.
+    #[arg(long, value_name = "PROGRAM.json")]
+    pub teacher: Option<PathBuf>,
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    #[command(flatten)]
+    pub lm: LmArgs,
+}
 
 /// Loads a saved program and installs it in the host's session.
 pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<()> {
     let state = program_file::load(path, &host.predictors())?;
     host.set_state(state);
+    Ok(())
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let host = load_host(&args.script, args.index.clone(), &args.lm, None)?;
+    let metric = choose_metric(args.metric.as_deref(), &host)?;
+    let inputs = host.forward_params()?;
+    let trainset = args.data_args.load(&args.train, &inputs)?;
+    let valset = match &args.val {
+        Some(p) => Some(args.data_args.load(p, &inputs)?),
+        None => None,
+    };
+    let predictors = host.predictors();
+    if predictors.is_empty() {
+        anyhow::bail!("the script declares no predictors at top level: nothing to compile");
+    }
+    let teacher = match &args.teacher {
+        Some(p) => Some(program_file::load(p, &predictors)?),
+        None => None,
+    };
+    let names: Vec<String> = predictors.iter().map(|(n, _)| n.clone()).collect();
+    let session = host.session();
+    let cancel = host.cancel_flag();
+    let bar = super::common::progress_bar(trainset.len(), "compile");
+    let observer = |e: &Event| match e {
+        Event::Bootstrap {
+            done,
+            total,
+            bootstrapped,
+        } => {
+            bar.set_length(*total as u64);
+            bar.set_position(*done as u64);
+            bar.set_message(format!("bootstrapped {bootstrapped}"));
+        }
+        Event::Candidate { seed } => bar.set_message(format!("candidate {seed}")),
+        Event::Validate { done, total, score } => {
+            bar.set_length(*total as u64);
+            bar.set_position(*done as u64);
+            bar.set_message(format!("validating: {score:.1}%"));
+        }
+        Event::Scored { seed, score } => bar.println(format!("candidate {seed:>3}: {score:.2}%")),
+    };
+    let compiler = Compiler {
+        pipeline: &host,
+        predictors: names.clone(),
+        ctx: (*session).clone(),
+        metric,
+        threads: args.threads,
+        cancel: &cancel,
+        observer: &observer,
+    };
+    let bootstrap = BootstrapConfig {
+        max_bootstrapped_demos: args.max_bootstrapped_demos,
+        max_labeled_demos: args.max_labeled_demos,
+        max_rounds: args.max_rounds,
+        metric_threshold: args.metric_threshold,
+        max_errors: args.max_errors,
+        seed: args.data_args.seed,
+    };
+    let base = ProgramState::default();
+    let (state, details) = match args.optimizer {
+        OptimizerName::Labeled => {
+            let state =
+                labeled_few_shot(&base, &names, &trainset, args.k, true, args.data_args.seed);
+            (state, json!({ "k": args.k }))
+        }
+        OptimizerName::Bootstrap => {
+            let out =
+                bootstrap_few_shot(&compiler, &base, &trainset, &bootstrap, teacher.as_ref())?;
+            bar.println(format!(
+                "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
+                out.bootstrapped, out.examples_used, out.attempts, out.errors
+            ));
+            let details = json!({
+                "bootstrapped": out.bootstrapped, "attempts": out.attempts,
+                "examples_used": out.examples_used, "errors": out.errors,
+            });
+            (out.state, details)
+        }
+        OptimizerName::RandomSearch => {
+            let config = SearchConfig {
+                bootstrap: bootstrap.clone(),
+                num_candidate_programs: args.num_candidates,
+                stop_at_score: args.stop_at_score,
+            };
+            let out = random_search(
+                &compiler,
+                &base,
+                &trainset,
+                valset.as_deref(),
+                &config,
+                teacher.as_ref(),
+            )?;
+            println!(
+                "best candidate: seed {} with {:.2}%",
+                out.best_seed, out.best_score
+            );
+            let details = json!({
+                "best_seed": out.best_seed, "best_score": out.best_score,
+                "candidates": out.candidates,
+            });
+            (out.best, details)
+        }
+    };
+    bar.finish_and_clear();
+    let metadata = json!({
+        "optimizer": format!("{:?}", args.optimizer),
+        "script": args.script.display().to_string(),
+        "trainset": args.train.display().to_string(),
+        "lm": session.lm.as_ref().map(|l| l.model().to_string()),
+        "config": {
+            "max_bootstrapped_demos": args.max_bootstrapped_demos,
+            "max_labeled_demos": args.max_labeled_demos,
+            "max_rounds": args.max_rounds,
+            "metric_threshold": args.metric_threshold,
+            "seed": args.data_args.seed,
+        },
+        "result": details,
+    });
+    let program = program_file::to_json(&predictors, &state, metadata);
+    program_file::save(&args.out, &program)?;
+    for name in &names {
+        let demos = state
+            .get(name)
+            .map(|s| s.demos.as_slice())
+            .unwrap_or_default();
+        let augmented = demos.iter().filter(|d| d.augmented).count();
+        println!(
+            "  {name}: {} demos ({augmented} bootstrapped, {} labeled)",
+            demos.len(),
+            demos.len() - augmented
+        );
+    }
+    println!("saved {}", args.out.display());
+    print_usage(&session.lm, started.elapsed());
     Ok(())
 }

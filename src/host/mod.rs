@@ -9,7 +9,7 @@ mod engine;
 pub mod limits;
 mod naming;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
@@ -44,8 +44,8 @@ pub(crate) struct RunTag(pub Arc<RunContext>);
 pub(crate) struct Shared {
     /// Top-level variables of the script, visible inside its functions.
     pub globals: RwLock<HashMap<String, Dynamic>>,
-    /// Named predictors.
-    pub predictors: RwLock<BTreeMap<String, Predictor>>,
+    /// Named predictors, in declaration order.
+    pub predictors: RwLock<Vec<(String, Predictor)>>,
     /// The context used when no per-call context was given (REPL, top level).
     pub session: RwLock<Arc<RunContext>>,
     /// Function definitions of the loaded program.
@@ -143,14 +143,25 @@ impl Host {
     /// Publishes top-level variables to functions and names new predictors.
     fn adopt_scope(&self, scope: &Scope) {
         let mut globals = self.shared.globals.write().expect("globals lock");
+        // Latest binding of each name (shadowing), in declaration order.
+        let mut seen = std::collections::HashSet::new();
+        let mut entries: Vec<(&str, &Dynamic)> = scope
+            .iter_raw()
+            .filter(|(name, _, _)| seen.insert(*name))
+            .map(|(name, _, value)| (name, value))
+            .collect();
+        entries.reverse();
         let mut named = Vec::new();
-        for (name, _, value) in scope.iter_raw() {
+        for (name, value) in entries {
             naming::collect(name, value, &mut named);
             globals.insert(name.to_string(), value.clone());
         }
         let mut predictors = self.shared.predictors.write().expect("predictors lock");
         for (name, p) in named {
-            predictors.insert(name, p);
+            match predictors.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 = p,
+                None => predictors.push((name, p)),
+            }
         }
     }
 
@@ -159,8 +170,8 @@ impl Host {
         &self.engine
     }
 
-    /// Named predictors of the loaded script, by name.
-    pub fn predictors(&self) -> BTreeMap<String, Predictor> {
+    /// Named predictors of the loaded script, in declaration order.
+    pub fn predictors(&self) -> Vec<(String, Predictor)> {
         self.shared
             .predictors
             .read()

@@ -12,7 +12,6 @@
 //! and prefix. DSPy names a ChainOfThought's inner predictor `x.predict`;
 //! it is matched to the script's `x`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
@@ -26,11 +25,7 @@ use crate::predict::{Demo, Predictor, PredictorState, ProgramState};
 const BOOKKEEPING_KEYS: [&str; 3] = ["augmented", "dspy_uuid", "dspy_split"];
 
 /// Serializes a program's state as DSPy-layout JSON.
-pub fn to_json(
-    predictors: &BTreeMap<String, Predictor>,
-    state: &ProgramState,
-    metadata: Value,
-) -> Value {
+pub fn to_json(predictors: &[(String, Predictor)], state: &ProgramState, metadata: Value) -> Value {
     let mut root = Map::new();
     for (name, p) in predictors {
         let st = state.get(name).cloned().unwrap_or_default();
@@ -103,7 +98,7 @@ pub fn save(path: &Path, program: &Value) -> Result<()> {
 /// Reads a program file and matches it against the script's predictors,
 /// returning the state to install. Any difference in predictor names or
 /// signatures is an error listing all of them.
-pub fn load(path: &Path, predictors: &BTreeMap<String, Predictor>) -> Result<ProgramState> {
+pub fn load(path: &Path, predictors: &[(String, Predictor)]) -> Result<ProgramState> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let root: Value = serde_json::from_str(&text)
         .map_err(|e| Error::data(path, e.line(), format!("not valid JSON: {e}")))?;
@@ -122,7 +117,7 @@ pub fn load(path: &Path, predictors: &BTreeMap<String, Predictor>) -> Result<Pro
 /// Matches saved entries to predictors; `Err` lists every difference.
 pub fn from_json(
     root: &Map<String, Value>,
-    predictors: &BTreeMap<String, Predictor>,
+    predictors: &[(String, Predictor)],
 ) -> std::result::Result<ProgramState, Vec<String>> {
     let mut problems = Vec::new();
     let mut state = ProgramState::default();
@@ -131,12 +126,10 @@ pub fn from_json(
         let Some(entry) = entry.as_object().filter(|e| e.contains_key("demos")) else {
             continue; // metadata, or non-predictor state such as DSPy's `retrieve: {k: 3}`
         };
-        let name = if predictors.contains_key(key) {
+        let find = |n: &str| predictors.iter().find(|(name, _)| name == n);
+        let name = if find(key).is_some() {
             key.clone()
-        } else if let Some(stripped) = key
-            .strip_suffix(".predict")
-            .filter(|s| predictors.contains_key(*s))
-        {
+        } else if let Some(stripped) = key.strip_suffix(".predict").filter(|s| find(s).is_some()) {
             stripped.to_string()
         } else {
             problems.push(format!(
@@ -144,14 +137,14 @@ pub fn from_json(
             ));
             continue;
         };
-        let predictor = &predictors[&name];
+        let predictor = &find(&name).expect("matched above").1;
         match entry_state(entry, predictor) {
             Ok(st) => state.set(&name, st),
             Err(p) => problems.push(format!("`{name}`: {p}")),
         }
         matched.push(name);
     }
-    for name in predictors.keys() {
+    for (name, _) in predictors {
         if !matched.contains(name) {
             problems.push(format!(
                 "the script declares `{name}`, which the file lacks"

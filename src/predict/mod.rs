@@ -66,9 +66,11 @@ impl Predictor {
     ) -> Result<Predictor, SignatureError> {
         let extended = match kind {
             PredictorKind::Predict => signature.clone(),
-            PredictorKind::ChainOfThought => {
-                signature.prepend_output(Field::new("reasoning", FieldType::Str))?
-            }
+            // Like DSPy, the objective stays the declared signature's
+            // (its default instructions do not mention `reasoning`).
+            PredictorKind::ChainOfThought => signature
+                .with_instructions(signature.instructions())
+                .prepend_output(Field::new("reasoning", FieldType::Str))?,
         };
         Ok(Predictor {
             inner: Arc::new(Inner {

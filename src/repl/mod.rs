@@ -135,7 +135,8 @@ impl Session {
             }
             ":load" if arg.is_empty() => Err(Error::Config("usage: :load <script.rhai>".into())),
             ":load" => self.host.load_file(&PathBuf::from(arg)).map(|()| {
-                let names: Vec<String> = self.host.predictors().keys().cloned().collect();
+                let names: Vec<String> =
+                    self.host.predictors().into_iter().map(|(n, _)| n).collect();
                 let _ = writeln!(
                     out,
                     "loaded {arg}: predictors {}",

@@ -46,7 +46,7 @@ fn predictors_get_stable_names_from_their_variables() {
         "#,
         None,
     );
-    let names: Vec<String> = host.predictors().keys().cloned().collect();
+    let names: Vec<String> = host.predictors().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["answer", "hops.first", "hops.more[0]"]);
 }
 

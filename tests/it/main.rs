@@ -7,6 +7,7 @@ mod data;
 mod evaluate;
 mod host;
 mod metrics;
+mod optimize;
 mod predict;
 mod pyrandom;
 mod repl;

@@ -134,12 +134,14 @@ fn options_of(ctx: &NativeCallContext, options: Map) -> R<EvalOptions> {
                     .unwrap_or(0.0)
             }
             "display_progress" | "display_table" => {}
-            other => return Err(script_error(
-                format!(
+            other => {
+                return Err(script_error(
+                    format!(
                     "unknown evaluate option `{other}` (known: threads, max_errors, failure_score)"
                 ),
-                ctx.call_position(),
-            )),
+                    ctx.call_position(),
+                ))
+            }
         }
     }
     Ok(o)

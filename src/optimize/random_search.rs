@@ -1,0 +1,170 @@
+//! `BootstrapFewShotWithRandomSearch`: build candidate programs for seeds
+//! -3 (zero-shot), -2 (labeled only), -1 (unshuffled bootstrap) and 0..N
+//! (shuffled trainset, random demo count), score each on the valset with
+//! parallel evaluation, and keep the best (DSPy's `random_search.py`).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiler, Event};
+use crate::data::{Example, PyRandom};
+use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, EvalOptions};
+use crate::predict::{ProgramState, RunContext};
+
+/// Random search settings.
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    /// Settings of each bootstrap (its `max_bootstrapped_demos` is the
+    /// upper bound of the random demo count).
+    pub bootstrap: BootstrapConfig,
+    /// Candidates with seeds 0..N, besides the three fixed ones.
+    pub num_candidate_programs: usize,
+    /// Stop once a candidate scores at least this (percent).
+    pub stop_at_score: Option<f64>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            bootstrap: BootstrapConfig::default(),
+            num_candidate_programs: 16,
+            stop_at_score: None,
+        }
+    }
+}
+
+/// One scored candidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    /// DSPy's candidate seed.
+    pub seed: i64,
+    /// Validation score in percent.
+    pub score: f64,
+    /// Demos per predictor.
+    pub demos: Vec<(String, usize)>,
+    /// The candidate's state.
+    #[serde(skip)]
+    pub state: ProgramState,
+}
+
+/// The result of random search.
+#[derive(Clone, Debug)]
+pub struct SearchOutcome {
+    /// The best candidate's state (the first one reaching the best score).
+    pub best: ProgramState,
+    /// The best candidate's seed.
+    pub best_seed: i64,
+    /// The best score in percent.
+    pub best_score: f64,
+    /// Every candidate in the order tried.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Runs the search; `valset` defaults to the trainset, as in DSPy.
+pub fn random_search(
+    c: &Compiler,
+    student: &ProgramState,
+    trainset: &[Example],
+    valset: Option<&[Example]>,
+    config: &SearchConfig,
+    teacher: Option<&ProgramState>,
+) -> Result<SearchOutcome> {
+    let valset = valset.unwrap_or(trainset);
+    let max_samples = config.bootstrap.max_bootstrapped_demos;
+    let zero_shot = student.filter_demos(|_| false);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut best: Option<usize> = None;
+    for seed in -3..config.num_candidate_programs as i64 {
+        (c.observer)(&Event::Candidate { seed });
+        let state = match seed {
+            -3 => zero_shot.clone(),
+            -2 => labeled_few_shot(
+                &zero_shot,
+                &c.predictors,
+                trainset,
+                config.bootstrap.max_labeled_demos,
+                true,
+                config.bootstrap.seed,
+            ),
+            -1 => bootstrap_few_shot(c, &zero_shot, trainset, &config.bootstrap, teacher)?.state,
+            _ => {
+                let mut shuffled = trainset.to_vec();
+                PyRandom::new(seed).shuffle(&mut shuffled);
+                let size = PyRandom::new(seed).randint(1, max_samples.max(1) as i64) as usize;
+                let bootstrap = BootstrapConfig {
+                    max_bootstrapped_demos: size,
+                    ..config.bootstrap.clone()
+                };
+                bootstrap_few_shot(c, &zero_shot, &shuffled, &bootstrap, teacher)?.state
+            }
+        };
+        let ctx = RunContext {
+            state: Arc::new(state.clone()),
+            ..c.ctx.clone()
+        };
+        let options = EvalOptions {
+            threads: c.threads,
+            failure_score: 0.0,
+            max_errors: Some(config.bootstrap.max_errors),
+        };
+        let report = evaluate(
+            c.pipeline,
+            valset,
+            &c.metric,
+            &ctx,
+            &options,
+            c.cancel,
+            &mut |_, p| {
+                (c.observer)(&Event::Validate {
+                    done: p.done,
+                    total: p.total,
+                    score: p.percent(),
+                })
+            },
+        );
+        if report.interrupted {
+            return Err(Error::Interrupted);
+        }
+        if report.hit_max_errors {
+            return Err(Error::Config(format!(
+                "validation of candidate {seed} stopped after {} errors; first: {}",
+                report.errored,
+                report
+                    .results
+                    .iter()
+                    .find_map(|r| r.error.clone())
+                    .unwrap_or_default()
+            )));
+        }
+        (c.observer)(&Event::Scored {
+            seed,
+            score: report.score,
+        });
+        let demos = c
+            .predictors
+            .iter()
+            .map(|n| (n.clone(), state.get(n).map(|s| s.demos.len()).unwrap_or(0)))
+            .collect();
+        candidates.push(Candidate {
+            seed,
+            score: report.score,
+            demos,
+            state,
+        });
+        if best.is_none_or(|b| report.score > candidates[b].score) {
+            best = Some(candidates.len() - 1);
+        }
+        if config.stop_at_score.is_some_and(|s| report.score >= s) {
+            break;
+        }
+    }
+    let best = &candidates[best.expect("at least the zero-shot candidate")];
+    Ok(SearchOutcome {
+        best: best.state.clone(),
+        best_seed: best.seed,
+        best_score: best.score,
+        candidates: candidates.clone(),
+    })
+}
