@@ -21,6 +21,7 @@ pub mod error;
 pub mod evaluate;
 pub mod host;
 pub mod lm;
+pub mod modules;
 pub mod optimize;
 pub mod predict;
 pub mod repl;

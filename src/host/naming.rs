@@ -16,6 +16,15 @@ pub fn collect(path: &str, value: &Dynamic, out: &mut Vec<(String, Predictor)>) 
         }
         return;
     }
+    if let Some(module) = super::bindings::modules::module_of(value) {
+        for (child, p) in module.0.children() {
+            let name = format!("{path}.{child}");
+            if p.assign_name(&name) || p.name().as_deref() == Some(name.as_str()) {
+                out.push((name, p));
+            }
+        }
+        return;
+    }
     if let Some(map) = value.read_lock::<Map>() {
         for (k, v) in map.iter() {
             collect(&format!("{path}.{k}"), v, out);
@@ -28,3 +37,4 @@ pub fn collect(path: &str, value: &Dynamic, out: &mut Vec<(String, Predictor)>) 
         }
     }
 }
+

@@ -3,6 +3,7 @@
 pub mod data;
 pub mod evaluate;
 pub mod lm;
+pub mod modules;
 pub mod predict;
 pub mod retrieve;
 pub mod signature;
@@ -20,6 +21,7 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     evaluate::register(engine, shared);
     predict::register(engine, shared);
     lm::register(engine, shared);
+    modules::register(engine, shared);
     retrieve::register(engine, shared);
 }
 
