@@ -1,3 +1,5 @@
 //! The one integration-test binary. Each area has its own module.
 
+mod cache;
 mod common;
+mod lm_client;
