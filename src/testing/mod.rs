@@ -1,1 +1,7 @@
-//! (being written)
+//! Helpers for tests and benchmarks: an in-process mock of an
+//! OpenAI-compatible server. Library code so benchmarks and downstream
+//! tests can use it too; it never runs in a normal `dspy-rhai` session.
+
+pub mod mock_server;
+
+pub use mock_server::{MockReply, MockRequest, MockServer, MockServerBuilder};

@@ -3,9 +3,11 @@
 mod common;
 
 mod adapter;
+mod cache;
 mod data;
 mod evaluate;
 mod host;
+mod lm_client;
 mod metrics;
 mod optimize;
 mod predict;

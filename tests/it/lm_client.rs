@@ -1,0 +1,460 @@
+//! The OpenAI-compatible client against the mock server, and model-string
+//! resolution in `LmConfig`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dspy_rhai::lm::config::{LmConfig, OLLAMA_API_BASE, OPENAI_API_BASE};
+use dspy_rhai::lm::openai::{ClientOptions, OpenAiClient};
+use dspy_rhai::lm::{Backend, LmError, LmRequest, Message};
+use dspy_rhai::testing::{MockReply, MockServer};
+use serde_json::json;
+
+/// A one-question request for `model`.
+pub(crate) fn request(model: &str, question: &str) -> LmRequest {
+    LmRequest {
+        model: model.to_string(),
+        messages: vec![
+            Message::new("system", "Answer briefly."),
+            Message::new("user", question),
+        ],
+        temperature: Some(0.0),
+        max_tokens: Some(100),
+        n: 1,
+        json_mode: false,
+        rollout_id: None,
+    }
+}
+
+/// Short timeouts and backoff so failure tests finish quickly.
+fn fast(max_retries: u32) -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(5),
+        max_retries,
+        backoff_base: Duration::from_millis(2),
+        backoff_max: Duration::from_millis(10),
+        ..ClientOptions::default()
+    }
+}
+
+fn client(server: &MockServer, key: Option<&str>, options: ClientOptions) -> OpenAiClient {
+    OpenAiClient::new(&server.base_url(), key, options).unwrap()
+}
+
+/// Answers `replies[i]` to the i-th request, then the last one forever.
+fn sequence(
+    replies: Vec<MockReply>,
+) -> impl Fn(&dspy_rhai::testing::MockRequest) -> MockReply + Send + Sync + 'static {
+    let next = AtomicUsize::new(0);
+    move |_| {
+        let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
+        replies[i].clone()
+    }
+}
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+#[test]
+fn success_parses_choices_usage_and_model_and_sends_the_right_body() {
+    let server = MockServer::start(|_| MockReply::chat("Paris is the capital")).unwrap();
+    let lm = client(&server, None, fast(0));
+    let mut req = request("gpt-4o-mini", "What is the capital of France?");
+    req.rollout_id = Some(7);
+
+    let response = lm.complete(&req).unwrap();
+
+    assert_eq!(response.choices, vec!["Paris is the capital".to_string()]);
+    assert_eq!(response.model, "gpt-4o-mini");
+    assert_eq!(response.usage.prompt_tokens, 2 + 6);
+    assert_eq!(response.usage.completion_tokens, 4);
+    let sent = server.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].method, "POST");
+    assert_eq!(sent[0].path, "/v1/chat/completions");
+    assert_eq!(sent[0].header("authorization"), None);
+    assert_eq!(
+        sent[0].body,
+        json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "What is the capital of France?"},
+            ],
+            "temperature": 0.0,
+            "max_tokens": 100,
+            "n": 1,
+        })
+    );
+}
+
+#[test]
+fn json_mode_and_bearer_key_are_sent_and_the_key_is_redacted() {
+    let server = MockServer::start(|_| MockReply::chat("{\"answer\": \"4\"}")).unwrap();
+    let lm = client(&server, Some("sk-test-secret-123"), fast(0));
+    let mut req = request("m", "2+2?");
+    req.json_mode = true;
+
+    lm.complete(&req).unwrap();
+
+    let sent = &server.requests()[0];
+    assert_eq!(
+        sent.header("Authorization"),
+        Some("Bearer sk-test-secret-123")
+    );
+    assert_eq!(sent.body["response_format"], json!({"type": "json_object"}));
+    assert!(sent.body.get("rollout_id").is_none());
+    assert!(!format!("{lm:?}").contains("sk-test-secret"));
+}
+
+#[test]
+fn several_choices_and_null_content() {
+    let server = MockServer::start(|_| MockReply::chat("yes")).unwrap();
+    let lm = client(&server, None, fast(0));
+    let mut req = request("m", "ok?");
+    req.n = 3;
+    assert_eq!(lm.complete(&req).unwrap().choices, vec!["yes"; 3]);
+
+    let server =
+        MockServer::start(|_| MockReply::raw(200, r#"{"choices":[{"message":{"content":null}}]}"#))
+            .unwrap();
+    let response = client(&server, None, fast(0))
+        .complete(&request("m", "?"))
+        .unwrap();
+    assert_eq!(response.choices, vec![String::new()]);
+    assert_eq!(response.usage.prompt_tokens, 0);
+    assert_eq!(response.model, "");
+}
+
+#[test]
+fn retry_after_on_429_is_honoured() {
+    let server = MockServer::start(sequence(vec![
+        MockReply::status(429).header("Retry-After", "1"),
+        MockReply::chat("ok"),
+    ]))
+    .unwrap();
+    let lm = client(&server, None, fast(3));
+
+    let started = Instant::now();
+    let response = lm.complete(&request("m", "?")).unwrap();
+
+    assert_eq!(response.choices, vec!["ok"]);
+    assert_eq!(server.request_count(), 2);
+    // The backoff alone would wait ~2 ms; only Retry-After explains a second.
+    assert!(started.elapsed() >= Duration::from_millis(950));
+}
+
+#[test]
+fn server_error_then_success() {
+    let server = MockServer::start(sequence(vec![
+        MockReply::status(500),
+        MockReply::status(503),
+        MockReply::chat("ok"),
+    ]))
+    .unwrap();
+    let response = client(&server, None, fast(3))
+        .complete(&request("m", "?"))
+        .unwrap();
+    assert_eq!(response.choices, vec!["ok"]);
+    assert_eq!(server.request_count(), 3);
+}
+
+#[test]
+fn persistent_server_errors_exhaust_the_retries() {
+    let server = MockServer::start(|_| MockReply::status(500)).unwrap();
+    let err = client(&server, None, fast(2))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    match err {
+        LmError::RetriesExhausted { attempts, last } => {
+            assert_eq!(attempts, 3);
+            assert!(matches!(*last, LmError::Http { status: 500, .. }), "{last}");
+        }
+        other => panic!("expected RetriesExhausted, got {other}"),
+    }
+    assert_eq!(server.request_count(), 3);
+}
+
+#[test]
+fn other_client_errors_are_not_retried() {
+    let server = MockServer::start(|_| MockReply::status(401)).unwrap();
+    let err = client(&server, Some("sk-wrong"), fast(3))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, LmError::Http { status: 401, body } if body.contains("mock error")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("sk-wrong"));
+    assert_eq!(server.request_count(), 1);
+}
+
+#[test]
+fn a_slow_server_times_out_after_retries() {
+    let server =
+        MockServer::start(|_| MockReply::chat("late").delay(Duration::from_secs(5))).unwrap();
+    let options = ClientOptions {
+        timeout: Duration::from_millis(100),
+        ..fast(1)
+    };
+    let err = client(&server, None, options)
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    match err {
+        LmError::RetriesExhausted { attempts: 2, last } => {
+            assert!(matches!(*last, LmError::Timeout(_)), "{last}")
+        }
+        other => panic!("expected RetriesExhausted after timeouts, got {other}"),
+    }
+}
+
+#[test]
+fn malformed_bodies_are_bad_responses() {
+    for body in [
+        "not json",
+        r#"{"object": "chat.completion"}"#,
+        r#"{"choices": []}"#,
+    ] {
+        let server = MockServer::start(move |_| MockReply::raw(200, body)).unwrap();
+        let err = client(&server, None, fast(3))
+            .complete(&request("m", "?"))
+            .unwrap_err();
+        assert!(matches!(err, LmError::BadResponse(_)), "{body}: {err}");
+        assert_eq!(server.request_count(), 1, "{body}: not retried");
+    }
+}
+
+#[test]
+fn connection_refused_is_retried_then_reported() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let lm = OpenAiClient::new(&format!("http://127.0.0.1:{port}/v1"), None, fast(2)).unwrap();
+    match lm.complete(&request("m", "?")).unwrap_err() {
+        LmError::RetriesExhausted { attempts, last } => {
+            assert_eq!(attempts, 3);
+            assert!(matches!(*last, LmError::Connect(_)), "{last}");
+        }
+        other => panic!("expected RetriesExhausted, got {other}"),
+    }
+    let no_retries = OpenAiClient::new(&format!("http://127.0.0.1:{port}/v1"), None, fast(0));
+    let err = no_retries
+        .unwrap()
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(matches!(err, LmError::Connect(_)), "{err}");
+}
+
+#[test]
+fn many_threads_share_one_client() {
+    let server = MockServer::start(|req| {
+        MockReply::chat(format!("echo {}", req.last_user_message().unwrap_or("")))
+    })
+    .unwrap();
+    let lm = Arc::new(client(&server, None, fast(0)));
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let lm = Arc::clone(&lm);
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let q = format!("q{t}-{i}");
+                    let response = lm.complete(&request("m", &q)).unwrap();
+                    assert_eq!(response.choices, vec![format!("echo {q}")]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.request_count(), 320);
+}
+
+#[test]
+fn the_concurrency_cap_serializes_requests() {
+    let server =
+        MockServer::with_latency(Duration::from_millis(50), |_| MockReply::chat("ok")).unwrap();
+    let options = ClientOptions {
+        max_concurrency: 1,
+        ..fast(0)
+    };
+    let lm = Arc::new(client(&server, None, options));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let lm = Arc::clone(&lm);
+            std::thread::spawn(move || lm.complete(&request("m", "?")).unwrap())
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // With one permit the four 50 ms answers cannot overlap.
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+/// Resolves `model` (with `api_base`, if any) against `vars` and returns
+/// (name sent, base URL, API key).
+fn resolve(
+    model: &str,
+    api_base: Option<&str>,
+    vars: &[(&str, &str)],
+) -> (String, String, Option<String>) {
+    let config = LmConfig {
+        model: Some(model.to_string()),
+        api_base: api_base.map(str::to_string),
+        ..LmConfig::default()
+    };
+    let endpoint = config.endpoint(&env(vars)).unwrap();
+    (endpoint.model, endpoint.base_url, endpoint.api_key)
+}
+
+fn expect(name: &str, base: &str, key: Option<&str>) -> (String, String, Option<String>) {
+    (name.to_string(), base.to_string(), key.map(str::to_string))
+}
+
+#[test]
+fn model_strings_resolve_to_endpoints() {
+    assert_eq!(
+        resolve("openai/gpt-4o-mini", None, &[("OPENAI_API_KEY", "sk-a")]),
+        expect("gpt-4o-mini", OPENAI_API_BASE, Some("sk-a"))
+    );
+    assert_eq!(
+        resolve(
+            "openai/local",
+            None,
+            &[("OPENAI_BASE_URL", "http://localhost:8000/v1")]
+        ),
+        expect("local", "http://localhost:8000/v1", None)
+    );
+    assert_eq!(
+        resolve(
+            "openai/x",
+            Some("http://h:1/v1"),
+            &[
+                ("OPENAI_BASE_URL", "http://ignored/v1"),
+                ("OPENAI_API_KEY", "k")
+            ]
+        ),
+        expect("x", "http://h:1/v1", Some("k"))
+    );
+    assert_eq!(
+        resolve("ollama/llama3.2", None, &[("OPENAI_API_KEY", "sk-a")]),
+        expect("llama3.2", OLLAMA_API_BASE, None)
+    );
+    assert_eq!(
+        resolve(
+            "together/meta-llama/Llama-3-8b",
+            Some("https://api.together.xyz/v1"),
+            &[("TOGETHER_API_KEY", "tg")]
+        ),
+        expect(
+            "meta-llama/Llama-3-8b",
+            "https://api.together.xyz/v1",
+            Some("tg")
+        )
+    );
+    assert_eq!(
+        resolve(
+            "my-host/m",
+            Some("http://h/v1"),
+            &[("MY_HOST_API_KEY", "mh")]
+        ),
+        expect("m", "http://h/v1", Some("mh"))
+    );
+    assert_eq!(
+        resolve("bare", Some("http://h/v1"), &[("OPENAI_API_KEY", "sk-a")]),
+        expect("bare", "http://h/v1", None)
+    );
+}
+
+#[test]
+fn model_and_api_base_fall_back_to_the_environment_and_explicit_key_wins() {
+    let config = LmConfig {
+        api_key: Some("explicit".into()),
+        ..LmConfig::default()
+    };
+    let vars = env(&[
+        ("DSPY_LM", "vllm/qwen"),
+        ("DSPY_API_BASE", "http://gpu:8000/v1"),
+        ("VLLM_API_KEY", "from-env"),
+    ]);
+    let endpoint = config.endpoint(&vars).unwrap();
+    assert_eq!(endpoint.model, "qwen");
+    assert_eq!(endpoint.base_url, "http://gpu:8000/v1");
+    assert_eq!(endpoint.api_key.as_deref(), Some("explicit"));
+    assert!(!format!("{endpoint:?} {config:?}").contains("explicit"));
+}
+
+#[test]
+fn configuration_errors_explain_what_is_missing() {
+    let config = |model: &str| LmConfig {
+        model: Some(model.to_string()),
+        no_cache: true,
+        ..LmConfig::default()
+    };
+    let no_env = |_: &str| None;
+
+    let err = config("openai/gpt-4o").build_with_env(&no_env).unwrap_err();
+    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+
+    let err = config("together/m").build_with_env(&no_env).unwrap_err();
+    assert!(err.to_string().contains("--api-base"), "{err}");
+    let err = config("bare").build_with_env(&no_env).unwrap_err();
+    assert!(err.to_string().contains("--api-base"), "{err}");
+    let err = config("openai/").build_with_env(&no_env).unwrap_err();
+    assert!(matches!(err, LmError::Config(_)), "{err}");
+
+    for config in [LmConfig::default(), config("  ")] {
+        let err = config.build_with_env(&no_env).unwrap_err();
+        assert!(matches!(err, LmError::NotConfigured));
+        assert!(err.to_string().contains("--lm"), "{err}");
+    }
+}
+
+#[test]
+fn built_lm_calls_the_server_and_prices_from_a_file() {
+    let server = MockServer::start(|_| MockReply::chat("one two three four")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prices = dir.path().join("prices.json");
+    std::fs::write(&prices, r#"{"local-model": {"input": 1.0, "output": 2.0}}"#).unwrap();
+    let config = LmConfig {
+        model: Some("openai/local-model".into()),
+        api_base: Some(server.base_url()),
+        no_cache: true,
+        ..LmConfig::default()
+    };
+    let lm = config
+        .build_with_env(&env(&[("DSPY_PRICES", prices.to_str().unwrap())]))
+        .unwrap();
+    assert_eq!(lm.model(), "local-model");
+
+    let completion = lm.call(&lm.request(vec![Message::new("user", "a b")], &Default::default()));
+
+    assert_eq!(completion.unwrap().choices, vec!["one two three four"]);
+    let totals = lm.totals();
+    assert_eq!(totals.usage.prompt_tokens, 2);
+    assert_eq!(totals.usage.completion_tokens, 4);
+    let cost = totals.cost_usd.unwrap();
+    assert!(
+        (cost - (2.0 * 1.0 + 4.0 * 2.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+
+    let bad = LmConfig {
+        prices_file: Some(dir.path().join("missing.json")),
+        ..config
+    };
+    assert!(matches!(
+        bad.build_with_env(&env(&[])),
+        Err(LmError::Config(_))
+    ));
+}
