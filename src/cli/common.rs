@@ -59,6 +59,7 @@ impl LmArgs {
                 max_tokens: self.max_tokens,
                 n: None,
             },
+            ..LmConfig::default()
         }
     }
 

@@ -37,4 +37,3 @@ pub fn collect(path: &str, value: &Dynamic, out: &mut Vec<(String, Predictor)>) 
         }
     }
 }
-

@@ -27,12 +27,23 @@ pub fn module_of(value: &Dynamic) -> Option<ModuleHandle> {
     if ptr.fn_name() != CALL_FN {
         return None;
     }
-    ptr.curry().first()?.read_lock::<ModuleHandle>().map(|m| m.clone())
+    ptr.curry()
+        .first()?
+        .read_lock::<ModuleHandle>()
+        .map(|m| m.clone())
 }
 
-fn call(shared: &Shared, ctx: &NativeCallContext, module: &ModuleHandle, inputs: crate::adapter::Fields) -> Result<Map, Box<EvalAltResult>> {
+fn call(
+    shared: &Shared,
+    ctx: &NativeCallContext,
+    module: &ModuleHandle,
+    inputs: crate::adapter::Fields,
+) -> Result<Map, Box<EvalAltResult>> {
     let run = shared.context(ctx.tag());
-    let env = CallEnv { run: &run, script: ctx };
+    let env = CallEnv {
+        run: &run,
+        script: ctx,
+    };
     module
         .0
         .call(&env, inputs)
@@ -45,15 +56,21 @@ fn call(shared: &Shared, ctx: &NativeCallContext, module: &ModuleHandle, inputs:
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine.register_type_with_name::<ModuleHandle>("Module");
     let s = shared.clone();
-    engine.register_fn(CALL_FN, move |ctx: NativeCallContext, m: ModuleHandle, inputs: Map| {
-        call(&s, &ctx, &m, map_to_fields(&inputs))
-    });
+    engine.register_fn(
+        CALL_FN,
+        move |ctx: NativeCallContext, m: ModuleHandle, inputs: Map| {
+            call(&s, &ctx, &m, map_to_fields(&inputs))
+        },
+    );
     let s = shared.clone();
-    engine.register_fn(CALL_FN, move |ctx: NativeCallContext, m: ModuleHandle, value: Dynamic| {
-        // A single positional value is `question`-style shorthand only when
-        // the module has exactly one input; modules decide, so pass `input`.
-        let mut fields = crate::adapter::Fields::new();
-        fields.insert("input".into(), to_json(&value));
-        call(&s, &ctx, &m, fields)
-    });
+    engine.register_fn(
+        CALL_FN,
+        move |ctx: NativeCallContext, m: ModuleHandle, value: Dynamic| {
+            // A single positional value is `question`-style shorthand only when
+            // the module has exactly one input; modules decide, so pass `input`.
+            let mut fields = crate::adapter::Fields::new();
+            fields.insert("input".into(), to_json(&value));
+            call(&s, &ctx, &m, fields)
+        },
+    );
 }
