@@ -4,6 +4,7 @@ mod common;
 
 mod adapter;
 mod cache;
+mod cli;
 mod data;
 mod evaluate;
 mod host;

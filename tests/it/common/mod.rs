@@ -41,3 +41,53 @@ pub fn host_with(source: &str, lm: Option<Arc<Lm>>) -> Host {
 pub fn answer(text: &str) -> Fields {
     fields(json!({ "answer": text }))
 }
+
+/// The `[[ ## question ## ]]` value of the last user message.
+pub fn question_of(last_user: &str) -> String {
+    let start = last_user
+        .find("[[ ## question ## ]]\n")
+        .map(|i| i + "[[ ## question ## ]]\n".len())
+        .unwrap_or(0);
+    let rest = &last_user[start..];
+    rest.split("\n\n").next().unwrap_or("").trim().to_string()
+}
+
+/// A mock OpenAI-compatible server that answers QA prompts in the
+/// ChatAdapter format from a question → answer table ("unknown" otherwise).
+pub fn qa_server(
+    answers: &[(&str, &str)],
+    latency: std::time::Duration,
+) -> dspy_rhai::testing::MockServer {
+    use dspy_rhai::testing::{MockReply, MockServer};
+    let table: std::collections::HashMap<String, String> = answers
+        .iter()
+        .map(|(q, a)| (q.to_string(), a.to_string()))
+        .collect();
+    MockServer::with_latency(latency, move |req| {
+        let q = question_of(req.last_user_message().unwrap_or(""));
+        let a = table.get(&q).cloned().unwrap_or_else(|| "unknown".into());
+        MockReply::chat(format!(
+            "[[ ## reasoning ## ]]\nI recall it.\n\n[[ ## answer ## ]]\n{a}\n\n[[ ## completed ## ]]"
+        ))
+    })
+    .expect("mock server starts")
+}
+
+/// The built `dspy-rhai` binary with a clean environment (no user LM,
+/// cache or index settings leak in).
+pub fn cli() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dspy-rhai"));
+    for var in [
+        "DSPY_LM",
+        "DSPY_API_BASE",
+        "DSPY_CACHE_DIR",
+        "DSPY_INDEX",
+        "DSPY_PRICES",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
