@@ -23,6 +23,7 @@ pub mod host;
 pub mod lm;
 pub mod modules;
 pub mod optimize;
+pub mod parallel;
 pub mod predict;
 pub mod repl;
 pub mod retrieve;

@@ -4,8 +4,7 @@
 //! Results come back in example order, so the score and the per-example
 //! results do not depend on the thread count.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -164,57 +163,27 @@ pub fn evaluate(
     observe: &mut dyn FnMut(&ExampleResult, &Progress),
 ) -> EvalReport {
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let errors = AtomicUsize::new(0);
-    let threads = options.threads.clamp(1, examples.len().max(1));
     let mut results: Vec<ExampleResult> = Vec::with_capacity(examples.len());
     let mut progress = Progress {
         total: examples.len(),
         ..Progress::default()
     };
     let mut hit_max_errors = false;
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<ExampleResult>();
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, stop, errors) = (&next, &stop, &errors);
-            scope.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
-                    break;
-                }
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(example) = examples.get(index) else {
-                    break;
-                };
-                let result = run_one(pipeline, index, example, metric, ctx, options.failure_score);
-                if result.error.is_some() {
-                    let seen = errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    if options.max_errors.is_some_and(|max| seen >= max) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                if tx.send(result).is_err() {
-                    break;
-                }
-            });
+    let job = |i: usize| run_one(pipeline, i, &examples[i], metric, ctx, options.failure_score);
+    crate::parallel::run_indexed(examples.len(), options.threads, cancel, job, |_, result| {
+        if result.error.is_some() && cancel.load(Ordering::Relaxed) {
+            return false; // aborted by Ctrl-C mid-run: not a real outcome
         }
-        drop(tx);
-        for result in rx {
-            if result.error.is_some() && cancel.load(Ordering::Relaxed) {
-                continue; // aborted by Ctrl-C mid-run: not a real outcome
-            }
-            progress.done += 1;
-            progress.score_sum += result.score;
-            if result.error.is_some() {
-                progress.errors += 1;
-                if options.max_errors.is_some_and(|max| progress.errors >= max) {
-                    hit_max_errors = true;
-                }
-            }
-            observe(&result, &progress);
-            results.push(result);
+        progress.done += 1;
+        progress.score_sum += result.score;
+        if result.error.is_some() {
+            progress.errors += 1;
         }
+        observe(&result, &progress);
+        results.push(result);
+        let over = options.max_errors.is_some_and(|max| progress.errors >= max);
+        hit_max_errors |= over;
+        !over
     });
     results.sort_by_key(|r| r.index);
     let errored = results.iter().filter(|r| r.error.is_some()).count();

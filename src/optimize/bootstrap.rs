@@ -9,8 +9,8 @@
 //! stopping point are wasted (and their LM answers stay in the cache).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -66,7 +66,6 @@ pub struct BootstrapOutcome {
 
 /// What one trainset example produced.
 struct Attempt {
-    index: usize,
     rounds: usize,
     trace: Option<Vec<TraceStep>>,
     error: Option<String>,
@@ -96,77 +95,52 @@ pub fn bootstrap_few_shot(
     let max_bootstraps = config.max_bootstrapped_demos;
 
     // Speculative parallel attempts, committed in trainset order.
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
     let mut committed_errors = 0;
     let mut bootstrapped: Vec<usize> = Vec::new();
     let mut name2traces: HashMap<String, Vec<Demo>> = HashMap::new();
     let mut attempts = 0;
     let mut examples_used = 0;
     let mut failure: Option<String> = None;
-    let threads = c.threads.clamp(1, trainset.len().max(1));
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<Attempt>();
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, stop, teacher) = (&next, &stop, &teacher);
-            scope.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) || c.cancel.load(Ordering::Relaxed) {
-                    break;
-                }
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(example) = trainset.get(index) else {
-                    break;
-                };
-                let attempt = attempt_example(c, teacher, example, index, config);
-                if tx.send(attempt).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        let mut pending: BTreeMap<usize, Attempt> = BTreeMap::new();
-        let mut commit = 0;
-        let mut done = 0;
-        let mut finished = false; // where the sequential loop stops
-        for attempt in rx {
-            done += 1;
-            pending.insert(attempt.index, attempt);
-            while !finished {
-                let Some(a) = pending.remove(&commit) else {
-                    break;
-                };
-                commit += 1;
-                if bootstrapped.len() >= max_bootstraps {
+    let mut pending: BTreeMap<usize, Attempt> = BTreeMap::new();
+    let mut commit = 0;
+    let mut done = 0;
+    let mut finished = false; // where the sequential loop stops
+    let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);
+    crate::parallel::run_indexed(trainset.len(), c.threads, c.cancel, job, |index, attempt| {
+        done += 1;
+        pending.insert(index, attempt);
+        while !finished {
+            let Some(a) = pending.remove(&commit) else { break };
+            commit += 1;
+            if bootstrapped.len() >= max_bootstraps {
+                finished = true;
+                break;
+            }
+            examples_used += 1;
+            attempts += a.rounds;
+            if let Some(e) = a.error {
+                committed_errors += 1;
+                if committed_errors >= config.max_errors {
+                    failure = Some(e);
                     finished = true;
-                    break;
                 }
-                examples_used += 1;
-                attempts += a.rounds;
-                if let Some(e) = a.error {
-                    committed_errors += 1;
-                    if committed_errors >= config.max_errors {
-                        failure = Some(e);
-                        finished = true;
-                    }
-                    continue;
-                }
-                if let Some(trace) = a.trace {
-                    bootstrapped.push(a.index);
-                    for (name, demo) in trace_demos(&trace) {
-                        name2traces.entry(name).or_default().push(demo);
-                    }
+                continue;
+            }
+            if let Some(trace) = a.trace {
+                bootstrapped.push(commit - 1);
+                for (name, demo) in trace_demos(&trace) {
+                    name2traces.entry(name).or_default().push(demo);
                 }
             }
-            if finished {
-                stop.store(true, Ordering::Relaxed);
-            }
-            (c.observer)(&Event::Bootstrap {
-                done,
-                total: trainset.len(),
-                bootstrapped: bootstrapped.len(),
-            });
+            // The sequential loop checks the count before the next example.
+            finished = bootstrapped.len() >= max_bootstraps;
         }
+        (c.observer)(&Event::Bootstrap {
+            done,
+            total: trainset.len(),
+            bootstrapped: bootstrapped.len(),
+        });
+        !finished
     });
     if let Some(e) = failure {
         return Err(Error::Config(format!(
@@ -224,7 +198,6 @@ fn attempt_example(
     c: &Compiler,
     teacher: &ProgramState,
     example: &Example,
-    index: usize,
     config: &BootstrapConfig,
 ) -> Attempt {
     let without_self = Arc::new(teacher.filter_demos(|d| &d.fields != example.fields()));
@@ -253,7 +226,6 @@ fn attempt_example(
                 };
                 if success {
                     return Attempt {
-                        index,
                         rounds: round + 1,
                         trace: Some(steps),
                         error: None,
@@ -263,7 +235,6 @@ fn attempt_example(
             Err(e) => {
                 // DSPy stops trying an example once it raises.
                 return Attempt {
-                    index,
                     rounds: round + 1,
                     trace: None,
                     error: Some(e.to_string()),
@@ -272,7 +243,6 @@ fn attempt_example(
         }
     }
     Attempt {
-        index,
         rounds: config.max_rounds.max(1),
         trace: None,
         error: None,
