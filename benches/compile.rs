@@ -19,7 +19,9 @@ use dspy_rhai::evaluate::{evaluate, metrics, EvalOptions, Metric};
 use dspy_rhai::host::{Host, HostOptions};
 use dspy_rhai::lm::config::LmConfig;
 use dspy_rhai::lm::Lm;
-use dspy_rhai::optimize::{bootstrap_few_shot, random_search, BootstrapConfig, Compiler, Event, SearchConfig};
+use dspy_rhai::optimize::{
+    bootstrap_few_shot, random_search, BootstrapConfig, Compiler, Event, SearchConfig,
+};
 use dspy_rhai::predict::{ProgramState, RunContext};
 
 const SCRIPT: &str = r#"
@@ -34,11 +36,19 @@ struct Setup {
 
 fn setup(base_url: &str) -> Setup {
     let lm = Arc::new(
-        LmConfig { model: Some("openai/mock".into()), api_base: Some(base_url.into()), no_cache: true, ..LmConfig::default() }
-            .build()
-            .unwrap(),
+        LmConfig {
+            model: Some("openai/mock".into()),
+            api_base: Some(base_url.into()),
+            no_cache: true,
+            ..LmConfig::default()
+        }
+        .build()
+        .unwrap(),
     );
-    let host = Host::new(HostOptions::default(), RunContext::new(Some(lm.clone()), Arc::new(ProgramState::default())));
+    let host = Host::new(
+        HostOptions::default(),
+        RunContext::new(Some(lm.clone()), Arc::new(ProgramState::default())),
+    );
     host.load_source("bench.rhai", SCRIPT).unwrap();
     Setup { host, lm }
 }
@@ -46,12 +56,27 @@ fn setup(base_url: &str) -> Setup {
 fn dev_score(s: &Setup, state: &ProgramState, dev: &[Example], threads: usize) -> f64 {
     let ctx = RunContext::new(Some(s.lm.clone()), Arc::new(state.clone()));
     let metric = Metric::Builtin(metrics::builtin("answer_exact_match").unwrap());
-    let options = EvalOptions { threads, ..EvalOptions::default() };
-    evaluate(&s.host, dev, &metric, &ctx, &options, &AtomicBool::new(false), &mut |_, _| {}).score
+    let options = EvalOptions {
+        threads,
+        ..EvalOptions::default()
+    };
+    evaluate(
+        &s.host,
+        dev,
+        &metric,
+        &ctx,
+        &options,
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    )
+    .score
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let threads = args.first().copied().unwrap_or(16) as usize;
     let latency = args.get(1).copied().unwrap_or(50);
     let Some(shared) = common::shared_dir() else {
@@ -67,7 +92,17 @@ fn main() {
         return;
     };
     let keys = ["question".to_string()];
-    let load = |file: &str, n| load_dataset(&shared.join("data").join(file), &keys, &LoadOptions { limit: Some(n), shuffle_seed: None }).unwrap();
+    let load = |file: &str, n| {
+        load_dataset(
+            &shared.join("data").join(file),
+            &keys,
+            &LoadOptions {
+                limit: Some(n),
+                shuffle_seed: None,
+            },
+        )
+        .unwrap()
+    };
     let train = load("hotpotqa_train.jsonl", 50);
     let all_dev = load("hotpotqa_dev.jsonl", 250);
     let (val, dev) = (all_dev[..50].to_vec(), all_dev[50..].to_vec());
@@ -75,11 +110,17 @@ fn main() {
     let config = BootstrapConfig::default();
     let cancel = AtomicBool::new(false);
     let noop = |_: &Event| {};
-    println!("# Compile: {threads} threads, {latency} ms mock latency ({})", common::machine());
+    println!(
+        "# Compile: {threads} threads, {latency} ms mock latency ({})",
+        common::machine()
+    );
 
     let s = setup(&mock.base_url);
     let zero = dev_score(&s, &ProgramState::default(), &dev, threads);
-    println!("dev score zero-shot ({} dev examples): {zero:.1}%", dev.len());
+    println!(
+        "dev score zero-shot ({} dev examples): {zero:.1}%",
+        dev.len()
+    );
 
     let mut bootstrapped = ProgramState::default();
     for t in [1, threads] {
@@ -120,12 +161,28 @@ fn main() {
         observer: &noop,
     };
     // DSPy's num_candidate_programs=1 gives seeds -3, -2, -1, 0: four candidates.
-    let search = SearchConfig { bootstrap: config.clone(), num_candidate_programs: 1, stop_at_score: None };
+    let search = SearchConfig {
+        bootstrap: config.clone(),
+        num_candidate_programs: 1,
+        stop_at_score: None,
+    };
     let t0 = Instant::now();
-    let out = random_search(&c, &ProgramState::default(), &train, Some(&val), &search, None).unwrap();
+    let out = random_search(
+        &c,
+        &ProgramState::default(),
+        &train,
+        Some(&val),
+        &search,
+        None,
+    )
+    .unwrap();
     let wall = t0.elapsed().as_secs_f64();
     let calls = s.lm.totals().calls;
-    let scores: Vec<String> = out.candidates.iter().map(|c| format!("{}: {:.0}%", c.seed, c.score)).collect();
+    let scores: Vec<String> = out
+        .candidates
+        .iter()
+        .map(|c| format!("{}: {:.0}%", c.seed, c.score))
+        .collect();
     println!(
         "random search, 4 candidates, 50 val: {wall:.3} s · {calls} LM calls · ideal {:.3} s · efficiency {:.1}% · [{}]",
         calls as f64 * latency as f64 / 1000.0 / threads as f64,
@@ -133,5 +190,9 @@ fn main() {
         scores.join(", ")
     );
     let s2 = setup(&mock.base_url);
-    println!("dev score after random search (best seed {}): {:.1}%", out.best_seed, dev_score(&s2, &out.best, &dev, threads));
+    println!(
+        "dev score after random search (best seed {}): {:.1}%",
+        out.best_seed,
+        dev_score(&s2, &out.best, &dev, threads)
+    );
 }

@@ -18,7 +18,10 @@ use dspy_rhai::lm::config::LmConfig;
 use dspy_rhai::predict::{ProgramState, RunContext};
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let (n, threads, latency) = (
         args.first().copied().unwrap_or(200) as usize,
         args.get(1).copied().unwrap_or(16) as usize,
@@ -33,7 +36,15 @@ fn main() {
         eprintln!("skipped: could not start mock_lm.py");
         return;
     };
-    let examples = load_dataset(&dev, &["question".to_string()], &LoadOptions { limit: Some(n), shuffle_seed: None }).unwrap();
+    let examples = load_dataset(
+        &dev,
+        &["question".to_string()],
+        &LoadOptions {
+            limit: Some(n),
+            shuffle_seed: None,
+        },
+    )
+    .unwrap();
     let lm = LmConfig {
         model: Some("openai/mock".into()),
         api_base: Some(mock.base_url.clone()),
@@ -43,20 +54,41 @@ fn main() {
     .build()
     .unwrap();
     let lm = Arc::new(lm);
-    let host = Host::new(HostOptions::default(), RunContext::new(Some(lm.clone()), Arc::new(ProgramState::default())));
-    host.load_source("qa.rhai", include_str!("../scripts/qa.rhai")).unwrap();
+    let host = Host::new(
+        HostOptions::default(),
+        RunContext::new(Some(lm.clone()), Arc::new(ProgramState::default())),
+    );
+    host.load_source("qa.rhai", include_str!("../scripts/qa.rhai"))
+        .unwrap();
     let metric = Metric::Builtin(metrics::builtin("answer_exact_match").unwrap());
-    let options = EvalOptions { threads, ..EvalOptions::default() };
+    let options = EvalOptions {
+        threads,
+        ..EvalOptions::default()
+    };
     let _ = mock.stats();
-    println!("# Evaluate: {n} examples, {threads} threads, {latency} ms mock latency ({})", common::machine());
+    println!(
+        "# Evaluate: {n} examples, {threads} threads, {latency} ms mock latency ({})",
+        common::machine()
+    );
     let (cpu0, t0) = (common::cpu_seconds(), Instant::now());
-    let report = evaluate(&host, &examples, &metric, &host.session(), &options, &AtomicBool::new(false), &mut |_, _| {});
+    let report = evaluate(
+        &host,
+        &examples,
+        &metric,
+        &host.session(),
+        &options,
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    );
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), common::cpu_seconds() - cpu0);
     let calls = lm.totals().calls;
     let ideal = calls as f64 * latency as f64 / 1000.0 / threads as f64;
     let stats = mock.stats();
     println!("score {:.1}% · errors {}", report.score, report.errored);
-    println!("LM calls {calls} · mock max concurrency {}", stats["concurrent_max"]);
+    println!(
+        "LM calls {calls} · mock max concurrency {}",
+        stats["concurrent_max"]
+    );
     println!(
         "wall {wall:.3} s · ideal {ideal:.3} s · efficiency {:.1}% · host CPU {:.0} µs/example",
         100.0 * ideal / wall,

@@ -43,7 +43,10 @@ fn measure(label: &str, lm: Lm, calls: usize) {
     );
     host.load_source("bench.rhai", SCRIPT).unwrap();
     let ctx = host.session();
-    let inputs = json!({"question": "Who wrote Dune?"}).as_object().unwrap().clone();
+    let inputs = json!({"question": "Who wrote Dune?"})
+        .as_object()
+        .unwrap()
+        .clone();
     for _ in 0..200 {
         host.forward(&inputs, &ctx).unwrap();
     }
@@ -75,12 +78,17 @@ fn main() {
         .spawn()
         .expect("spawn mock server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
     let base = format!("http://127.0.0.1:{port}/v1");
 
     println!("# Predict CPU per call ({})", common::machine());
-    let scripted = Lm::new("scripted", Arc::new(ScriptedLm::from_fn(|_| Ok(REPLY.to_string()))));
+    let scripted = Lm::new(
+        "scripted",
+        Arc::new(ScriptedLm::from_fn(|_| Ok(REPLY.to_string()))),
+    );
     measure("in-process scripted LM (no HTTP)", scripted, calls);
     let http = LmConfig {
         model: Some("openai/bench".into()),

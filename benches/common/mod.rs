@@ -17,7 +17,10 @@ pub fn cpu_seconds() -> f64 {
         .get(11)
         .and_then(|u| u.parse::<f64>().ok())
         .unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -40,14 +43,22 @@ impl PythonMock {
         let tool = shared_dir()?.join("tools/mock_lm.py");
         let mut child = Command::new("python3")
             .arg(&tool)
-            .args(["--port", "0", "--latency-ms", &latency_ms.to_string(), "--gold"])
+            .args([
+                "--port",
+                "0",
+                "--latency-ms",
+                &latency_ms.to_string(),
+                "--gold",
+            ])
             .arg(gold)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take()?).read_line(&mut line).ok()?;
+        BufReader::new(child.stdout.take()?)
+            .read_line(&mut line)
+            .ok()?;
         let port = line.trim().strip_prefix("LISTENING ")?.to_string();
         Some(PythonMock {
             child,
@@ -74,10 +85,15 @@ impl Drop for PythonMock {
 
 /// One line describing the machine, for the recorded results.
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "{cores} cores, load average at start {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }

@@ -3,4 +3,6 @@
 pub mod metrics;
 mod parallel;
 
-pub use parallel::{evaluate, EvalOptions, EvalReport, ExampleResult, Metric, Pipeline, Progress};
+pub use parallel::{
+    evaluate, evaluate_many, EvalOptions, EvalReport, ExampleResult, Metric, Pipeline, Progress,
+};

@@ -162,46 +162,94 @@ pub fn evaluate(
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(&ExampleResult, &Progress),
 ) -> EvalReport {
+    let ctxs = std::slice::from_ref(ctx);
+    let mut reports = evaluate_many(pipeline, examples, metric, ctxs, options, cancel, observe);
+    reports.pop().expect("one report per context")
+}
+
+/// Evaluates several program states (one context each) on the same
+/// examples in one pool of workers, so `threads` stay busy across them;
+/// returns one report per context. Jobs start context by context.
+pub fn evaluate_many(
+    pipeline: &dyn Pipeline,
+    examples: &[Example],
+    metric: &Metric,
+    ctxs: &[RunContext],
+    options: &EvalOptions,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+) -> Vec<EvalReport> {
     let started = Instant::now();
-    let mut results: Vec<ExampleResult> = Vec::with_capacity(examples.len());
+    let n = examples.len();
+    let mut results: Vec<Vec<ExampleResult>> = vec![Vec::with_capacity(n); ctxs.len()];
     let mut progress = Progress {
-        total: examples.len(),
+        total: n * ctxs.len(),
         ..Progress::default()
     };
     let mut hit_max_errors = false;
-    let job = |i: usize| run_one(pipeline, i, &examples[i], metric, ctx, options.failure_score);
-    crate::parallel::run_indexed(examples.len(), options.threads, cancel, job, |_, result| {
-        if result.error.is_some() && cancel.load(Ordering::Relaxed) {
-            return false; // aborted by Ctrl-C mid-run: not a real outcome
-        }
-        progress.done += 1;
-        progress.score_sum += result.score;
-        if result.error.is_some() {
-            progress.errors += 1;
-        }
-        observe(&result, &progress);
-        results.push(result);
-        let over = options.max_errors.is_some_and(|max| progress.errors >= max);
-        hit_max_errors |= over;
-        !over
-    });
-    results.sort_by_key(|r| r.index);
-    let errored = results.iter().filter(|r| r.error.is_some()).count();
-    let passed = results
-        .iter()
-        .filter(|r| r.error.is_none() && r.score != 0.0)
-        .count();
-    EvalReport {
-        total: examples.len(),
-        score: progress.percent(),
-        passed,
-        failed: results.len() - passed - errored,
-        errored,
-        interrupted: cancel.load(Ordering::Relaxed) && results.len() < examples.len(),
-        hit_max_errors,
-        elapsed: started.elapsed(),
-        results,
-    }
+    let job = |j: usize| {
+        let (k, i) = (j / n.max(1), j % n.max(1));
+        (
+            k,
+            run_one(
+                pipeline,
+                i,
+                &examples[i],
+                metric,
+                &ctxs[k],
+                options.failure_score,
+            ),
+        )
+    };
+    crate::parallel::run_indexed(
+        n * ctxs.len(),
+        options.threads,
+        cancel,
+        job,
+        |_, (k, result)| {
+            if result.error.is_some() && cancel.load(Ordering::Relaxed) {
+                return false; // aborted by Ctrl-C mid-run: not a real outcome
+            }
+            progress.done += 1;
+            progress.score_sum += result.score;
+            if result.error.is_some() {
+                progress.errors += 1;
+            }
+            observe(&result, &progress);
+            results[k].push(result);
+            let over = options.max_errors.is_some_and(|max| progress.errors >= max);
+            hit_max_errors |= over;
+            !over
+        },
+    );
+    let elapsed = started.elapsed();
+    results
+        .into_iter()
+        .map(|mut results| {
+            results.sort_by_key(|r| r.index);
+            let errored = results.iter().filter(|r| r.error.is_some()).count();
+            let passed = results
+                .iter()
+                .filter(|r| r.error.is_none() && r.score != 0.0)
+                .count();
+            let sum: f64 = results.iter().map(|r| r.score).sum();
+            EvalReport {
+                total: n,
+                score: if results.is_empty() {
+                    0.0
+                } else {
+                    100.0 * sum / results.len() as f64
+                },
+                passed,
+                failed: results.len() - passed - errored,
+                errored,
+                interrupted: cancel.load(Ordering::Relaxed) && results.len() < n,
+                hit_max_errors,
+                elapsed,
+                results,
+            }
+        })
+        .collect()
 }
 
 fn run_one(

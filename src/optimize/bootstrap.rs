@@ -106,42 +106,50 @@ pub fn bootstrap_few_shot(
     let mut done = 0;
     let mut finished = false; // where the sequential loop stops
     let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);
-    crate::parallel::run_indexed(trainset.len(), c.threads, c.cancel, job, |index, attempt| {
-        done += 1;
-        pending.insert(index, attempt);
-        while !finished {
-            let Some(a) = pending.remove(&commit) else { break };
-            commit += 1;
-            if bootstrapped.len() >= max_bootstraps {
-                finished = true;
-                break;
-            }
-            examples_used += 1;
-            attempts += a.rounds;
-            if let Some(e) = a.error {
-                committed_errors += 1;
-                if committed_errors >= config.max_errors {
-                    failure = Some(e);
+    crate::parallel::run_indexed(
+        trainset.len(),
+        c.threads,
+        c.cancel,
+        job,
+        |index, attempt| {
+            done += 1;
+            pending.insert(index, attempt);
+            while !finished {
+                let Some(a) = pending.remove(&commit) else {
+                    break;
+                };
+                commit += 1;
+                if bootstrapped.len() >= max_bootstraps {
                     finished = true;
+                    break;
                 }
-                continue;
-            }
-            if let Some(trace) = a.trace {
-                bootstrapped.push(commit - 1);
-                for (name, demo) in trace_demos(&trace) {
-                    name2traces.entry(name).or_default().push(demo);
+                examples_used += 1;
+                attempts += a.rounds;
+                if let Some(e) = a.error {
+                    committed_errors += 1;
+                    if committed_errors >= config.max_errors {
+                        failure = Some(e);
+                        finished = true;
+                    }
+                    continue;
                 }
+                if let Some(trace) = a.trace {
+                    bootstrapped.push(commit - 1);
+                    for (name, demo) in trace_demos(&trace) {
+                        name2traces.entry(name).or_default().push(demo);
+                    }
+                }
+                // The sequential loop checks the count before the next example.
+                finished = bootstrapped.len() >= max_bootstraps;
             }
-            // The sequential loop checks the count before the next example.
-            finished = bootstrapped.len() >= max_bootstraps;
-        }
-        (c.observer)(&Event::Bootstrap {
-            done,
-            total: trainset.len(),
-            bootstrapped: bootstrapped.len(),
-        });
-        !finished
-    });
+            (c.observer)(&Event::Bootstrap {
+                done,
+                total: trainset.len(),
+                bootstrapped: bootstrapped.len(),
+            });
+            !finished
+        },
+    );
     if let Some(e) = failure {
         return Err(Error::Config(format!(
             "bootstrapping stopped after {committed_errors} errors (max_errors); last: {e}"

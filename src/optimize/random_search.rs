@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiler, Event};
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
-use crate::evaluate::{evaluate, EvalOptions};
+use crate::evaluate::{evaluate_many, EvalOptions};
 use crate::predict::{ProgramState, RunContext};
 
 /// Random search settings.
@@ -63,6 +63,12 @@ pub struct SearchOutcome {
 }
 
 /// Runs the search; `valset` defaults to the trainset, as in DSPy.
+///
+/// Candidates are built concurrently (each bootstrap on its share of the
+/// threads) and validated in one pool, so the threads stay busy across
+/// candidates. With `stop_at_score`, candidates go in batches of four in
+/// seed order and the search stops after the first one reaching the score,
+/// exactly where DSPy's sequential loop stops.
 pub fn random_search(
     c: &Compiler,
     student: &ProgramState,
@@ -72,48 +78,32 @@ pub fn random_search(
     teacher: Option<&ProgramState>,
 ) -> Result<SearchOutcome> {
     let valset = valset.unwrap_or(trainset);
-    let max_samples = config.bootstrap.max_bootstrapped_demos;
-    let zero_shot = student.filter_demos(|_| false);
+    let seeds: Vec<i64> = (-3..config.num_candidate_programs as i64).collect();
+    let batch = if config.stop_at_score.is_some() {
+        4
+    } else {
+        seeds.len()
+    };
     let mut candidates: Vec<Candidate> = Vec::new();
-    let mut best: Option<usize> = None;
-    for seed in -3..config.num_candidate_programs as i64 {
-        (c.observer)(&Event::Candidate { seed });
-        let state = match seed {
-            -3 => zero_shot.clone(),
-            -2 => labeled_few_shot(
-                &zero_shot,
-                &c.predictors,
-                trainset,
-                config.bootstrap.max_labeled_demos,
-                true,
-                config.bootstrap.seed,
-            ),
-            -1 => bootstrap_few_shot(c, &zero_shot, trainset, &config.bootstrap, teacher)?.state,
-            _ => {
-                let mut shuffled = trainset.to_vec();
-                PyRandom::new(seed).shuffle(&mut shuffled);
-                let size = PyRandom::new(seed).randint(1, max_samples.max(1) as i64) as usize;
-                let bootstrap = BootstrapConfig {
-                    max_bootstrapped_demos: size,
-                    ..config.bootstrap.clone()
-                };
-                bootstrap_few_shot(c, &zero_shot, &shuffled, &bootstrap, teacher)?.state
-            }
-        };
-        let ctx = RunContext {
-            state: Arc::new(state.clone()),
-            ..c.ctx.clone()
-        };
+    'search: for chunk in seeds.chunks(batch) {
+        let states = build_candidates(c, student, trainset, config, teacher, chunk)?;
+        let ctxs: Vec<RunContext> = states
+            .iter()
+            .map(|s| RunContext {
+                state: Arc::new(s.clone()),
+                ..c.ctx.clone()
+            })
+            .collect();
         let options = EvalOptions {
             threads: c.threads,
             failure_score: 0.0,
             max_errors: Some(config.bootstrap.max_errors),
         };
-        let report = evaluate(
+        let reports = evaluate_many(
             c.pipeline,
             valset,
             &c.metric,
-            &ctx,
+            &ctxs,
             &options,
             c.cancel,
             &mut |_, p| {
@@ -124,47 +114,112 @@ pub fn random_search(
                 })
             },
         );
-        if report.interrupted {
-            return Err(Error::Interrupted);
-        }
-        if report.hit_max_errors {
-            return Err(Error::Config(format!(
-                "validation of candidate {seed} stopped after {} errors; first: {}",
-                report.errored,
-                report
-                    .results
-                    .iter()
-                    .find_map(|r| r.error.clone())
-                    .unwrap_or_default()
-            )));
-        }
-        (c.observer)(&Event::Scored {
-            seed,
-            score: report.score,
-        });
-        let demos = c
-            .predictors
-            .iter()
-            .map(|n| (n.clone(), state.get(n).map(|s| s.demos.len()).unwrap_or(0)))
-            .collect();
-        candidates.push(Candidate {
-            seed,
-            score: report.score,
-            demos,
-            state,
-        });
-        if best.is_none_or(|b| report.score > candidates[b].score) {
-            best = Some(candidates.len() - 1);
-        }
-        if config.stop_at_score.is_some_and(|s| report.score >= s) {
-            break;
+        for ((seed, state), report) in chunk.iter().zip(states).zip(reports) {
+            if report.interrupted {
+                return Err(Error::Interrupted);
+            }
+            if report.hit_max_errors {
+                return Err(Error::Config(format!(
+                    "validation of candidate {seed} stopped after {} errors; first: {}",
+                    report.errored,
+                    report
+                        .results
+                        .iter()
+                        .find_map(|r| r.error.clone())
+                        .unwrap_or_default()
+                )));
+            }
+            (c.observer)(&Event::Scored {
+                seed: *seed,
+                score: report.score,
+            });
+            let demos = c
+                .predictors
+                .iter()
+                .map(|n| (n.clone(), state.get(n).map(|s| s.demos.len()).unwrap_or(0)))
+                .collect();
+            candidates.push(Candidate {
+                seed: *seed,
+                score: report.score,
+                demos,
+                state,
+            });
+            if config.stop_at_score.is_some_and(|s| report.score >= s) {
+                break 'search;
+            }
         }
     }
-    let best = &candidates[best.expect("at least the zero-shot candidate")];
+    // DSPy keeps the first candidate whose score beats all earlier ones.
+    let mut best = 0;
+    for (i, cand) in candidates.iter().enumerate() {
+        if cand.score > candidates[best].score {
+            best = i;
+        }
+    }
     Ok(SearchOutcome {
-        best: best.state.clone(),
-        best_seed: best.seed,
-        best_score: best.score,
-        candidates: candidates.clone(),
+        best: candidates[best].state.clone(),
+        best_seed: candidates[best].seed,
+        best_score: candidates[best].score,
+        candidates,
     })
+}
+
+/// Builds the candidate states for `seeds` concurrently.
+fn build_candidates(
+    c: &Compiler,
+    student: &ProgramState,
+    trainset: &[Example],
+    config: &SearchConfig,
+    teacher: Option<&ProgramState>,
+    seeds: &[i64],
+) -> Result<Vec<ProgramState>> {
+    let zero_shot = student.filter_demos(|_| false);
+    let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
+    let inner = Compiler {
+        pipeline: c.pipeline,
+        predictors: c.predictors.clone(),
+        ctx: c.ctx.clone(),
+        metric: c.metric.clone(),
+        threads: (c.threads / bootstraps).max(1),
+        cancel: c.cancel,
+        observer: c.observer,
+    };
+    let max_samples = config.bootstrap.max_bootstrapped_demos;
+    let build = |i: usize| -> Result<ProgramState> {
+        let seed = seeds[i];
+        (c.observer)(&Event::Candidate { seed });
+        Ok(match seed {
+            -3 => zero_shot.clone(),
+            -2 => labeled_few_shot(
+                &zero_shot,
+                &c.predictors,
+                trainset,
+                config.bootstrap.max_labeled_demos,
+                true,
+                config.bootstrap.seed,
+            ),
+            -1 => {
+                bootstrap_few_shot(&inner, &zero_shot, trainset, &config.bootstrap, teacher)?.state
+            }
+            _ => {
+                let mut shuffled = trainset.to_vec();
+                PyRandom::new(seed).shuffle(&mut shuffled);
+                let size = PyRandom::new(seed).randint(1, max_samples.max(1) as i64) as usize;
+                let bootstrap = BootstrapConfig {
+                    max_bootstrapped_demos: size,
+                    ..config.bootstrap.clone()
+                };
+                bootstrap_few_shot(&inner, &zero_shot, &shuffled, &bootstrap, teacher)?.state
+            }
+        })
+    };
+    let mut built: Vec<Option<Result<ProgramState>>> = (0..seeds.len()).map(|_| None).collect();
+    crate::parallel::run_indexed(seeds.len(), seeds.len(), c.cancel, build, |i, state| {
+        built[i] = Some(state);
+        true
+    });
+    built
+        .into_iter()
+        .map(|b| b.unwrap_or(Err(Error::Interrupted)))
+        .collect()
 }

@@ -13,7 +13,12 @@ fn text(out: &[u8]) -> String {
 
 fn run_ok(args: &[&str]) -> Output {
     let out = cli().args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}\nstdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     out
 }
 
@@ -23,8 +28,17 @@ fn run_prints_the_prediction_and_usage_and_caches() {
     let cache = tempfile::tempdir().unwrap();
     let base = server.base_url();
     let args = [
-        "run", "scripts/qa.rhai", "--input", "question=Who wrote Dune?", "--lm", "openai/mock-model",
-        "--api-base", &base, "--cache-dir", cache.path().to_str().unwrap(), "--json",
+        "run",
+        "scripts/qa.rhai",
+        "--input",
+        "question=Who wrote Dune?",
+        "--lm",
+        "openai/mock-model",
+        "--api-base",
+        &base,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--json",
     ];
     let out = run_ok(&args);
     let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -37,11 +51,22 @@ fn run_prints_the_prediction_and_usage_and_caches() {
 
     let again = run_ok(&args);
     assert!(text(&again.stderr).contains("1 LM calls (1 cached)"));
-    assert_eq!(server.request_count(), 1, "the second run is served from the cache");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "the second run is served from the cache"
+    );
 
     let readable = run_ok(&[
-        "run", "scripts/qa.rhai", "-i", "question=Who wrote Dune?", "--lm", "openai/mock-model",
-        "--api-base", &base, "--no-cache",
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Who wrote Dune?",
+        "--lm",
+        "openai/mock-model",
+        "--api-base",
+        &base,
+        "--no-cache",
     ]);
     assert!(text(&readable.stdout).contains("answer: Frank Herbert"));
     assert_eq!(server.request_count(), 2);
@@ -49,7 +74,10 @@ fn run_prints_the_prediction_and_usage_and_caches() {
 
 #[test]
 fn run_without_an_lm_says_how_to_configure_one() {
-    let out = cli().args(["run", "scripts/qa.rhai", "--input", "question=x"]).output().unwrap();
+    let out = cli()
+        .args(["run", "scripts/qa.rhai", "--input", "question=x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("no LM is configured"), "{err}");
@@ -58,9 +86,19 @@ fn run_without_an_lm_says_how_to_configure_one() {
 
 #[test]
 fn usage_errors_exit_2_and_every_subcommand_has_help() {
-    for args in [vec!["run"], vec!["bogus"], vec!["run", "x.rhai", "--input"], vec!["eval", "x.rhai"]] {
+    for args in [
+        vec!["run"],
+        vec!["bogus"],
+        vec!["run", "x.rhai", "--input"],
+        vec!["eval", "x.rhai"],
+    ] {
         let out = cli().args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
     }
     for sub in ["run", "repl", "eval", "compile", "index", "search"] {
         let out = cli().args([sub, "--help"]).output().unwrap();
@@ -73,14 +111,27 @@ fn usage_errors_exit_2_and_every_subcommand_has_help() {
 fn script_errors_show_file_line_and_caret() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("bad.rhai");
-    std::fs::write(&script, "let qa = Predict(\"question answer\");\nfn forward(question) { qa.call(question) }\n").unwrap();
-    let out = cli().args(["run", script.to_str().unwrap(), "-i", "question=x"]).output().unwrap();
+    std::fs::write(
+        &script,
+        "let qa = Predict(\"question answer\");\nfn forward(question) { qa.call(question) }\n",
+    )
+    .unwrap();
+    let out = cli()
+        .args(["run", script.to_str().unwrap(), "-i", "question=x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("bad.rhai:1:10: invalid signature \"question answer\": it has no `->`"), "{err}");
+    assert!(
+        err.contains("bad.rhai:1:10: invalid signature \"question answer\": it has no `->`"),
+        "{err}"
+    );
     assert!(err.contains("^"), "{err}");
 
-    let wrong_input = cli().args(["run", "scripts/qa.rhai", "-i", "q=x"]).output().unwrap();
+    let wrong_input = cli()
+        .args(["run", "scripts/qa.rhai", "-i", "q=x"])
+        .output()
+        .unwrap();
     assert!(text(&wrong_input.stderr).contains("forward(question) needs input(s) `question`"));
 }
 
@@ -96,20 +147,45 @@ fn write_dataset(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
 #[test]
 fn eval_scores_in_parallel_and_writes_results() {
     let pairs: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("Question {i}?"), if i % 4 == 0 { "wrong".into() } else { format!("Answer {i}") }))
+        .map(|i| {
+            (
+                format!("Question {i}?"),
+                if i % 4 == 0 {
+                    "wrong".into()
+                } else {
+                    format!("Answer {i}")
+                },
+            )
+        })
         .collect();
-    let refs: Vec<(&str, &str)> = pairs.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
     let server = qa_server(&refs, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let data = write_dataset(dir.path(), 20);
     let results = dir.path().join("results.jsonl");
     let out = run_ok(&[
-        "eval", "scripts/qa.rhai", "--data", data.to_str().unwrap(), "--threads", "4",
-        "--lm", "openai/m", "--api-base", &server.base_url(), "--no-cache",
-        "--out", results.to_str().unwrap(),
+        "eval",
+        "scripts/qa.rhai",
+        "--data",
+        data.to_str().unwrap(),
+        "--threads",
+        "4",
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &server.base_url(),
+        "--no-cache",
+        "--out",
+        results.to_str().unwrap(),
     ]);
     let summary = text(&out.stdout);
-    assert!(summary.contains("score 75.00% on 20 of 20 examples · passed 15 · failed 5 · errored 0"), "{summary}");
+    assert!(
+        summary.contains("score 75.00% on 20 of 20 examples · passed 15 · failed 5 · errored 0"),
+        "{summary}"
+    );
     let lines: Vec<Value> = std::fs::read_to_string(&results)
         .unwrap()
         .lines()
@@ -125,13 +201,21 @@ fn eval_scores_in_parallel_and_writes_results() {
 fn a_malformed_dataset_line_is_reported_with_its_number() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bad.jsonl");
-    std::fs::write(&data, "{\"question\": \"a\", \"answer\": \"b\"}\n{\"question\": oops}\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"question\": \"a\", \"answer\": \"b\"}\n{\"question\": oops}\n",
+    )
+    .unwrap();
     let out = cli()
         .args(["eval", "scripts/qa.rhai", "--data", data.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("bad.jsonl:2"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bad.jsonl:2"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -142,9 +226,19 @@ fn ctrl_c_during_eval_keeps_the_results_so_far() {
     let results = dir.path().join("partial.jsonl");
     let child = cli()
         .args([
-            "eval", "scripts/qa.rhai", "--data", data.to_str().unwrap(), "--threads", "2",
-            "--lm", "openai/m", "--api-base", &server.base_url(), "--no-cache",
-            "--out", results.to_str().unwrap(),
+            "eval",
+            "scripts/qa.rhai",
+            "--data",
+            data.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &server.base_url(),
+            "--no-cache",
+            "--out",
+            results.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -155,7 +249,10 @@ fn ctrl_c_during_eval_keeps_the_results_so_far() {
     while server.request_count() < 6 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -167,31 +264,67 @@ fn ctrl_c_during_eval_keeps_the_results_so_far() {
 
 #[test]
 fn compile_then_eval_with_the_saved_program() {
-    let pairs: Vec<(String, String)> = (0..12).map(|i| (format!("Question {i}?"), format!("Answer {i}"))).collect();
-    let refs: Vec<(&str, &str)> = pairs.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
+    let pairs: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
     let server = qa_server(&refs, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let data = write_dataset(dir.path(), 12);
     let program = dir.path().join("program.json");
     let base = server.base_url();
     let out = run_ok(&[
-        "compile", "scripts/qa.rhai", "--optimizer", "bootstrap", "--train", data.to_str().unwrap(),
-        "--max-bootstrapped-demos", "2", "--max-labeled-demos", "3",
-        "--lm", "openai/m", "--api-base", &base, "--no-cache", "--out", program.to_str().unwrap(),
+        "compile",
+        "scripts/qa.rhai",
+        "--optimizer",
+        "bootstrap",
+        "--train",
+        data.to_str().unwrap(),
+        "--max-bootstrapped-demos",
+        "2",
+        "--max-labeled-demos",
+        "3",
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--out",
+        program.to_str().unwrap(),
     ]);
     let report = text(&out.stdout);
-    assert!(report.contains("answer: 3 demos (2 bootstrapped, 1 labeled)"), "{report}");
+    assert!(
+        report.contains("answer: 3 demos (2 bootstrapped, 1 labeled)"),
+        "{report}"
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&program).unwrap()).unwrap();
     assert_eq!(saved["answer"]["demos"][0]["augmented"], true);
     assert_eq!(saved["answer"]["demos"][0]["reasoning"], "I recall it.");
 
     let before = server.request_count();
     let run = run_ok(&[
-        "run", "scripts/qa.rhai", "-i", "question=Question 11?", "--load", program.to_str().unwrap(),
-        "--lm", "openai/m", "--api-base", &base, "--no-cache", "--json",
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Question 11?",
+        "--load",
+        program.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--json",
     ]);
     let pred: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(pred["answer"], "Answer 11");
     let req = &server.requests()[before];
-    assert_eq!(req.body["messages"].as_array().unwrap().len(), 8, "system + 3 demo pairs + question");
+    assert_eq!(
+        req.body["messages"].as_array().unwrap().len(),
+        8,
+        "system + 3 demo pairs + question"
+    );
 }
