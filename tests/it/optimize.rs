@@ -478,3 +478,49 @@ fn compiled_state_changes_what_the_lm_sees() {
         .unwrap();
     assert_eq!(backend.requests()[0].messages.len(), 6);
 }
+
+#[test]
+fn compile_from_a_script_then_use_save_and_load() {
+    let (lm, _) = answering_lm(&[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join("p.json")
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    let host = host_with(
+        &format!(
+            r#"{ONE}
+            fn make_trainset() {{
+                let trainset = [];
+                for i in 0..6 {{ trainset.push(Example(#{{ question: `q${{i}}`, answer: `a${{i}}` }}, ["question"])); }}
+                trainset
+            }}"#
+        ),
+        Some(lm),
+    );
+    // Top-level statements run under the session, as in the REPL.
+    let mut scope = rhai::Scope::new();
+    let out = host
+        .eval_interactive(
+            &mut scope,
+            &format!(
+                r#"
+                let trainset = make_trainset();
+                let compiled = compile("bootstrap", trainset, #{{ max_bootstrapped_demos: 2, max_labeled_demos: 3, threads: 3 }});
+                let before = qa.demos.len();
+                use_program(compiled);
+                let after = qa.demos.len();
+                save_program(compiled, "{path}");
+                use_program(compile("labeled", trainset, #{{ k: 1 }}));
+                let labeled = qa.demos.len();
+                load_program("{path}");
+                [before, after, labeled, qa.demos.len(), compiled.metadata.result.bootstrapped]
+                "#
+            ),
+        )
+        .unwrap();
+    let out = dspy_rhai::host::convert::to_json(&out);
+    assert_eq!(out, json!([0, 3, 1, 3, 2]));
+}

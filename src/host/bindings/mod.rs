@@ -4,6 +4,7 @@ pub mod data;
 pub mod evaluate;
 pub mod lm;
 pub mod modules;
+pub mod optimize;
 pub mod predict;
 pub mod retrieve;
 pub mod signature;
@@ -22,6 +23,7 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     predict::register(engine, shared);
     lm::register(engine, shared);
     modules::register(engine, shared);
+    optimize::register(engine, shared);
     retrieve::register(engine, shared);
 }
 
