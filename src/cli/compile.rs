@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::adapter::Fields;
+use crate::evaluate::Pipeline;
 use crate::host::Host;
+use crate::optimize::program_file::{self, Mode};
 use crate::optimize::{
-    bootstrap_few_shot, labeled_few_shot, program_file, random_search, BootstrapConfig, Compiler,
-    Event, SearchConfig,
+    bootstrap_few_shot, labeled_few_shot, random_search, BootstrapConfig, Compiler,
+    EnsembleProgram, Event, KnnProgram, SearchConfig,
 };
-use crate::predict::ProgramState;
+use crate::predict::{ProgramState, RunContext, TraceStep};
 
 use super::common::{choose_metric, print_usage, DataArgs, LmArgs};
 use super::eval::load_host;
@@ -24,6 +27,8 @@ pub enum OptimizerName {
     Bootstrap,
     /// BootstrapFewShotWithRandomSearch: best of many bootstrapped candidates.
     RandomSearch,
+    /// KNNFewShot: per input, the k nearest trainset examples (BM25) as demos.
+    Knn,
 }
 
 /// Compile a pipeline against a trainset and a metric.
@@ -73,6 +78,9 @@ pub struct Args {
     /// Stop random search once a candidate scores at least this (percent).
     #[arg(long)]
     pub stop_at_score: Option<f64>,
+    /// Random search: save the best N candidates as a majority-vote ensemble.
+    #[arg(long, value_name = "N")]
+    pub ensemble: Option<usize>,
     /// A compiled program to use as the bootstrap teacher.
     #[arg(long, value_name = "PROGRAM.json")]
     pub teacher: Option<PathBuf>,
@@ -85,17 +93,53 @@ pub struct Args {
     pub lm: LmArgs,
 }
 
-/// Loads a saved program and installs it in the host's session.
-pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<()> {
-    let state = program_file::load(path, &host.predictors())?;
-    host.set_state(state);
-    Ok(())
+/// Loads a saved program and installs its state in the host's session;
+/// returns how it runs (fixed, KNN or ensemble).
+pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<Mode> {
+    let loaded = program_file::load_full(path, &host.predictors())?;
+    host.set_state(loaded.state);
+    Ok(loaded.mode)
+}
+
+/// The pipeline that runs a loaded program: the host itself, or a KNN or
+/// ensemble wrapper around it.
+pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pipeline + 'a>> {
+    let names = host.predictors().into_iter().map(|(n, _)| n).collect();
+    Ok(match mode {
+        Mode::Fixed => Box::new(HostPipeline(host)),
+        Mode::Knn { k, trainset } => Box::new(KnnProgram::new(host, names, trainset, k)?),
+        Mode::Ensemble { members } => Box::new(EnsembleProgram {
+            inner: host,
+            members: members.into_iter().map(std::sync::Arc::new).collect(),
+            field: None,
+        }),
+    })
+}
+
+/// The host as a boxed pipeline.
+struct HostPipeline<'a>(&'a Host);
+
+impl Pipeline for HostPipeline<'_> {
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> crate::Result<Fields> {
+        self.0.run(inputs, ctx)
+    }
+
+    fn script_metric(
+        &self,
+        name: &str,
+        example: &crate::data::Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> crate::Result<f64> {
+        self.0.script_metric(name, example, prediction, trace, ctx)
+    }
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let host = load_host(&args.script, args.index.clone(), &args.lm, None)?;
+    let (host, _) = load_host(&args.script, args.index.clone(), &args.lm, None)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
     let inputs = host.forward_params()?;
     let trainset = args.data_args.load(&args.train, &inputs)?;
@@ -151,11 +195,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.data_args.seed,
     };
     let base = ProgramState::default();
+    let mut mode = Mode::Fixed;
     let (state, details) = match args.optimizer {
         OptimizerName::Labeled => {
             let state =
                 labeled_few_shot(&base, &names, &trainset, args.k, true, args.data_args.seed);
             (state, json!({ "k": args.k }))
+        }
+        OptimizerName::Knn => {
+            mode = Mode::Knn {
+                k: args.k,
+                trainset: trainset.clone(),
+            };
+            (base.clone(), json!({ "k": args.k }))
         }
         OptimizerName::Bootstrap => {
             let out =
@@ -188,6 +240,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "best candidate: seed {} with {:.2}%",
                 out.best_seed, out.best_score
             );
+            if let Some(n) = args.ensemble {
+                let mut ranked = out.candidates.clone();
+                ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+                let members: Vec<ProgramState> =
+                    ranked.into_iter().take(n.max(1)).map(|c| c.state).collect();
+                println!(
+                    "ensemble of the best {} candidates (majority vote)",
+                    members.len()
+                );
+                mode = Mode::Ensemble { members };
+            }
             let details = json!({
                 "best_seed": out.best_seed, "best_score": out.best_score,
                 "candidates": out.candidates,
@@ -210,6 +273,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         "result": details,
     });
+    let mut metadata = metadata;
+    match &mode {
+        Mode::Fixed => {}
+        Mode::Knn { .. } => metadata["knn"] = program_file::mode_metadata(&predictors, &mode),
+        Mode::Ensemble { .. } => {
+            metadata["ensemble"] = program_file::mode_metadata(&predictors, &mode)
+        }
+    }
     let program = program_file::to_json(&predictors, &state, metadata);
     program_file::save(&args.out, &program)?;
     for name in &names {

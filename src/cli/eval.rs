@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::evaluate::{self, EvalOptions, EvalReport};
 use crate::host::{Host, HostOptions};
+use crate::optimize::program_file::Mode;
 use crate::predict::{ProgramState, RunContext};
 
 use super::common::{choose_metric, on_interrupt, print_usage, progress_bar, DataArgs, LmArgs};
@@ -54,7 +55,7 @@ pub fn load_host(
     index: Option<PathBuf>,
     lm: &LmArgs,
     program: Option<&std::path::Path>,
-) -> anyhow::Result<Host> {
+) -> anyhow::Result<(Host, Mode)> {
     let lm = lm.build()?;
     let options = HostOptions {
         index_dir: index,
@@ -67,20 +68,22 @@ pub fn load_host(
     on_interrupt(host.cancel_flag());
     host.load_file(script)?;
     host.forward_params()?;
-    if let Some(path) = program {
-        super::compile::install_program(&host, path)?;
-    }
-    Ok(host)
+    let mode = match program {
+        Some(path) => super::compile::install_program(&host, path)?,
+        None => Mode::Fixed,
+    };
+    Ok((host, mode))
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let host = load_host(
+    let (host, mode) = load_host(
         &args.script,
         args.index.clone(),
         &args.lm,
         args.load.as_deref(),
     )?;
+    let pipeline = super::compile::pipeline_for(&host, mode)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
     let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
     let options = EvalOptions {
@@ -92,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let session = host.session();
     let cancel = host.cancel_flag();
     let report = evaluate::evaluate(
-        &host,
+        pipeline.as_ref(),
         &examples,
         &metric,
         &session,

@@ -41,7 +41,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(script) = &args.script {
         host.load_file(script)?;
         if let Some(program) = &args.load {
-            super::compile::install_program(&host, program)?;
+            if !matches!(
+                super::compile::install_program(&host, program)?,
+                crate::optimize::program_file::Mode::Fixed
+            ) {
+                eprintln!("note: the REPL uses the program's fixed demos; KNN and ensemble behaviour apply to `run` and `eval`");
+            }
         }
     }
     let history = dirs::data_dir().map(|d| d.join("dspy-rhai").join("repl_history"));

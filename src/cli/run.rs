@@ -72,11 +72,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     on_interrupt(host.cancel_flag());
     host.load_file(&args.script)?;
     host.forward_params()?;
-    if let Some(path) = &args.load {
-        super::compile::install_program(&host, path)?;
-    }
+    let mode = match &args.load {
+        Some(path) => super::compile::install_program(&host, path)?,
+        None => crate::optimize::program_file::Mode::Fixed,
+    };
+    let pipeline = super::compile::pipeline_for(&host, mode)?;
     let session = host.session();
-    let result = host.forward(&inputs, &session);
+    let result = pipeline.run(&inputs, &session);
     print_usage(&lm, started.elapsed());
     let prediction = result?;
     if args.json {

@@ -6,6 +6,8 @@
 //! installs exactly what DSPy's sequential algorithm would for the same seed.
 
 mod bootstrap;
+mod ensemble;
+mod knn;
 mod labeled;
 pub mod program_file;
 mod random_search;
@@ -13,6 +15,8 @@ mod random_search;
 use std::sync::atomic::AtomicBool;
 
 pub use bootstrap::{bootstrap_few_shot, BootstrapConfig, BootstrapOutcome};
+pub use ensemble::{majority, EnsembleProgram};
+pub use knn::{KnnIndex, KnnProgram};
 pub use labeled::labeled_few_shot;
 pub use random_search::{random_search, Candidate, SearchConfig, SearchOutcome};
 

@@ -17,6 +17,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::adapter::Fields;
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::lm::LmSettings;
 use crate::predict::{Demo, Predictor, PredictorState, ProgramState};
@@ -99,19 +100,96 @@ pub fn save(path: &Path, program: &Value) -> Result<()> {
 /// returning the state to install. Any difference in predictor names or
 /// signatures is an error listing all of them.
 pub fn load(path: &Path, predictors: &[(String, Predictor)]) -> Result<ProgramState> {
+    load_full(path, predictors).map(|loaded| loaded.state)
+}
+
+/// How a saved program runs besides its fixed state.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// The state is the whole program.
+    #[default]
+    Fixed,
+    /// KNNFewShot: per-input demos from the `k` nearest trainset examples.
+    Knn {
+        /// Neighbours per input.
+        k: usize,
+        /// The examples demos come from.
+        trainset: Vec<Example>,
+    },
+    /// Ensemble: these member states vote by majority.
+    Ensemble {
+        /// Member states.
+        members: Vec<ProgramState>,
+    },
+}
+
+/// A program file as loaded: the state to install and how it runs.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The state to install.
+    pub state: ProgramState,
+    /// KNN or ensemble behaviour, if any.
+    pub mode: Mode,
+}
+
+/// Like [`load`], also reading KNN and ensemble settings from the metadata.
+pub fn load_full(path: &Path, predictors: &[(String, Predictor)]) -> Result<Loaded> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let root: Value = serde_json::from_str(&text)
         .map_err(|e| Error::data(path, e.line(), format!("not valid JSON: {e}")))?;
     let Value::Object(root) = root else {
         return Err(Error::data(path, 1, "a saved program is a JSON object"));
     };
-    from_json(&root, predictors).map_err(|problems| {
+    let mismatch = |problems: Vec<String>| {
         Error::Config(format!(
             "{} does not match the script:\n  - {}",
             path.display(),
             problems.join("\n  - ")
         ))
-    })
+    };
+    let state = from_json(&root, predictors).map_err(mismatch)?;
+    let ours = root.get("metadata").and_then(|m| m.get("dspy_rhai"));
+    let mode = if let Some(knn) = ours.and_then(|m| m.get("knn")) {
+        let k = knn.get("k").and_then(Value::as_u64).unwrap_or(3) as usize;
+        let trainset: Vec<Example> = serde_json::from_value(
+            knn.get("trainset").cloned().unwrap_or_default(),
+        )
+        .map_err(|e| Error::data(path, 0, format!("metadata.dspy_rhai.knn.trainset: {e}")))?;
+        Mode::Knn { k, trainset }
+    } else if let Some(members) = ours
+        .and_then(|m| m.get("ensemble"))
+        .and_then(Value::as_array)
+    {
+        let members = members
+            .iter()
+            .filter_map(Value::as_object)
+            .map(|m| from_json(m, predictors).map_err(mismatch))
+            .collect::<Result<Vec<_>>>()?;
+        Mode::Ensemble { members }
+    } else {
+        Mode::Fixed
+    };
+    Ok(Loaded { state, mode })
+}
+
+/// The metadata entries that make a saved program KNN or an ensemble.
+pub fn mode_metadata(predictors: &[(String, Predictor)], mode: &Mode) -> Value {
+    match mode {
+        Mode::Fixed => Value::Null,
+        Mode::Knn { k, trainset } => json!({ "k": k, "trainset": trainset }),
+        Mode::Ensemble { members } => Value::Array(
+            members
+                .iter()
+                .map(|m| {
+                    let mut v = to_json(predictors, m, Value::Null);
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("metadata");
+                    }
+                    v
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// Matches saved entries to predictors; `Err` lists every difference.

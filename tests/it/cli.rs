@@ -328,3 +328,99 @@ fn compile_then_eval_with_the_saved_program() {
         "system + 3 demo pairs + question"
     );
 }
+
+#[test]
+fn knn_and_ensemble_programs_save_and_run() {
+    let pairs: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
+    let server = qa_server(&refs, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 10);
+    let base = server.base_url();
+    let knn = dir.path().join("knn.json");
+    run_ok(&[
+        "compile",
+        "scripts/qa.rhai",
+        "--optimizer",
+        "knn",
+        "--k",
+        "2",
+        "--train",
+        data.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--out",
+        knn.to_str().unwrap(),
+    ]);
+    let before = server.request_count();
+    run_ok(&[
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Question 7?",
+        "--load",
+        knn.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+    ]);
+    let msgs = server.requests()[before].body["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(msgs.len(), 6, "two neighbour demos");
+    assert!(msgs[1]["content"].as_str().unwrap().contains("Question 7?"));
+
+    let ens = dir.path().join("ensemble.json");
+    run_ok(&[
+        "compile",
+        "scripts/qa.rhai",
+        "--optimizer",
+        "random-search",
+        "--num-candidates",
+        "1",
+        "--ensemble",
+        "3",
+        "--max-bootstrapped-demos",
+        "1",
+        "--max-labeled-demos",
+        "2",
+        "--train",
+        data.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--out",
+        ens.to_str().unwrap(),
+    ]);
+    let before = server.request_count();
+    let out = run_ok(&[
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Question 3?",
+        "--load",
+        ens.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--json",
+    ]);
+    assert_eq!(server.request_count() - before, 3, "three members vote");
+    let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pred["answer"], "Answer 3");
+}

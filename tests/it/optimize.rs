@@ -524,3 +524,76 @@ fn compile_from_a_script_then_use_save_and_load() {
     let out = dspy_rhai::host::convert::to_json(&out);
     assert_eq!(out, json!([0, 3, 1, 3, 2]));
 }
+
+#[test]
+fn knn_finds_the_nearest_trainset_examples_by_bm25() {
+    let topics = [
+        "volcano eruption lava",
+        "football match goal",
+        "piano sonata music",
+        "rocket launch orbit",
+    ];
+    let train: Vec<Example> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Example::new(fields(
+                json!({"question": format!("q{i}: about {t}"), "answer": format!("a{i}")}),
+            ))
+            .with_inputs(&["question"])
+        })
+        .collect();
+    let index = dspy_rhai::optimize::KnnIndex::build(&train).unwrap();
+    assert_eq!(
+        index.nearest(
+            &fields(json!({"question": "when did the rocket reach orbit?"})),
+            1
+        ),
+        [3]
+    );
+    assert_eq!(
+        index.nearest(&fields(json!({"question": "a goal in the match"})), 2)[0],
+        1
+    );
+    assert!(
+        index
+            .nearest(&fields(json!({"question": "(((\"unbalanced AND"})), 2)
+            .len()
+            <= 2
+    );
+
+    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|_| {
+        Ok(chat::reply(&fields(json!({"answer": "x"}))))
+    }));
+    let host = host_with(ONE, Some(lm));
+    let knn = dspy_rhai::optimize::KnnProgram::new(&host, vec!["qa".into()], train, 1).unwrap();
+    use dspy_rhai::evaluate::Pipeline;
+    knn.run(
+        &fields(json!({"question": "piano music tonight"})),
+        &host.session(),
+    )
+    .unwrap();
+    let req = &backend.requests()[0];
+    assert_eq!(req.messages.len(), 4, "one neighbour demo");
+    assert!(
+        req.messages[1].content.contains("piano sonata"),
+        "{}",
+        req.messages[1].content
+    );
+}
+
+#[test]
+fn majority_votes_on_normalized_answers() {
+    use dspy_rhai::optimize::majority;
+    let preds: Vec<_> = ["Paris", "the paris", "Lyon", "Lyon!", "lyon"]
+        .iter()
+        .map(|a| fields(json!({"reasoning": "r", "answer": a})))
+        .collect();
+    assert_eq!(majority(&preds, None).unwrap()["answer"], "Lyon");
+    assert_eq!(
+        majority(&preds[..4], None).unwrap()["answer"],
+        "Paris",
+        "ties go to the first"
+    );
+    assert!(majority(&[], None).is_none());
+}

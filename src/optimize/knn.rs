@@ -1,0 +1,151 @@
+//! `KNNFewShot(k)`: demos chosen per input from the k nearest trainset
+//! examples. DSPy embeds inputs with a vectorizer; here the neighbours come
+//! from a BM25 index over the trainset inputs (Tantivy, in RAM), so no
+//! embedding model is needed.
+
+use std::sync::Arc;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::QueryParser;
+use tantivy::schema::{Field, Schema, Value as _, STORED, TEXT};
+use tantivy::{doc, Index, IndexReader, TantivyDocument};
+
+use crate::adapter::Fields;
+use crate::data::Example;
+use crate::error::{Error, Result};
+use crate::evaluate::Pipeline;
+use crate::predict::{Demo, ProgramState, RunContext, TraceStep};
+
+/// A BM25 index over the inputs of a trainset.
+pub struct KnnIndex {
+    index: Index,
+    reader: IndexReader,
+    text: Field,
+    row: Field,
+}
+
+fn input_text(fields: &Fields) -> String {
+    fields
+        .values()
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl KnnIndex {
+    /// Indexes the inputs of every example.
+    pub fn build(trainset: &[Example]) -> Result<KnnIndex> {
+        let err = |e: tantivy::TantivyError| Error::Retrieve(format!("KNN index: {e}"));
+        let mut builder = Schema::builder();
+        let text = builder.add_text_field("inputs", TEXT);
+        let row = builder.add_u64_field("row", STORED);
+        let index = Index::create_in_ram(builder.build());
+        let mut writer = index
+            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
+            .map_err(err)?;
+        for (i, ex) in trainset.iter().enumerate() {
+            writer
+                .add_document(doc!(text => input_text(&ex.inputs()), row => i as u64))
+                .map_err(err)?;
+        }
+        writer.commit().map_err(err)?;
+        let reader = index.reader().map_err(err)?;
+        Ok(KnnIndex {
+            index,
+            reader,
+            text,
+            row,
+        })
+    }
+
+    /// Rows of the (at most) `k` trainset examples nearest to `inputs`, best first.
+    pub fn nearest(&self, inputs: &Fields, k: usize) -> Vec<usize> {
+        let parser = QueryParser::for_index(&self.index, vec![self.text]);
+        let (query, _) = parser.parse_query_lenient(&input_text(inputs));
+        let searcher = self.reader.searcher();
+        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(k.max(1))) else {
+            return Vec::new();
+        };
+        top.into_iter()
+            .filter_map(|(_, addr)| searcher.doc::<TantivyDocument>(addr).ok())
+            .filter_map(|d| d.get_first(self.row).and_then(|v| v.as_u64()))
+            .map(|r| r as usize)
+            .take(k)
+            .collect()
+    }
+}
+
+/// A program whose demos are chosen per input: every predictor gets the
+/// `k` nearest trainset examples as labeled demos.
+pub struct KnnProgram<'a> {
+    /// The program to run.
+    pub inner: &'a dyn Pipeline,
+    /// Predictor names.
+    pub predictors: Vec<String>,
+    /// The trainset demos come from.
+    pub trainset: Arc<Vec<Example>>,
+    /// Neighbours per input.
+    pub k: usize,
+    index: KnnIndex,
+}
+
+impl<'a> KnnProgram<'a> {
+    /// Builds the neighbour index over `trainset`.
+    pub fn new(
+        inner: &'a dyn Pipeline,
+        predictors: Vec<String>,
+        trainset: Vec<Example>,
+        k: usize,
+    ) -> Result<Self> {
+        let index = KnnIndex::build(&trainset)?;
+        Ok(KnnProgram {
+            inner,
+            predictors,
+            trainset: Arc::new(trainset),
+            k,
+            index,
+        })
+    }
+
+    /// The state used for `inputs`: base state with the neighbours as demos.
+    pub fn state_for(&self, base: &ProgramState, inputs: &Fields) -> ProgramState {
+        let demos: Vec<Demo> = self
+            .index
+            .nearest(inputs, self.k)
+            .into_iter()
+            .map(|i| Demo::labeled(self.trainset[i].fields().clone()))
+            .collect();
+        let mut state = base.clone();
+        for name in &self.predictors {
+            let mut st = base.get(name).cloned().unwrap_or_default();
+            st.demos = demos.clone();
+            state.set(name, st);
+        }
+        state
+    }
+}
+
+impl Pipeline for KnnProgram<'_> {
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let ctx = RunContext {
+            state: Arc::new(self.state_for(&ctx.state, inputs)),
+            ..ctx.clone()
+        };
+        self.inner.run(inputs, &ctx)
+    }
+
+    fn script_metric(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        self.inner
+            .script_metric(name, example, prediction, trace, ctx)
+    }
+}
