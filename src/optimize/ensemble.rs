@@ -19,7 +19,7 @@ pub fn majority(predictions: &[Fields], field: Option<&str>) -> Option<Fields> {
         let name = field
             .map(str::to_string)
             .or_else(|| p.contains_key("answer").then(|| "answer".to_string()))
-            .or_else(|| p.keys().last().cloned())?;
+            .or_else(|| p.keys().next_back().cloned())?;
         let v = p.get(&name)?;
         Some(normalize_text(&match v {
             serde_json::Value::String(s) => s.clone(),
