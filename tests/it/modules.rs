@@ -478,3 +478,35 @@ fn parallel_map_keeps_input_order() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_scripts_load_and_name_their_predictors() {
+    let names = |file: &str| {
+        let host = Host::new(
+            Default::default(),
+            dspy_rhai::predict::RunContext::new(None, Default::default()),
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(file);
+        host.load_file(&path).unwrap();
+        assert!(host.has_metric());
+        host.predictors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("react_wiki.rhai"), ["agent.react", "agent.extract"]);
+    assert_eq!(
+        names("gsm8k_pot.rhai"),
+        [
+            "pot.code_generate",
+            "pot.code_regenerate",
+            "pot.generate_output"
+        ]
+    );
+    assert_eq!(
+        names("gsm8k_reflection.rhai"),
+        ["generate", "compare.predict"]
+    );
+}
