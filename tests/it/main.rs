@@ -10,6 +10,7 @@ mod evaluate;
 mod host;
 mod lm_client;
 mod metrics;
+mod modules;
 mod optimize;
 mod predict;
 mod pyrandom;

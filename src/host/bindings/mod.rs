@@ -1,5 +1,6 @@
 //! Script-side API. Each domain registers itself from its own file.
 
+pub mod agents;
 pub mod data;
 pub mod evaluate;
 pub mod lm;
@@ -25,6 +26,7 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     modules::register(engine, shared);
     optimize::register(engine, shared);
     retrieve::register(engine, shared);
+    agents::register(engine, shared);
 }
 
 /// A runtime error at `pos` carrying `message`.

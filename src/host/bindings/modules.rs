@@ -9,8 +9,9 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
 use super::script_error;
 use crate::host::convert::{fields_to_map, map_to_fields, to_json};
-use crate::host::Shared;
+use crate::host::{RunTag, Shared};
 use crate::modules::{CallEnv, ModuleHandle};
+use crate::predict::RunContext;
 
 const CALL_FN: &str = "__dspy_module";
 
@@ -40,10 +41,7 @@ fn call(
     inputs: crate::adapter::Fields,
 ) -> Result<Map, Box<EvalAltResult>> {
     let run = shared.context(ctx.tag());
-    let env = CallEnv {
-        run: &run,
-        script: ctx,
-    };
+    let env = CallEnv::new(&run, ctx);
     module
         .0
         .call(&env, inputs)
@@ -66,11 +64,43 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine.register_fn(
         CALL_FN,
         move |ctx: NativeCallContext, m: ModuleHandle, value: Dynamic| {
-            // A single positional value is `question`-style shorthand only when
-            // the module has exactly one input; modules decide, so pass `input`.
+            // With a single input, `agent.call(q)` is short for `agent.call(#{ question: q })`.
+            let names = m.0.input_names();
+            let [name] = names.as_slice() else {
+                return Err(script_error(
+                    format!(
+                        "{} takes inputs ({}): pass a map, e.g. .call(#{{ {}: ... }})",
+                        m.0.kind(),
+                        names.join(", "),
+                        names.first().map(String::as_str).unwrap_or("field"),
+                    ),
+                    ctx.call_position(),
+                ));
+            };
             let mut fields = crate::adapter::Fields::new();
-            fields.insert("input".into(), to_json(&value));
+            fields.insert(name.clone(), to_json(&value));
             call(&s, &ctx, &m, fields)
         },
     );
+}
+
+/// Calls the function value `f` from native code so that the predictors it
+/// calls run under `run` (a different rollout, temperature or trace than
+/// the calling script's).
+pub(crate) fn call_under(
+    script: &NativeCallContext,
+    run: &RunContext,
+    f: &FnPtr,
+    args: Vec<Dynamic>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let mut global = script.global_runtime_state().clone();
+    global.tag = Dynamic::from(RunTag(Arc::new(run.clone())));
+    let ctx = NativeCallContext::new_with_all_fields(
+        script.engine(),
+        script.fn_name(),
+        script.fn_source(),
+        &global,
+        script.call_position(),
+    );
+    f.call_raw(&ctx, None, args)
 }
