@@ -8,9 +8,10 @@ use std::sync::mpsc;
 /// Runs `job(i)` for `i` in `0..n` on `threads` scoped worker threads;
 /// jobs start in index order. `deliver(i, result)` runs on the calling
 /// thread as each result arrives; returning `false` stops handing out new
-/// jobs (jobs in flight still finish and are delivered). Setting `cancel`
-/// stops handing out jobs too.
-pub fn run_indexed<T, J, D>(n: usize, threads: usize, cancel: &AtomicBool, job: J, mut deliver: D)
+/// jobs (jobs in flight still finish and are delivered). Setting any of the
+/// `halt` flags (Ctrl-C, or a job that decides the run is over) stops
+/// handing out jobs too.
+pub fn run_indexed<T, J, D>(n: usize, threads: usize, halt: &[&AtomicBool], job: J, mut deliver: D)
 where
     T: Send,
     J: Fn(usize) -> T + Sync,
@@ -24,7 +25,7 @@ where
             let tx = tx.clone();
             let (next, stop, job) = (&next, &stop, &job);
             scope.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || halt.iter().any(|h| h.load(Ordering::Relaxed)) {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);

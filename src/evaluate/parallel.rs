@@ -4,7 +4,7 @@
 //! Results come back in example order, so the score and the per-example
 //! results do not depend on the thread count.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -187,24 +187,31 @@ pub fn evaluate_many(
         ..Progress::default()
     };
     let mut hit_max_errors = false;
+    // Workers count errors themselves so a failing run stops promptly.
+    let errors = AtomicUsize::new(0);
+    let too_many = AtomicBool::new(false);
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
-        (
-            k,
-            run_one(
-                pipeline,
-                i,
-                &examples[i],
-                metric,
-                &ctxs[k],
-                options.failure_score,
-            ),
-        )
+        let result = run_one(
+            pipeline,
+            i,
+            &examples[i],
+            metric,
+            &ctxs[k],
+            options.failure_score,
+        );
+        if result.error.is_some() {
+            let seen = errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if options.max_errors.is_some_and(|max| seen >= max) {
+                too_many.store(true, Ordering::Relaxed);
+            }
+        }
+        (k, result)
     };
     crate::parallel::run_indexed(
         n * ctxs.len(),
         options.threads,
-        cancel,
+        &[cancel, &too_many],
         job,
         |_, (k, result)| {
             if result.error.is_some() && cancel.load(Ordering::Relaxed) {

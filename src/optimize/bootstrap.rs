@@ -109,7 +109,7 @@ pub fn bootstrap_few_shot(
     crate::parallel::run_indexed(
         trainset.len(),
         c.threads,
-        c.cancel,
+        &[c.cancel],
         job,
         |index, attempt| {
             done += 1;

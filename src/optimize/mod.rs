@@ -15,7 +15,7 @@ mod random_search;
 use std::sync::atomic::AtomicBool;
 
 pub use bootstrap::{bootstrap_few_shot, BootstrapConfig, BootstrapOutcome};
-pub use ensemble::{majority, EnsembleProgram};
+pub use ensemble::EnsembleProgram;
 pub use knn::{KnnIndex, KnnProgram};
 pub use labeled::labeled_few_shot;
 pub use random_search::{random_search, Candidate, SearchConfig, SearchOutcome};

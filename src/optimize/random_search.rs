@@ -214,7 +214,7 @@ fn build_candidates(
         })
     };
     let mut built: Vec<Option<Result<ProgramState>>> = (0..seeds.len()).map(|_| None).collect();
-    crate::parallel::run_indexed(seeds.len(), seeds.len(), c.cancel, build, |i, state| {
+    crate::parallel::run_indexed(seeds.len(), seeds.len(), &[c.cancel], build, |i, state| {
         built[i] = Some(state);
         true
     });

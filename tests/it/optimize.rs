@@ -584,7 +584,7 @@ fn knn_finds_the_nearest_trainset_examples_by_bm25() {
 
 #[test]
 fn majority_votes_on_normalized_answers() {
-    use dspy_rhai::optimize::majority;
+    use dspy_rhai::modules::aggregation::majority;
     let preds: Vec<_> = ["Paris", "the paris", "Lyon", "Lyon!", "lyon"]
         .iter()
         .map(|a| fields(json!({"reasoning": "r", "answer": a})))
@@ -595,5 +595,5 @@ fn majority_votes_on_normalized_answers() {
         "Paris",
         "ties go to the first"
     );
-    assert!(majority(&[], None).is_none());
+    assert!(majority(&[], None).is_err());
 }
