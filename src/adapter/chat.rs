@@ -4,9 +4,8 @@ use serde_json::Value;
 
 use super::value::{format_value, parse_value};
 use super::{
-    field_description, field_placeholder, order_demos, output_requirements, task_description,
-    Fields, ParseError, INCOMPLETE_DEMO_PREFIX, MISSING_IN_COMPLETE_DEMO,
-    MISSING_IN_INCOMPLETE_DEMO,
+    field_description, field_placeholder, messages, output_requirements, task_description, Fields,
+    ParseError, Turns,
 };
 use crate::lm::Message;
 use crate::signature::{Field, Signature};
@@ -74,21 +73,12 @@ pub fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> St
 
 /// All messages of one call: system, demo turns, then the request.
 pub fn format(sig: &Signature, demos: &[Fields], inputs: &Fields) -> Vec<Message> {
-    let mut messages = vec![Message::new("system", system_message(sig))];
-    for (demo, complete) in order_demos(sig, demos) {
-        let (prefix, missing) = if complete {
-            ("", MISSING_IN_COMPLETE_DEMO)
-        } else {
-            (INCOMPLETE_DEMO_PREFIX, MISSING_IN_INCOMPLETE_DEMO)
-        };
-        messages.push(Message::new("user", user_message(sig, demo, prefix, false)));
-        messages.push(Message::new(
-            "assistant",
-            assistant_message(sig, demo, missing),
-        ));
-    }
-    messages.push(Message::new("user", user_message(sig, inputs, "", true)));
-    messages
+    let turns = Turns {
+        system: system_message,
+        user: user_message,
+        assistant: assistant_message,
+    };
+    messages(&turns, sig, demos, inputs)
 }
 
 /// Parses a reply: a `[[ ## name ## ]]` header on any (stripped) line starts a

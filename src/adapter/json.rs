@@ -6,9 +6,8 @@ use serde_json::{Map, Value};
 
 use super::value::{coerce, parse_value, python_json};
 use super::{
-    chat, field_description, field_placeholder, order_demos, output_requirements, task_description,
-    Fields, ParseError, INCOMPLETE_DEMO_PREFIX, MISSING_IN_COMPLETE_DEMO,
-    MISSING_IN_INCOMPLETE_DEMO,
+    chat, field_description, field_placeholder, messages, output_requirements, task_description,
+    Fields, ParseError, Turns,
 };
 use crate::lm::Message;
 use crate::signature::Signature;
@@ -72,21 +71,12 @@ fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> String
 
 /// All messages of one call in the JSON adapter's format.
 pub fn format(sig: &Signature, demos: &[Fields], inputs: &Fields) -> Vec<Message> {
-    let mut messages = vec![Message::new("system", system_message(sig))];
-    for (demo, complete) in order_demos(sig, demos) {
-        let (prefix, missing) = if complete {
-            ("", MISSING_IN_COMPLETE_DEMO)
-        } else {
-            (INCOMPLETE_DEMO_PREFIX, MISSING_IN_INCOMPLETE_DEMO)
-        };
-        messages.push(Message::new("user", user_message(sig, demo, prefix, false)));
-        messages.push(Message::new(
-            "assistant",
-            assistant_message(sig, demo, missing),
-        ));
-    }
-    messages.push(Message::new("user", user_message(sig, inputs, "", true)));
-    messages
+    let turns = Turns {
+        system: system_message,
+        user: user_message,
+        assistant: assistant_message,
+    };
+    messages(&turns, sig, demos, inputs)
 }
 
 /// Parses a JSON-object reply (the first `{...}` block if there is prose around it).

@@ -128,6 +128,40 @@ fn output_requirements(sig: &Signature, render: impl Fn(&Field) -> String) -> St
         .join(", then ")
 }
 
+/// The three message builders of an adapter.
+struct Turns {
+    system: fn(&Signature) -> String,
+    user: fn(&Signature, &Fields, &str, bool) -> String,
+    assistant: fn(&Signature, &Fields, &str) -> String,
+}
+
+/// DSPy's message layout, shared by both adapters: the system message, a
+/// user/assistant pair per demo (incomplete demos first, with DSPy's
+/// wording), then the request.
+fn messages(
+    turns: &Turns,
+    sig: &Signature,
+    demos: &[Fields],
+    inputs: &Fields,
+) -> Vec<crate::lm::Message> {
+    use crate::lm::Message;
+    let mut out = vec![Message::new("system", (turns.system)(sig))];
+    for (demo, complete) in order_demos(sig, demos) {
+        let (prefix, missing) = if complete {
+            ("", MISSING_IN_COMPLETE_DEMO)
+        } else {
+            (INCOMPLETE_DEMO_PREFIX, MISSING_IN_INCOMPLETE_DEMO)
+        };
+        out.push(Message::new("user", (turns.user)(sig, demo, prefix, false)));
+        out.push(Message::new(
+            "assistant",
+            (turns.assistant)(sig, demo, missing),
+        ));
+    }
+    out.push(Message::new("user", (turns.user)(sig, inputs, "", true)));
+    out
+}
+
 /// Splits demos into DSPy's order: incomplete demos (with at least one input
 /// and one output) first, then complete ones. Returns `(demo, is_complete)`.
 fn order_demos<'a>(sig: &Signature, demos: &'a [Fields]) -> Vec<(&'a Fields, bool)> {

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::adapter::Fields;
 use crate::evaluate::Pipeline;
 use crate::host::Host;
 use crate::optimize::program_file::{self, Mode};
@@ -13,7 +12,7 @@ use crate::optimize::{
     bootstrap_few_shot, labeled_few_shot, random_search, BootstrapConfig, Compiler,
     EnsembleProgram, Event, KnnProgram, SearchConfig,
 };
-use crate::predict::{ProgramState, RunContext, TraceStep};
+use crate::predict::ProgramState;
 
 use super::common::{choose_metric, print_usage, DataArgs, LmArgs};
 use super::eval::load_host;
@@ -106,7 +105,7 @@ pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<Mode> {
 pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pipeline + 'a>> {
     let names = host.predictors().into_iter().map(|(n, _)| n).collect();
     Ok(match mode {
-        Mode::Fixed => Box::new(HostPipeline(host)),
+        Mode::Fixed => Box::new(host),
         Mode::Knn { k, trainset } => Box::new(KnnProgram::new(host, names, trainset, k)?),
         Mode::Ensemble { members } => Box::new(EnsembleProgram {
             inner: host,
@@ -114,26 +113,6 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
             field: None,
         }),
     })
-}
-
-/// The host as a boxed pipeline.
-struct HostPipeline<'a>(&'a Host);
-
-impl Pipeline for HostPipeline<'_> {
-    fn run(&self, inputs: &Fields, ctx: &RunContext) -> crate::Result<Fields> {
-        self.0.run(inputs, ctx)
-    }
-
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &crate::data::Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> crate::Result<f64> {
-        self.0.script_metric(name, example, prediction, trace, ctx)
-    }
 }
 
 /// Runs the subcommand.

@@ -21,7 +21,14 @@ use crate::predict::{RunContext, TraceStep};
 pub trait Pipeline: Sync {
     /// Runs the pipeline on an example's inputs.
     fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields>;
-    /// Calls the script function `name(example, pred, trace)` and returns its score.
+
+    /// The pipeline this one wraps (KNN, ensembles), whose script it shares.
+    fn inner(&self) -> Option<&dyn Pipeline> {
+        None
+    }
+
+    /// Calls the script function `name(example, pred, trace)` and returns its
+    /// score; wrappers delegate to their inner pipeline.
     fn script_metric(
         &self,
         name: &str,
@@ -29,7 +36,35 @@ pub trait Pipeline: Sync {
         prediction: &Fields,
         trace: Option<&[TraceStep]>,
         ctx: &RunContext,
-    ) -> Result<f64>;
+    ) -> Result<f64> {
+        match self.inner() {
+            Some(inner) => inner.script_metric(name, example, prediction, trace, ctx),
+            None => Err(crate::Error::Config(format!(
+                "no script to call the metric `{name}` in"
+            ))),
+        }
+    }
+}
+
+impl<P: Pipeline + ?Sized> Pipeline for &P {
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        (**self).run(inputs, ctx)
+    }
+
+    fn inner(&self) -> Option<&dyn Pipeline> {
+        (**self).inner()
+    }
+
+    fn script_metric(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        ctx: &RunContext,
+    ) -> Result<f64> {
+        (**self).script_metric(name, example, prediction, trace, ctx)
+    }
 }
 
 /// How predictions are scored.

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use crate::adapter::Fields;
-use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::evaluate::Pipeline;
 use crate::modules::aggregation::majority;
-use crate::predict::{ProgramState, RunContext, TraceStep};
+use crate::predict::{ProgramState, RunContext};
 
 /// Several states of one program, reduced by majority vote.
 pub struct EnsembleProgram<'a> {
@@ -43,15 +42,7 @@ impl Pipeline for EnsembleProgram<'_> {
         majority(&predictions, self.field.as_deref())
     }
 
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.inner
-            .script_metric(name, example, prediction, trace, ctx)
+    fn inner(&self) -> Option<&dyn Pipeline> {
+        Some(self.inner)
     }
 }

@@ -14,7 +14,7 @@ use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::evaluate::Pipeline;
-use crate::predict::{Demo, ProgramState, RunContext, TraceStep};
+use crate::predict::{Demo, ProgramState, RunContext};
 
 /// A BM25 index over the inputs of a trainset.
 pub struct KnnIndex {
@@ -137,15 +137,7 @@ impl Pipeline for KnnProgram<'_> {
         self.inner.run(inputs, &ctx)
     }
 
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.inner
-            .script_metric(name, example, prediction, trace, ctx)
+    fn inner(&self) -> Option<&dyn Pipeline> {
+        Some(self.inner)
     }
 }
