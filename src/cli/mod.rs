@@ -2,6 +2,8 @@
 //! place that uses `anyhow`; the library returns typed errors.
 
 mod common;
+mod index;
+mod search;
 
 use std::process::ExitCode;
 
@@ -16,7 +18,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Build the search index from a passage corpus.
+    Index(index::Args),
+    /// Search the index.
+    Search(search::Args),
+}
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
@@ -43,5 +50,8 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Index(args) => index::run(args),
+        Command::Search(args) => search::run(args),
+    }
 }
