@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::retrieve::{build_index, default_index_dir, BuildOptions, DEFAULT_TITLE_BOOST};
+use crate::retrieve::{
+    build_index, default_index_dir, BuildOptions, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
+};
 
 /// Build the search index from a passage corpus (replaces any index at --out).
 #[derive(clap::Args, Debug)]
@@ -28,7 +30,7 @@ pub struct Args {
     pub threads: usize,
     /// Memory budget of the index writer in MB, shared by its threads (at
     /// least 15 per thread); peak memory stays near this whatever the corpus size.
-    #[arg(long, value_name = "M", default_value_t = 128)]
+    #[arg(long, value_name = "M", default_value_t = DEFAULT_MEMORY_MB)]
     pub memory_mb: usize,
     /// Weight of title matches relative to text matches, stored in the index.
     #[arg(long, value_name = "B", default_value_t = DEFAULT_TITLE_BOOST)]

@@ -29,7 +29,7 @@ mod search;
 
 use std::path::PathBuf;
 
-pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_TITLE_BOOST};
+pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST};
 pub use error::RetrieveError;
 pub use meta::{IndexMeta, META_FILE};
 pub use schema::SCHEMA_VERSION;
