@@ -222,7 +222,8 @@ fn child_build(args: &[String]) {
     println!(
         "build: {} docs in {:.1} s = {:.0} docs/s; threads {}, writer budget {} MB; \
          index {:.1} MB in {} segment(s); peak RSS of the build process (VmHWM) {:.0} MB \
-         (sampled every 20 ms: anonymous {:.0} MB, file-backed mmap {:.0} MB)",
+         (sampled every 20 ms: anonymous {:.0} MB, file-backed mmap {:.0} MB); \
+         CPU time {:.1} s = {:.0} docs per CPU-second",
         report.doc_count,
         report.seconds,
         report.docs_per_sec(),
@@ -236,8 +237,26 @@ fn child_build(args: &[String]) {
         segments,
         status_kb("VmHWM:") as f64 / 1024.0,
         anon_kb as f64 / 1024.0,
-        file_kb as f64 / 1024.0
+        file_kb as f64 / 1024.0,
+        cpu_seconds(),
+        report.doc_count as f64 / cpu_seconds().max(1e-9)
     );
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat
+/// (assumes the usual 100 clock ticks per second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A `kB` value of /proc/self/status, such as `VmHWM:` (peak RSS).

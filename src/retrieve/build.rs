@@ -203,7 +203,7 @@ fn write_index(
             .add_document(doc)
             .map_err(|e| RetrieveError::tantivy("indexing a passage", e))?;
         counts.docs += 1;
-        if counts.docs % PROGRESS_EVERY == 0 {
+        if counts.docs.is_multiple_of(PROGRESS_EVERY) {
             progress(counts.docs);
         }
     }
