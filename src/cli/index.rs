@@ -28,7 +28,7 @@ pub struct Args {
     /// Indexing threads (0 = one per core, at most 8).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
-    /// Memory budget of the index writer in MB, shared by its threads (at
+    /// Memory budget of the index writer in MiB, shared by its threads (at
     /// least 15 per thread); peak memory stays near this whatever the corpus size.
     #[arg(long, value_name = "M", default_value_t = DEFAULT_MEMORY_MB)]
     pub memory_mb: usize,

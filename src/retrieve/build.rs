@@ -86,7 +86,8 @@ impl BuildReport {
 /// thousand or so and once at the end. The index is built in a hidden sibling
 /// directory of `out` and renamed into place only after its single commit; on
 /// any error or cancellation that directory is removed and `out` is untouched.
-/// Debris left by a killed build is removed by the next build of the same `out`.
+/// Debris left by a killed build is removed by the next build of the same `out`
+/// (so two builds into the same `out` must not run at once).
 pub fn build_index(
     corpus: &Path,
     out: &Path,
@@ -94,7 +95,7 @@ pub fn build_index(
     progress: &dyn Fn(u64),
 ) -> Result<BuildReport, RetrieveError> {
     let started = Instant::now();
-    let threads = resolve_threads(options)?;
+    let threads = checked_threads(options)?;
     let reader = CorpusReader::open(corpus)?;
     let paths = BuildPaths::new(out)?;
     paths.prepare()?;
@@ -132,7 +133,8 @@ pub fn build_index(
     })
 }
 
-fn resolve_threads(options: &BuildOptions) -> Result<usize, RetrieveError> {
+/// Validates the options and returns the number of indexing threads to use.
+fn checked_threads(options: &BuildOptions) -> Result<usize, RetrieveError> {
     if !(options.title_boost.is_finite() && options.title_boost > 0.0) {
         return Err(RetrieveError::InvalidOption(format!(
             "title boost must be a positive number, got {}",

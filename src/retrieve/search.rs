@@ -99,7 +99,8 @@ impl Index {
         })
     }
 
-    /// The same index searched with another title boost (1.0 = none).
+    /// The same index searched with another title boost (1.0 = none; values
+    /// that are not positive and finite also mean none).
     pub fn with_title_boost(mut self, boost: f32) -> Index {
         self.meta.title_boost = boost;
         self
@@ -165,7 +166,7 @@ fn make_parser(index: &TantivyIndex, fields: Fields) -> QueryParser {
 /// word `w` (a maximal run of letters and digits), with `^boost` on title
 /// clauses when the boost is not 1.
 fn field_clauses(query: &str, title_boost: f32) -> String {
-    let boost = if title_boost == 1.0 {
+    let boost = if title_boost == 1.0 || !(title_boost.is_finite() && title_boost > 0.0) {
         String::new()
     } else {
         format!("^{title_boost}")

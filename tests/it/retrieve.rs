@@ -614,3 +614,27 @@ fn cli_help_describes_every_flag() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+#[test]
+fn invalid_build_options_are_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let out = tmp.path().join("out.index");
+    let too_small = BuildOptions {
+        threads: 2,
+        memory_budget_bytes: 20_000_000,
+        ..BuildOptions::default()
+    };
+    let bad_boost = BuildOptions {
+        title_boost: -1.0,
+        ..small_options()
+    };
+    for options in [too_small, bad_boost] {
+        let err = build_index(&corpus, &out, &options, &|_| {}).unwrap_err();
+        assert!(matches!(err, RetrieveError::InvalidOption(_)), "{err:?}");
+    }
+    assert_eq!(entries(tmp.path()), ["c.jsonl"]);
+    // A search-time boost that makes no sense falls back to no boost.
+    let index = fixture_index(tmp.path()).with_title_boost(f32::NAN);
+    assert_eq!(index.search("Gabilan", 1).unwrap()[0].id, "p5");
+}
