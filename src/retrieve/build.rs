@@ -26,6 +26,9 @@ pub const DEFAULT_MEMORY_MB: usize = 192;
 /// Tantivy's minimum writer memory per indexing thread.
 const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
 
+/// Indexes up to this size on disk are merged into a single segment at the end.
+const MERGE_BELOW_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How often (in documents) the progress callback is called.
 const PROGRESS_EVERY: u64 = 1024;
 
@@ -95,6 +98,9 @@ pub fn build_index(
     progress: &dyn Fn(u64),
 ) -> Result<BuildReport, RetrieveError> {
     let started = Instant::now();
+    let built_at_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let threads = checked_threads(options)?;
     let reader = CorpusReader::open(corpus)?;
     let paths = BuildPaths::new(out)?;
@@ -109,13 +115,10 @@ pub fn build_index(
     };
     let meta = IndexMeta {
         schema_version: SCHEMA_VERSION,
-        source: corpus.to_path_buf(),
+        source: std::fs::canonicalize(corpus).unwrap_or_else(|_| corpus.to_path_buf()),
         doc_count: counts.docs,
         bad_lines_skipped: counts.bad_lines,
-        built_at_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        built_at_unix,
         build_seconds: started.elapsed().as_secs_f64(),
         title_boost: options.title_boost,
     };
@@ -179,7 +182,8 @@ fn write_index(
     // No background merges: a merge maps its input segments into memory, so
     // peak RSS would grow with the corpus (780 MB at 2M passages, measured);
     // without them it stays near the writer budget. The price is one segment
-    // per writer flush, which slows queries made only of very common words.
+    // per writer flush, which slows queries made only of very common words;
+    // small indexes are merged once at the end (see `merge_if_small`).
     writer.set_merge_policy(Box::new(NoMergePolicy));
     let mut counts = Counts {
         docs: 0,
@@ -215,10 +219,31 @@ fn write_index(
     writer
         .commit()
         .map_err(|e| RetrieveError::tantivy("committing the index", e))?;
+    merge_if_small(&index, &mut writer, dir)?;
     writer
         .wait_merging_threads()
         .map_err(|e| RetrieveError::tantivy("merging index segments", e))?;
     Ok(counts)
+}
+
+/// Merges a small index into one segment (fewer segments, faster queries).
+/// Only below [`MERGE_BELOW_BYTES`], so the mapped merge input stays small and
+/// peak memory stays bounded whatever the corpus size.
+fn merge_if_small(
+    index: &TantivyIndex,
+    writer: &mut IndexWriter,
+    dir: &Path,
+) -> Result<(), RetrieveError> {
+    let segments = index
+        .searchable_segment_ids()
+        .map_err(|e| RetrieveError::tantivy("listing index segments", e))?;
+    if segments.len() > 1 && dir_size(dir)? <= MERGE_BELOW_BYTES {
+        writer
+            .merge(&segments)
+            .wait()
+            .map_err(|e| RetrieveError::tantivy("merging index segments", e))?;
+    }
+    Ok(())
 }
 
 /// The output directory and its hidden build-time siblings.

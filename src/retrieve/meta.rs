@@ -14,7 +14,7 @@ pub const META_FILE: &str = "dspy-rhai-index.json";
 pub struct IndexMeta {
     /// [`super::schema::SCHEMA_VERSION`] at build time.
     pub schema_version: u32,
-    /// The corpus file, as given to the build.
+    /// The corpus file (absolute when it could be resolved).
     pub source: PathBuf,
     /// Number of passages indexed.
     pub doc_count: u64,

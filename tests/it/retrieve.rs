@@ -225,7 +225,11 @@ fn skip_bad_lines_counts_them() {
     let index = Index::open(&out).unwrap();
     assert_eq!(index.meta().bad_lines_skipped, 3);
     assert_eq!(index.meta().doc_count, 5);
-    assert_eq!(index.meta().source, path);
+    assert_eq!(index.meta().source, path.canonicalize().unwrap());
+    assert_eq!(
+        index.meta().schema_version,
+        dspy_rhai::retrieve::SCHEMA_VERSION
+    );
 }
 
 /// A corpus of `n` passages titled `Passage <i>` whose line `bad_line` (if any) is malformed.
@@ -637,4 +641,23 @@ fn invalid_build_options_are_refused_before_any_work() {
     // A search-time boost that makes no sense falls back to no boost.
     let index = fixture_index(tmp.path()).with_title_boost(f32::NAN);
     assert_eq!(index.search("Gabilan", 1).unwrap()[0].id, "p5");
+}
+
+#[test]
+fn a_small_index_is_merged_into_one_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &numbered_corpus(3000, None));
+    let out = tmp.path().join("out.index");
+    let options = BuildOptions {
+        threads: 2,
+        memory_budget_bytes: 40_000_000,
+        ..BuildOptions::default()
+    };
+    build_index(&corpus, &out, &options, &|_| {}).unwrap();
+    let segments = entries(&out)
+        .iter()
+        .filter(|name| name.ends_with(".idx"))
+        .count();
+    assert_eq!(segments, 1);
+    assert_eq!(Index::open(&out).unwrap().num_docs(), 3000);
 }
