@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::adapter::ParseError;
 use crate::lm::LmError;
+use crate::retrieve::RetrieveError;
 use crate::signature::SignatureError;
 
 /// Any error the dspy-rhai library can return.
@@ -42,9 +43,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Retrieval (index build or search) failed.
-    #[error("{0}")]
-    Retrieve(String),
+    /// Retrieval (corpus reading, index build or search) failed.
+    #[error(transparent)]
+    Retrieve(#[from] RetrieveError),
     /// Configuration is missing or inconsistent (no LM, bad option value...).
     #[error("{0}")]
     Config(String),

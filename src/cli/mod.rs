@@ -4,8 +4,10 @@
 mod common;
 mod compile;
 mod eval;
+mod index;
 mod repl;
 mod run;
+mod search;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,10 @@ enum Command {
     Eval(eval::Args),
     /// Experiment interactively: a Rhai REPL with the pipeline API.
     Repl(repl::Args),
+    /// Build the search index from a passage corpus.
+    Index(index::Args),
+    /// Search the index.
+    Search(search::Args),
 }
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
@@ -61,5 +67,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Repl(args) => repl::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Compile(args) => compile::run(args),
+        Command::Index(args) => index::run(args),
+        Command::Search(args) => search::run(args),
     }
 }

@@ -15,6 +15,7 @@ use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::evaluate::Pipeline;
 use crate::predict::{Demo, ProgramState, RunContext};
+use crate::retrieve::RetrieveError;
 
 /// A BM25 index over the inputs of a trainset.
 pub struct KnnIndex {
@@ -38,7 +39,9 @@ fn input_text(fields: &Fields) -> String {
 impl KnnIndex {
     /// Indexes the inputs of every example.
     pub fn build(trainset: &[Example]) -> Result<KnnIndex> {
-        let err = |e: tantivy::TantivyError| Error::Retrieve(format!("KNN index: {e}"));
+        let err = |e: tantivy::TantivyError| {
+            Error::from(RetrieveError::tantivy("building the KNN index", e))
+        };
         let mut builder = Schema::builder();
         let text = builder.add_text_field("inputs", TEXT);
         let row = builder.add_u64_field("row", STORED);

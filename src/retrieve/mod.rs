@@ -1,1 +1,59 @@
-//! (being written)
+//! Retrieval: a Tantivy BM25 index over a passage corpus, built by
+//! `dspy-rhai index` and searched by pipelines for multi-hop QA.
+//!
+//! - [`corpus`]: streaming readers for JSONL, DSPy/ColBERT `"Title | text"`
+//!   JSONL and DPR-style TSV corpora, plain or gzipped;
+//! - [`build_index`]: one streaming, multi-threaded, memory-bounded build with
+//!   a single commit and an atomic swap into place;
+//! - [`Index`]: open once, share with `Arc`, [`Index::search`] from any thread.
+//!
+//! ```no_run
+//! use dspy_rhai::retrieve::{build_index, default_index_dir, BuildOptions, Index};
+//! # fn main() -> Result<(), dspy_rhai::retrieve::RetrieveError> {
+//! let dir = default_index_dir()?;
+//! build_index("corpora/wiki_abstracts.jsonl.gz".as_ref(), &dir, &BuildOptions::default(), &|_| {})?;
+//! let index = Index::open(&dir)?;
+//! for passage in index.search("Who directed The Wailing?", 3)? {
+//!     println!("{}", passage.dspy_text());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod build;
+pub mod corpus;
+mod error;
+mod meta;
+mod schema;
+mod search;
+
+use std::path::PathBuf;
+
+pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST};
+pub use error::RetrieveError;
+pub use meta::{IndexMeta, META_FILE};
+pub use schema::SCHEMA_VERSION;
+pub use search::{Index, Passage};
+
+/// Environment variable naming the default index directory.
+pub const INDEX_ENV: &str = "DSPY_INDEX";
+
+/// Where the index lives when no directory is given: `$DSPY_INDEX` if set,
+/// else `<data dir>/dspy-rhai/index` (`~/.local/share/dspy-rhai/index` on Linux).
+pub fn default_index_dir() -> Result<PathBuf, RetrieveError> {
+    index_dir_from(std::env::var_os(INDEX_ENV), dirs::data_dir())
+}
+
+/// The rule behind [`default_index_dir`], as a pure function of the
+/// environment value and the platform data directory.
+pub fn index_dir_from(
+    env_value: Option<std::ffi::OsString>,
+    data_dir: Option<PathBuf>,
+) -> Result<PathBuf, RetrieveError> {
+    match env_value.filter(|v| !v.is_empty()) {
+        Some(value) => Ok(PathBuf::from(value)),
+        None => data_dir
+            .map(|d| d.join("dspy-rhai").join("index"))
+            .ok_or(RetrieveError::NoDefaultDir),
+    }
+}

@@ -121,3 +121,96 @@ fn runaway_scripts_hit_the_operation_limit() {
         .to_string();
     assert!(err.contains("Too many operations"), "{err}");
 }
+
+fn small_index(dir: &std::path::Path) -> std::path::PathBuf {
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        [
+            r#"{"id": "1", "title": "Dune (novel)", "text": "Dune is a 1965 science fiction novel by Frank Herbert."}"#,
+            r#"{"id": "2", "title": "Frank Herbert", "text": "Franklin Patrick Herbert Jr. was an American science fiction author."}"#,
+            r#"{"id": "3", "title": "Paris", "text": "Paris is the capital and most populous city of France."}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = dir.join("index");
+    dspy_rhai::retrieve::build_index(
+        &corpus,
+        &out,
+        &dspy_rhai::retrieve::BuildOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn scripts_retrieve_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = small_index(dir.path());
+    let options = HostOptions {
+        index_dir: Some(index.clone()),
+        ..HostOptions::default()
+    };
+    let host = Host::new(
+        options,
+        RunContext::new(None, Arc::new(ProgramState::default())),
+    );
+    host.load_source(
+        "r.rhai",
+        r#"
+        let retriever = Retrieve(2);
+        fn probe() {
+            let texts = retrieve("Who wrote the novel Dune?", 1);
+            let maps = retrieve_passages("capital of France", 1);
+            let via_module = retriever.call("Frank Herbert author").passages;
+            let lenient = retrieve("AND (( \"unbalanced: title:x ^ ~", 3);
+            [texts, maps[0].title, maps[0].id, via_module.len(), lenient.len() <= 3, retrieve("", 3).len()]
+        }
+        "#,
+    )
+    .unwrap();
+    let out =
+        dspy_rhai::host::convert::to_json(&host.call("probe", vec![], &host.session()).unwrap());
+    assert_eq!(
+        out[0],
+        json!(["Dune (novel) | Dune is a 1965 science fiction novel by Frank Herbert."])
+    );
+    assert_eq!(out[1], "Paris");
+    assert_eq!(out[2], "3");
+    assert_eq!(out[3], 2);
+    assert_eq!(out[4], true);
+    assert_eq!(out[5], 0);
+}
+
+#[test]
+fn a_missing_index_says_how_to_build_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = HostOptions {
+        index_dir: Some(dir.path().join("none")),
+        ..HostOptions::default()
+    };
+    let host = Host::new(
+        options,
+        RunContext::new(None, Arc::new(ProgramState::default())),
+    );
+    host.load_source("r.rhai", "fn probe() { retrieve(\"x\", 3) }")
+        .unwrap();
+    let err = host
+        .call("probe", vec![], &host.session())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dspy-rhai index"), "{err}");
+    assert!(err.starts_with("r.rhai:1:"), "{err}");
+
+    let index = small_index(dir.path());
+    let path = index.display().to_string().replace('\\', "/");
+    host.load_source(
+        "r.rhai",
+        &format!("fn probe() {{ use_index(\"{path}\"); retrieve(\"Paris\", 1) }}"),
+    )
+    .unwrap();
+    let found = host.call("probe", vec![], &host.session()).unwrap();
+    assert!(found.to_string().contains("Paris"));
+}

@@ -15,4 +15,5 @@ mod optimize;
 mod predict;
 mod pyrandom;
 mod repl;
+mod retrieve;
 mod signature;

@@ -1,0 +1,455 @@
+//! Retrieval benchmark: indexing throughput and peak RSS, query latency, and
+//! HotPotQA retrieval quality with and without a title boost.
+//!
+//! ```sh
+//! cargo bench --bench retrieval                        # shipped corpus only
+//! cargo bench --bench retrieval -- --synthetic 2000000 # plus a 2M-passage synthetic corpus
+//! ```
+//!
+//! Options: `--synthetic N` (passages of the synthetic corpus, 0 = skip),
+//! `--no-shipped`, `--threads N`, `--memory-mb M`, `--queries N` (synthetic
+//! queries), `--data DIR` (default `../shared/data`), `--keep-synthetic FILE`
+//! (write the synthetic corpus there and keep it; reuse it if it exists).
+//!
+//! Every build runs in a child process (this binary re-executed with
+//! `--child-build`) so the peak RSS it reports (`VmHWM`) is the build's alone.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use dspy_rhai::retrieve::{build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST};
+
+const KS: [usize; 5] = [1, 3, 5, 10, 20];
+const BOOSTS: [f32; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+
+struct Config {
+    synthetic: u64,
+    shipped: bool,
+    threads: usize,
+    memory_mb: usize,
+    queries: usize,
+    data: PathBuf,
+    keep_synthetic: Option<PathBuf>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child-build") {
+        child_build(&args[1..]);
+        return;
+    }
+    let config = parse_args(&args);
+    println!(
+        "machine: {} cores; load average now: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let scratch = tempfile::tempdir().expect("temp dir");
+    if config.shipped {
+        shipped(&config, scratch.path());
+    }
+    if config.synthetic > 0 {
+        synthetic(&config, scratch.path());
+    }
+}
+
+fn parse_args(args: &[String]) -> Config {
+    let mut config = Config {
+        synthetic: 0,
+        shipped: true,
+        threads: 0,
+        memory_mb: dspy_rhai::retrieve::DEFAULT_MEMORY_MB,
+        queries: 2000,
+        data: PathBuf::from("../shared/data"),
+        keep_synthetic: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().expect("option needs a value").clone();
+        match arg.as_str() {
+            "--synthetic" => config.synthetic = value().parse().expect("--synthetic N"),
+            "--no-shipped" => config.shipped = false,
+            "--threads" => config.threads = value().parse().expect("--threads N"),
+            "--memory-mb" => config.memory_mb = value().parse().expect("--memory-mb M"),
+            "--queries" => config.queries = value().parse().expect("--queries N"),
+            "--data" => config.data = PathBuf::from(value()),
+            "--keep-synthetic" => config.keep_synthetic = Some(PathBuf::from(value())),
+            "--bench" => {} // added by `cargo bench`
+            other => panic!("unknown option {other}"),
+        }
+    }
+    config
+}
+
+fn shipped(config: &Config, scratch: &Path) {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/wiki_abstracts.jsonl.gz");
+    let out = scratch.join("wiki.index");
+    println!("\n== shipped corpus: {}", corpus.display());
+    run_child_build(config, &corpus, &out);
+
+    let dev = config.data.join("hotpotqa_dev.jsonl");
+    let questions = read_questions(&dev);
+    let index = Index::open(&out).expect("open index");
+    if questions.is_empty() {
+        println!(
+            "{} not found: latency uses passage titles as queries; quality skipped",
+            dev.display()
+        );
+        let titles: Vec<String> = dspy_rhai::retrieve::corpus::CorpusReader::open(&corpus)
+            .expect("corpus")
+            .take(1000)
+            .map(|r| r.expect("record").title)
+            .collect();
+        latency(&index, &titles);
+        return;
+    }
+    let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
+    println!("queries: {} HotPotQA dev questions", queries.len());
+    latency(&index, &queries);
+    let index = quality(index, "dev", &questions, &BOOSTS);
+    // A held-out check of the boost chosen on dev.
+    let train = read_questions(&config.data.join("hotpotqa_train.jsonl"));
+    if !train.is_empty() {
+        quality(index, "train", &train, &[DEFAULT_TITLE_BOOST, 1.0]);
+    }
+}
+
+fn synthetic(config: &Config, scratch: &Path) {
+    let corpus = scratch.join("synthetic.jsonl");
+    println!(
+        "\n== synthetic corpus: {} passages of ~100 words",
+        config.synthetic
+    );
+    let mut gen = Zipf::new(100_000, 1.0, 0x5eed_cafe);
+    let started = Instant::now();
+    let bytes = write_synthetic(&corpus, config.synthetic, &mut gen);
+    println!(
+        "generated {:.2} GB in {:.1} s",
+        bytes as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    let out = scratch.join("synthetic.index");
+    run_child_build(config, &corpus, &out);
+    if config.keep_synthetic.is_none() {
+        std::fs::remove_file(&corpus).expect("remove synthetic corpus");
+    }
+    let index = Index::open(&out).expect("open index");
+    let zipf_queries: Vec<String> = (0..config.queries)
+        .map(|_| {
+            (0..4)
+                .map(|_| {
+                    let rank = gen.sample();
+                    gen.word(rank).to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    println!("queries: {} random 4-word queries, words drawn from the corpus's Zipf law (mostly very common words)", zipf_queries.len());
+    latency(&index, &zipf_queries);
+    let vocab = gen.words.len() as u64;
+    let uniform_queries: Vec<String> = (0..config.queries)
+        .map(|_| {
+            (0..4)
+                .map(|_| {
+                    let rank = (gen.next_u64() % vocab) as usize;
+                    gen.word(rank).to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    println!("queries: {} random 4-word queries, words drawn uniformly from the vocabulary (mostly rare words)", uniform_queries.len());
+    latency(&index, &uniform_queries);
+}
+
+/// Builds the index in a child process and prints its report and peak RSS.
+fn run_child_build(config: &Config, corpus: &Path, out: &Path) {
+    let output = Command::new(std::env::current_exe().expect("current exe"))
+        .arg("--child-build")
+        .arg(corpus)
+        .arg(out)
+        .arg(config.threads.to_string())
+        .arg(config.memory_mb.to_string())
+        .output()
+        .expect("spawn child build");
+    assert!(
+        output.status.success(),
+        "child build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+}
+
+fn child_build(args: &[String]) {
+    let [corpus, out, threads, memory_mb] = args else {
+        panic!("--child-build CORPUS OUT THREADS MEMORY_MB");
+    };
+    let options = BuildOptions {
+        threads: threads.parse().expect("threads"),
+        memory_budget_bytes: memory_mb.parse::<usize>().expect("memory") * 1024 * 1024,
+        ..BuildOptions::default()
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (mut anon, mut file) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                anon = anon.max(status_kb("RssAnon:"));
+                file = file.max(status_kb("RssFile:"));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (anon, file)
+        })
+    };
+    let report =
+        build_index(Path::new(corpus), Path::new(out), &options, &|_| {}).expect("build index");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (anon_kb, file_kb) = sampler.join().expect("sampler");
+    let segments = std::fs::read_dir(out)
+        .expect("index dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "idx"))
+        })
+        .count();
+    println!(
+        "build: {} docs in {:.1} s = {:.0} docs/s; threads {}, writer budget {} MB; \
+         index {:.1} MB in {} segment(s); peak RSS of the build process (VmHWM) {:.0} MB \
+         (sampled every 20 ms: anonymous {:.0} MB, file-backed mmap {:.0} MB); \
+         CPU time {:.1} s = {:.0} docs per CPU-second",
+        report.doc_count,
+        report.seconds,
+        report.docs_per_sec(),
+        if threads == "0" {
+            "auto".to_string()
+        } else {
+            threads.clone()
+        },
+        memory_mb,
+        report.index_bytes as f64 / 1e6,
+        segments,
+        status_kb("VmHWM:") as f64 / 1024.0,
+        anon_kb as f64 / 1024.0,
+        file_kb as f64 / 1024.0,
+        cpu_seconds(),
+        report.doc_count as f64 / cpu_seconds().max(1e-9)
+    );
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat
+/// (assumes the usual 100 clock ticks per second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `kB` value of /proc/self/status, such as `VmHWM:` (peak RSS).
+fn status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn latency(index: &Index, queries: &[String]) {
+    for query in queries {
+        index.search(query, 10).expect("warm-up search");
+    }
+    for k in [3, 10] {
+        let mut micros: Vec<f64> = queries
+            .iter()
+            .map(|query| {
+                let started = Instant::now();
+                std::hint::black_box(index.search(query, k).expect("search"));
+                started.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        micros.sort_by(f64::total_cmp);
+        let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "latency k={k:<2}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms ({} queries, 1 thread, incl. fetching stored passages)",
+            pct(0.5) / 1e3,
+            pct(0.99) / 1e3,
+            micros.iter().sum::<f64>() / micros.len() as f64 / 1e3,
+            micros.len()
+        );
+    }
+}
+
+struct Question {
+    question: String,
+    gold_titles: Vec<String>,
+}
+
+fn read_questions(path: &Path) -> Vec<Question> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("question JSON");
+            Question {
+                question: v["question"].as_str().expect("question").to_string(),
+                gold_titles: v["gold_titles"]
+                    .as_array()
+                    .expect("gold_titles")
+                    .iter()
+                    .map(|t| t.as_str().expect("title").to_string())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn quality(mut index: Index, split: &str, questions: &[Question], boosts: &[f32]) -> Index {
+    println!(
+        "\nHotPotQA {split} retrieval, question as query ({} questions):",
+        questions.len()
+    );
+    println!("| title boost | k | hit@k | recall@k | both-gold@k |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    let max_k = *KS.last().expect("ks");
+    for &boost in boosts {
+        index = index.with_title_boost(boost);
+        let mut found_at: Vec<Vec<usize>> = Vec::with_capacity(questions.len());
+        for q in questions {
+            let titles: Vec<String> = index
+                .search(&q.question, max_k)
+                .expect("search")
+                .into_iter()
+                .map(|p| p.title)
+                .collect();
+            found_at.push(
+                q.gold_titles
+                    .iter()
+                    .map(|g| titles.iter().position(|t| t == g).unwrap_or(usize::MAX))
+                    .collect(),
+            );
+        }
+        for k in KS {
+            let n = questions.len() as f64;
+            let (mut hit, mut recall, mut both) = (0.0, 0.0, 0.0);
+            for ranks in &found_at {
+                let got = ranks.iter().filter(|&&r| r < k).count();
+                hit += f64::from(u8::from(got > 0));
+                recall += got as f64 / ranks.len() as f64;
+                both += f64::from(u8::from(got == ranks.len()));
+            }
+            println!(
+                "| {boost} | {k} | {:.3} | {:.3} | {:.3} |",
+                hit / n,
+                recall / n,
+                both / n
+            );
+        }
+    }
+    index
+}
+
+/// A seeded Zipf sampler over a generated vocabulary (splitmix64 + inverse CDF).
+struct Zipf {
+    state: u64,
+    cdf: Vec<f64>,
+    words: Vec<String>,
+}
+
+impl Zipf {
+    fn new(vocab: usize, s: f64, seed: u64) -> Zipf {
+        let mut cdf = Vec::with_capacity(vocab);
+        let mut total = 0.0;
+        for rank in 1..=vocab {
+            total += 1.0 / (rank as f64).powf(s);
+            cdf.push(total);
+        }
+        cdf.iter_mut().for_each(|c| *c /= total);
+        let mut zipf = Zipf {
+            state: seed,
+            cdf,
+            words: Vec::with_capacity(vocab),
+        };
+        const SYLLABLES: [&str; 24] = [
+            "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "da", "ve", "zu", "ho", "ba", "ce",
+            "fi", "go", "ju", "le", "ma", "no", "pe", "ra", "si", "tu",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        while zipf.words.len() < vocab {
+            let len = 1 + (zipf.next_u64() % 4) as usize;
+            let word: String = (0..len)
+                .map(|_| SYLLABLES[(zipf.next_u64() % 24) as usize])
+                .collect();
+            if seen.insert(word.clone()) {
+                zipf.words.push(word);
+            }
+        }
+        zipf
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn sample(&mut self) -> usize {
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+
+    fn word(&self, rank: usize) -> &str {
+        &self.words[rank]
+    }
+}
+
+/// Streams `n` synthetic passages (2–4 word title, 80–120 word text) to `path`.
+fn write_synthetic(path: &Path, n: u64, gen: &mut Zipf) -> u64 {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).expect("create corpus"));
+    let mut line = String::with_capacity(1024);
+    let mut bytes = 0;
+    for i in 0..n {
+        line.clear();
+        line.push_str(&format!("{{\"id\":\"s{i}\",\"title\":\""));
+        let title_words = 2 + gen.next_u64() % 3;
+        for w in 0..title_words {
+            if w > 0 {
+                line.push(' ');
+            }
+            let rank = gen.sample();
+            line.push_str(gen.word(rank));
+        }
+        line.push_str("\",\"text\":\"");
+        let text_words = 80 + gen.next_u64() % 41;
+        for w in 0..text_words {
+            if w > 0 {
+                line.push(' ');
+            }
+            let rank = gen.sample();
+            line.push_str(gen.word(rank));
+        }
+        line.push_str("\"}\n");
+        out.write_all(line.as_bytes()).expect("write corpus");
+        bytes += line.len() as u64;
+    }
+    out.flush().expect("flush corpus");
+    bytes
+}

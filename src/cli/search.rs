@@ -1,0 +1,59 @@
+//! `dspy-rhai search`: query the BM25 index from the command line.
+
+use std::path::PathBuf;
+
+use crate::retrieve::{default_index_dir, Index};
+
+/// Width of one result line in the readable output.
+const LINE_WIDTH: usize = 160;
+
+/// Search the index and print the best passages with their scores.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The query; read as plain words (punctuation and operators are ignored).
+    pub query: String,
+    /// Index directory [default: $DSPY_INDEX, else <data dir>/dspy-rhai/index].
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Number of passages to return.
+    #[arg(short = 'k', value_name = "N", default_value_t = 5)]
+    pub k: usize,
+    /// Print one JSON array of {id, title, text, score} instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `dspy-rhai search`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = match args.index {
+        Some(dir) => dir,
+        None => default_index_dir()?,
+    };
+    let index = Index::open(&dir)?;
+    let passages = index.search(&args.query, args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&passages)?);
+        return Ok(());
+    }
+    if passages.is_empty() {
+        eprintln!("no passage matched");
+    }
+    for (rank, passage) in passages.iter().enumerate() {
+        let line = format!(
+            "{:>2}. {:>7.3}  {}",
+            rank + 1,
+            passage.score,
+            passage.dspy_text().replace(['\n', '\r', '\t'], " ")
+        );
+        println!("{}", truncate(&line, LINE_WIDTH));
+    }
+    Ok(())
+}
+
+/// Cuts `line` to at most `width` characters, marking the cut with `…`.
+fn truncate(line: &str, width: usize) -> String {
+    match line.char_indices().nth(width.saturating_sub(1)) {
+        Some((end, _)) if line.chars().count() > width => format!("{}…", &line[..end]),
+        _ => line.to_string(),
+    }
+}

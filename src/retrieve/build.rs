@@ -1,0 +1,353 @@
+//! Building an index from a corpus file: stream, index on several threads
+//! within a fixed memory budget, commit once, then swap the finished index
+//! into place so a failed or cancelled build never damages the previous one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tantivy::merge_policy::NoMergePolicy;
+use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
+
+use super::corpus::CorpusReader;
+use super::meta::{IndexMeta, META_FILE};
+use super::schema::{Fields, SCHEMA_VERSION};
+use super::RetrieveError;
+
+/// Title boost applied at search time unless a build says otherwise; chosen by
+/// measurement on HotPotQA dev (see BENCHMARKS.md, "Retrieval").
+pub const DEFAULT_TITLE_BOOST: f32 = 0.75;
+
+/// Default writer memory budget in MiB: keeps a build's peak RSS under
+/// ~300 MB with room to spare while keeping segments large.
+pub const DEFAULT_MEMORY_MB: usize = 192;
+
+/// Tantivy's minimum writer memory per indexing thread.
+const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
+
+/// Indexes up to this size on disk are merged into a single segment at the end.
+const MERGE_BELOW_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How often (in documents) the progress callback is called.
+const PROGRESS_EVERY: u64 = 1024;
+
+/// Options of [`build_index`].
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Skip and count malformed lines instead of stopping at the first one.
+    pub skip_bad_lines: bool,
+    /// Indexing threads; 0 means one per core, at most 8.
+    pub threads: usize,
+    /// Total memory budget of the index writer, in bytes, shared by its threads.
+    /// Peak memory of a build is bounded by this, not by the corpus size.
+    pub memory_budget_bytes: usize,
+    /// Boost of title matches relative to text matches, recorded in the index.
+    pub title_boost: f32,
+    /// Set it (for instance from a Ctrl-C handler) to abandon the build; the
+    /// previous index is then left untouched.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            skip_bad_lines: false,
+            threads: 0,
+            memory_budget_bytes: DEFAULT_MEMORY_MB * 1024 * 1024,
+            title_boost: DEFAULT_TITLE_BOOST,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What a finished build did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildReport {
+    /// The index directory.
+    pub out: PathBuf,
+    /// Passages indexed.
+    pub doc_count: u64,
+    /// Malformed lines skipped (always 0 without `skip_bad_lines`).
+    pub bad_lines_skipped: u64,
+    /// Wall-clock seconds, from opening the corpus to the swapped-in index.
+    pub seconds: f64,
+    /// Size of the index on disk, in bytes.
+    pub index_bytes: u64,
+}
+
+impl BuildReport {
+    /// Indexing throughput.
+    pub fn docs_per_sec(&self) -> f64 {
+        self.doc_count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Builds a BM25 index of `corpus` at `out`, replacing any index already there.
+///
+/// `progress` is called with the number of passages indexed so far, every
+/// thousand or so and once at the end. The index is built in a hidden sibling
+/// directory of `out` and renamed into place only after its single commit; on
+/// any error or cancellation that directory is removed and `out` is untouched.
+/// Debris left by a killed build is removed by the next build of the same `out`
+/// (so two builds into the same `out` must not run at once).
+pub fn build_index(
+    corpus: &Path,
+    out: &Path,
+    options: &BuildOptions,
+    progress: &dyn Fn(u64),
+) -> Result<BuildReport, RetrieveError> {
+    let started = Instant::now();
+    let built_at_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let threads = checked_threads(options)?;
+    let reader = CorpusReader::open(corpus)?;
+    let paths = BuildPaths::new(out)?;
+    paths.prepare()?;
+
+    let counts = match write_index(reader, &paths.tmp, options, threads, progress) {
+        Ok(counts) => counts,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&paths.tmp);
+            return Err(e);
+        }
+    };
+    let meta = IndexMeta {
+        schema_version: SCHEMA_VERSION,
+        source: std::fs::canonicalize(corpus).unwrap_or_else(|_| corpus.to_path_buf()),
+        doc_count: counts.docs,
+        bad_lines_skipped: counts.bad_lines,
+        built_at_unix,
+        build_seconds: started.elapsed().as_secs_f64(),
+        title_boost: options.title_boost,
+    };
+    if let Err(e) = meta.write(&paths.tmp).and_then(|()| paths.swap_in()) {
+        let _ = std::fs::remove_dir_all(&paths.tmp);
+        return Err(e);
+    }
+    progress(counts.docs);
+    Ok(BuildReport {
+        out: out.to_path_buf(),
+        doc_count: counts.docs,
+        bad_lines_skipped: counts.bad_lines,
+        seconds: started.elapsed().as_secs_f64(),
+        index_bytes: dir_size(out)?,
+    })
+}
+
+/// Validates the options and returns the number of indexing threads to use.
+fn checked_threads(options: &BuildOptions) -> Result<usize, RetrieveError> {
+    if !(options.title_boost.is_finite() && options.title_boost > 0.0) {
+        return Err(RetrieveError::InvalidOption(format!(
+            "title boost must be a positive number, got {}",
+            options.title_boost
+        )));
+    }
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(8);
+    if options.memory_budget_bytes / threads < MIN_MEMORY_PER_THREAD {
+        return Err(RetrieveError::InvalidOption(format!(
+            "a memory budget of {} MB is too small for {threads} thread(s); \
+             each indexing thread needs at least 15 MB",
+            options.memory_budget_bytes / 1_000_000
+        )));
+    }
+    Ok(threads)
+}
+
+struct Counts {
+    docs: u64,
+    bad_lines: u64,
+}
+
+/// Streams the corpus into a new index in `dir` and commits once.
+fn write_index(
+    reader: CorpusReader,
+    dir: &Path,
+    options: &BuildOptions,
+    threads: usize,
+    progress: &dyn Fn(u64),
+) -> Result<Counts, RetrieveError> {
+    let (schema, fields) = Fields::schema();
+    let index = TantivyIndex::create_in_dir(dir, schema).map_err(|e| {
+        RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
+    })?;
+    let mut writer: IndexWriter = index
+        .writer_with_num_threads(threads, options.memory_budget_bytes)
+        .map_err(|e| RetrieveError::tantivy("starting the index writer", e))?;
+    // No background merges: a merge maps its input segments into memory, so
+    // peak RSS would grow with the corpus (780 MB at 2M passages, measured);
+    // without them it stays near the writer budget. The price is one segment
+    // per writer flush, which slows queries made only of very common words;
+    // small indexes are merged once at the end (see `merge_if_small`).
+    writer.set_merge_policy(Box::new(NoMergePolicy));
+    let mut counts = Counts {
+        docs: 0,
+        bad_lines: 0,
+    };
+    for record in reader {
+        if options.cancel.load(Ordering::Relaxed) {
+            return Err(RetrieveError::Cancelled);
+        }
+        let record = match record {
+            Ok(record) => record,
+            Err(RetrieveError::BadLine { .. }) if options.skip_bad_lines => {
+                counts.bad_lines += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut doc = TantivyDocument::default();
+        doc.add_text(fields.id, record.id);
+        doc.add_text(fields.title, record.title);
+        doc.add_text(fields.text, record.text);
+        writer
+            .add_document(doc)
+            .map_err(|e| RetrieveError::tantivy("indexing a passage", e))?;
+        counts.docs += 1;
+        if counts.docs.is_multiple_of(PROGRESS_EVERY) {
+            progress(counts.docs);
+        }
+    }
+    if options.cancel.load(Ordering::Relaxed) {
+        return Err(RetrieveError::Cancelled);
+    }
+    writer
+        .commit()
+        .map_err(|e| RetrieveError::tantivy("committing the index", e))?;
+    merge_if_small(&index, &mut writer, dir)?;
+    writer
+        .wait_merging_threads()
+        .map_err(|e| RetrieveError::tantivy("merging index segments", e))?;
+    Ok(counts)
+}
+
+/// Merges a small index into one segment (fewer segments, faster queries).
+/// Only below [`MERGE_BELOW_BYTES`], so the mapped merge input stays small and
+/// peak memory stays bounded whatever the corpus size.
+fn merge_if_small(
+    index: &TantivyIndex,
+    writer: &mut IndexWriter,
+    dir: &Path,
+) -> Result<(), RetrieveError> {
+    let segments = index
+        .searchable_segment_ids()
+        .map_err(|e| RetrieveError::tantivy("listing index segments", e))?;
+    if segments.len() > 1 && dir_size(dir)? <= MERGE_BELOW_BYTES {
+        writer
+            .merge(&segments)
+            .wait()
+            .map_err(|e| RetrieveError::tantivy("merging index segments", e))?;
+    }
+    Ok(())
+}
+
+/// The output directory and its hidden build-time siblings.
+struct BuildPaths {
+    out: PathBuf,
+    parent: PathBuf,
+    /// Prefix shared by every temporary sibling of `out`, past or present.
+    debris_prefix: String,
+    tmp: PathBuf,
+    old: PathBuf,
+}
+
+impl BuildPaths {
+    fn new(out: &Path) -> Result<BuildPaths, RetrieveError> {
+        let name = out
+            .file_name()
+            .ok_or_else(|| {
+                RetrieveError::InvalidOption(format!(
+                    "output path {} does not name a directory",
+                    out.display()
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let debris_prefix = format!(".{name}.building-");
+        let pid = std::process::id();
+        Ok(BuildPaths {
+            out: out.to_path_buf(),
+            tmp: parent.join(format!("{debris_prefix}{pid}")),
+            old: parent.join(format!("{debris_prefix}{pid}-old")),
+            parent,
+            debris_prefix,
+        })
+    }
+
+    /// Checks that `out` may be replaced, removes debris of killed builds and
+    /// creates the empty temporary directory.
+    fn prepare(&self) -> Result<(), RetrieveError> {
+        if self.out.exists() && !is_replaceable(&self.out)? {
+            return Err(RetrieveError::NotAnIndex {
+                dir: self.out.clone(),
+            });
+        }
+        std::fs::create_dir_all(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
+        let entries =
+            std::fs::read_dir(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&self.debris_prefix)
+            {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(|e| RetrieveError::io(path, e))?;
+            }
+        }
+        std::fs::create_dir(&self.tmp).map_err(|e| RetrieveError::io(&self.tmp, e))
+    }
+
+    /// Renames the finished index into place, moving any previous one aside
+    /// first and removing it afterwards.
+    fn swap_in(&self) -> Result<(), RetrieveError> {
+        if !self.out.exists() {
+            return std::fs::rename(&self.tmp, &self.out)
+                .map_err(|e| RetrieveError::io(&self.out, e));
+        }
+        std::fs::rename(&self.out, &self.old).map_err(|e| RetrieveError::io(&self.out, e))?;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.out) {
+            let _ = std::fs::rename(&self.old, &self.out);
+            return Err(RetrieveError::io(&self.out, e));
+        }
+        std::fs::remove_dir_all(&self.old).map_err(|e| RetrieveError::io(&self.old, e))
+    }
+}
+
+/// An existing output may be replaced if it is an index of ours (any schema
+/// version) or an empty directory.
+fn is_replaceable(out: &Path) -> Result<bool, RetrieveError> {
+    if !out.is_dir() {
+        return Ok(false);
+    }
+    if out.join(META_FILE).is_file() {
+        return Ok(true);
+    }
+    let mut entries = std::fs::read_dir(out).map_err(|e| RetrieveError::io(out, e))?;
+    Ok(entries.next().is_none())
+}
+
+/// Total size of the files directly inside `dir`.
+fn dir_size(dir: &Path) -> Result<u64, RetrieveError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| RetrieveError::io(dir, e))?;
+    let mut total = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| RetrieveError::io(dir, e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| RetrieveError::io(entry.path(), e))?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,112 @@
+//! The retrieval error type: every failure of corpus reading, index building
+//! and searching, with messages that say what to do next.
+
+use std::path::PathBuf;
+
+/// What can go wrong while reading a corpus, building an index or searching it.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    /// A file or directory could not be read, written, renamed or removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The corpus file name does not say which format it is in.
+    #[error(
+        "{path}: unknown corpus format; expected a .jsonl, .json or .tsv file, optionally gzipped (.gz)"
+    )]
+    UnknownFormat {
+        /// The corpus file.
+        path: PathBuf,
+    },
+    /// One line of the corpus could not be parsed into a passage.
+    #[error("{path}:{line}: {message}")]
+    BadLine {
+        /// The corpus file.
+        path: PathBuf,
+        /// 1-based line number of the bad line.
+        line: u64,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// No index exists at the given directory.
+    #[error(
+        "no search index at {dir}; build one with `dspy-rhai index corpora/wiki_abstracts.jsonl.gz` \
+         (or point --index / DSPY_INDEX at an existing index)"
+    )]
+    MissingIndex {
+        /// The directory that was looked at.
+        dir: PathBuf,
+    },
+    /// The index was built by a version of dspy-rhai with another schema.
+    #[error(
+        "the index at {dir} has schema version {found}, but this dspy-rhai expects version {expected}; \
+         rebuild it with `dspy-rhai index <corpus> --out {dir}`"
+    )]
+    SchemaVersion {
+        /// The index directory.
+        dir: PathBuf,
+        /// The version recorded in the index metadata.
+        found: u32,
+        /// The version this build of dspy-rhai writes and reads.
+        expected: u32,
+    },
+    /// The index metadata file exists but could not be understood.
+    #[error(
+        "{path}: unreadable index metadata ({message}); rebuild the index with `dspy-rhai index`"
+    )]
+    BadMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// The build output exists and is not a dspy-rhai index, so it is not replaced.
+    #[error(
+        "refusing to replace {dir}: it exists and is not a dspy-rhai index; choose another --out"
+    )]
+    NotAnIndex {
+        /// The output directory that was asked for.
+        dir: PathBuf,
+    },
+    /// A build option was out of range.
+    #[error("invalid build option: {0}")]
+    InvalidOption(String),
+    /// No default index location could be determined.
+    #[error("no data directory on this system; set DSPY_INDEX or pass --index/--out")]
+    NoDefaultDir,
+    /// The build was cancelled through its cancel flag (Ctrl-C in the CLI).
+    #[error("index build cancelled; the previous index (if any) is unchanged")]
+    Cancelled,
+    /// Tantivy failed while building or searching the index.
+    #[error("{context}: {source}")]
+    Tantivy {
+        /// What was being done.
+        context: String,
+        /// The underlying Tantivy error.
+        #[source]
+        source: tantivy::TantivyError,
+    },
+}
+
+impl RetrieveError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RetrieveError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a Tantivy error with a short description of what was being done.
+    pub fn tantivy(context: impl Into<String>, source: tantivy::TantivyError) -> Self {
+        RetrieveError::Tantivy {
+            context: context.into(),
+            source,
+        }
+    }
+}
