@@ -52,7 +52,9 @@ impl Default for ClientOptions {
 /// A [`Backend`] speaking the OpenAI chat-completions protocol over HTTP.
 ///
 /// Build one per endpoint and share it: it holds the connection pool and a
-/// two-thread Tokio runtime. Must not be called from inside a Tokio runtime.
+/// current-thread Tokio runtime (whichever caller holds it drives the I/O, so
+/// a lone caller pays no cross-thread wake-ups). Must not be called from
+/// inside a Tokio runtime.
 pub struct OpenAiClient {
     url: reqwest::Url,
     auth: Option<HeaderValue>,
@@ -108,9 +110,7 @@ impl OpenAiClient {
         let http = builder
             .build()
             .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("dspy-lm-http")
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
