@@ -41,7 +41,10 @@ fn serve(latency: u64) {
 
 fn main() {
     if let Some(pos) = std::env::args().position(|a| a == "--serve") {
-        let latency = std::env::args().nth(pos + 1).and_then(|l| l.parse().ok()).unwrap_or(50);
+        let latency = std::env::args()
+            .nth(pos + 1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(50);
         return serve(latency);
     }
     let rust_mock = std::env::args().any(|a| a == "--rust-mock");
@@ -60,7 +63,11 @@ fn main() {
     };
     let dev = shared.join("data/hotpotqa_dev.jsonl");
     let mut child = None;
-    let python = if rust_mock { None } else { common::PythonMock::start(latency, &dev) };
+    let python = if rust_mock {
+        None
+    } else {
+        common::PythonMock::start(latency, &dev)
+    };
     let base_url = match &python {
         Some(mock) => mock.base_url.clone(),
         None if rust_mock => {
@@ -71,7 +78,9 @@ fn main() {
                 .spawn()
                 .expect("spawn mock server");
             let mut line = String::new();
-            BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            BufReader::new(c.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
             let port = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
             child = Some(c);
             format!("http://127.0.0.1:{port}/v1")
@@ -110,7 +119,11 @@ fn main() {
         threads,
         ..EvalOptions::default()
     };
-    let server = if rust_mock { "crate mock server" } else { "mock_lm.py" };
+    let server = if rust_mock {
+        "crate mock server"
+    } else {
+        "mock_lm.py"
+    };
     println!(
         "# Evaluate: {n} examples, {threads} threads, {latency} ms latency, {server} ({})",
         common::machine()

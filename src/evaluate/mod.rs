@@ -4,5 +4,6 @@ pub mod metrics;
 mod parallel;
 
 pub use parallel::{
-    evaluate, evaluate_many, EvalOptions, EvalReport, ExampleResult, Metric, Pipeline, Progress,
+    evaluate, evaluate_many, evaluate_when_ready, EvalOptions, EvalReport, ExampleResult, Metric,
+    Pipeline, Progress,
 };

@@ -5,6 +5,7 @@
 //! results do not depend on the thread count.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -214,6 +215,25 @@ pub fn evaluate_many(
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(&ExampleResult, &Progress),
 ) -> Vec<EvalReport> {
+    let ready: Vec<OnceLock<Option<RunContext>>> = ctxs
+        .iter()
+        .map(|c| OnceLock::from(Some(c.clone())))
+        .collect();
+    evaluate_when_ready(pipeline, examples, metric, &ready, options, cancel, observe)
+}
+
+/// Like [`evaluate_many`] for contexts that are still being built on other
+/// threads: jobs of context `k` wait until `ctxs[k]` is set. A context set
+/// to `None` (its build failed) gives errored results at once.
+pub fn evaluate_when_ready(
+    pipeline: &dyn Pipeline,
+    examples: &[Example],
+    metric: &Metric,
+    ctxs: &[OnceLock<Option<RunContext>>],
+    options: &EvalOptions,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+) -> Vec<EvalReport> {
     let started = Instant::now();
     let n = examples.len();
     let mut results: Vec<Vec<ExampleResult>> = vec![Vec::with_capacity(n); ctxs.len()];
@@ -227,14 +247,24 @@ pub fn evaluate_many(
     let too_many = AtomicBool::new(false);
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
-        let result = run_one(
-            pipeline,
-            i,
-            &examples[i],
-            metric,
-            &ctxs[k],
-            options.failure_score,
-        );
+        let result = match ctxs[k].get() {
+            Some(Some(ctx)) => run_one(
+                pipeline,
+                i,
+                &examples[i],
+                metric,
+                ctx,
+                options.failure_score,
+            ),
+            _ => ExampleResult {
+                index: i,
+                inputs: examples[i].inputs(),
+                labels: examples[i].labels(),
+                prediction: None,
+                score: options.failure_score,
+                error: Some("the program could not be built".into()),
+            },
+        };
         if result.error.is_some() {
             let seen = errors.fetch_add(1, Ordering::Relaxed) + 1;
             if options.max_errors.is_some_and(|max| seen >= max) {
@@ -243,10 +273,12 @@ pub fn evaluate_many(
         }
         (k, result)
     };
-    crate::parallel::run_indexed(
+    let gate = |j: usize| ctxs[j / n.max(1)].get().is_some();
+    crate::parallel::run_gated(
         n * ctxs.len(),
         options.threads,
         &[cancel, &too_many],
+        &gate,
         job,
         |_, (k, result)| {
             if result.error.is_some() && cancel.load(Ordering::Relaxed) {

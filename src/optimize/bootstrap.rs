@@ -9,7 +9,7 @@
 //! stopping point are wasted (and their LM answers stay in the cache).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -105,11 +105,20 @@ pub fn bootstrap_few_shot(
     let mut commit = 0;
     let mut done = 0;
     let mut finished = false; // where the sequential loop stops
+                              // Speculate only as far as the remaining successes could need: the
+                              // committed prefix plus the demos still missing, plus two.
+    let frontier = AtomicUsize::new(0);
+    let kept = AtomicUsize::new(0);
+    let gate = |i: usize| {
+        let missing = max_bootstraps.saturating_sub(kept.load(Ordering::Relaxed));
+        i < frontier.load(Ordering::Relaxed) + missing + 2
+    };
     let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);
-    crate::parallel::run_indexed(
+    crate::parallel::run_gated(
         trainset.len(),
         c.threads,
         &[c.cancel],
+        &gate,
         job,
         |index, attempt| {
             done += 1;
@@ -142,6 +151,8 @@ pub fn bootstrap_few_shot(
                 // The sequential loop checks the count before the next example.
                 finished = bootstrapped.len() >= max_bootstraps;
             }
+            frontier.store(commit, Ordering::Relaxed);
+            kept.store(bootstrapped.len(), Ordering::Relaxed);
             (c.observer)(&Event::Bootstrap {
                 done,
                 total: trainset.len(),

@@ -3,14 +3,14 @@
 //! (shuffled trainset, random demo count), score each on the valset with
 //! parallel evaluation, and keep the best (DSPy's `random_search.py`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 use super::{bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiler, Event};
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
-use crate::evaluate::{evaluate_many, EvalOptions};
+use crate::evaluate::{evaluate_when_ready, EvalOptions};
 use crate::predict::{ProgramState, RunContext};
 
 /// Random search settings.
@@ -86,34 +86,56 @@ pub fn random_search(
     };
     let mut candidates: Vec<Candidate> = Vec::new();
     'search: for chunk in seeds.chunks(batch) {
-        let states = build_candidates(c, student, trainset, config, teacher, chunk)?;
-        let ctxs: Vec<RunContext> = states
-            .iter()
-            .map(|s| RunContext {
-                state: Arc::new(s.clone()),
-                ..c.ctx.clone()
-            })
-            .collect();
+        // Candidates are validated as soon as each is built, while the
+        // others are still bootstrapping.
+        let ready: Vec<OnceLock<Option<RunContext>>> =
+            chunk.iter().map(|_| OnceLock::new()).collect();
+        let mut built: Vec<Option<Result<ProgramState>>> = chunk.iter().map(|_| None).collect();
         let options = EvalOptions {
             threads: c.threads,
             failure_score: 0.0,
             max_errors: Some(config.bootstrap.max_errors),
         };
-        let reports = evaluate_many(
-            c.pipeline,
-            valset,
-            &c.metric,
-            &ctxs,
-            &options,
-            c.cancel,
-            &mut |_, p| {
-                (c.observer)(&Event::Validate {
-                    done: p.done,
-                    total: p.total,
-                    score: p.percent(),
-                })
-            },
-        );
+        let reports = std::thread::scope(|scope| {
+            let (ready, built) = (&ready, &mut built);
+            scope.spawn(move || {
+                build_candidates(
+                    c,
+                    student,
+                    trainset,
+                    config,
+                    teacher,
+                    chunk,
+                    &mut |i, state| {
+                        let ctx = state.as_ref().ok().map(|s| RunContext {
+                            state: Arc::new(s.clone()),
+                            ..c.ctx.clone()
+                        });
+                        let _ = ready[i].set(ctx);
+                        built[i] = Some(state);
+                    },
+                )
+            });
+            evaluate_when_ready(
+                c.pipeline,
+                valset,
+                &c.metric,
+                ready,
+                &options,
+                c.cancel,
+                &mut |_, p| {
+                    (c.observer)(&Event::Validate {
+                        done: p.done,
+                        total: p.total,
+                        score: p.percent(),
+                    })
+                },
+            )
+        });
+        let states = built
+            .into_iter()
+            .map(|b| b.unwrap_or(Err(Error::Interrupted)))
+            .collect::<Result<Vec<_>>>()?;
         for ((seed, state), report) in chunk.iter().zip(states).zip(reports) {
             if report.interrupted {
                 return Err(Error::Interrupted);
@@ -164,7 +186,8 @@ pub fn random_search(
     })
 }
 
-/// Builds the candidate states for `seeds` concurrently.
+/// Builds the candidate states for `seeds` concurrently, reporting each
+/// one (by position in `seeds`) as soon as it is built.
 fn build_candidates(
     c: &Compiler,
     student: &ProgramState,
@@ -172,7 +195,8 @@ fn build_candidates(
     config: &SearchConfig,
     teacher: Option<&ProgramState>,
     seeds: &[i64],
-) -> Result<Vec<ProgramState>> {
+    on_built: &mut dyn FnMut(usize, Result<ProgramState>),
+) {
     let zero_shot = student.filter_demos(|_| false);
     let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
     let inner = Compiler {
@@ -213,13 +237,8 @@ fn build_candidates(
             }
         })
     };
-    let mut built: Vec<Option<Result<ProgramState>>> = (0..seeds.len()).map(|_| None).collect();
     crate::parallel::run_indexed(seeds.len(), seeds.len(), &[c.cancel], build, |i, state| {
-        built[i] = Some(state);
+        on_built(i, state);
         true
     });
-    built
-        .into_iter()
-        .map(|b| b.unwrap_or(Err(Error::Interrupted)))
-        .collect()
 }
