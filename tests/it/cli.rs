@@ -488,3 +488,94 @@ fn rag_and_multihop_scripts_run_over_a_built_index() {
         );
     }
 }
+
+#[test]
+fn react_wiki_searches_the_index_through_its_tools() {
+    use dspy_rhai::testing::{MockReply, MockServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": \"1\", \"title\": \"Dune (novel)\", \"text\": \"Dune is a 1965 novel by Frank Herbert.\"}\n\
+         {\"id\": \"2\", \"title\": \"Frank Herbert\", \"text\": \"Frank Herbert was born in Tacoma, Washington.\"}\n",
+    )
+    .unwrap();
+    let index = dir.path().join("index");
+    run_ok(&[
+        "index",
+        corpus.to_str().unwrap(),
+        "--out",
+        index.to_str().unwrap(),
+    ]);
+    let steps = AtomicUsize::new(0);
+    let server = MockServer::start(move |req| {
+        let wants = req.last_user_message().unwrap_or("");
+        if wants.contains("`[[ ## next_thought ## ]]`") {
+            let (tool, args) = match steps.fetch_add(1, Ordering::SeqCst) {
+                0 => ("search_wikipedia", r#"{"query": "author of Dune"}"#),
+                1 => ("lookup", r#"{"title": "Frank Herbert"}"#),
+                _ => ("finish", "{}"),
+            };
+            MockReply::chat(format!(
+                "[[ ## next_thought ## ]]\nthinking\n\n[[ ## next_tool_name ## ]]\n{tool}\n\n\
+                 [[ ## next_tool_args ## ]]\n{args}\n\n[[ ## completed ## ]]"
+            ))
+        } else {
+            MockReply::chat("[[ ## reasoning ## ]]\nfound it\n\n[[ ## answer ## ]]\nTacoma\n\n[[ ## completed ## ]]")
+        }
+    })
+    .unwrap();
+    let out = run_ok(&[
+        "run",
+        "scripts/react_wiki.rhai",
+        "-i",
+        "question=Where was the author of Dune born?",
+        "--index",
+        index.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &server.base_url(),
+        "--no-cache",
+        "--json",
+    ]);
+    let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pred["answer"], "Tacoma");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4, "three react steps and the extract step");
+    let extract = requests[3].body["messages"].to_string();
+    assert!(
+        extract.contains("Dune (novel) | Dune is a 1965 novel by Frank Herbert."),
+        "{extract}"
+    );
+    assert!(
+        extract.contains("Frank Herbert was born in Tacoma, Washington."),
+        "{extract}"
+    );
+}
+
+#[test]
+fn the_repl_reads_piped_input() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = cli()
+        .arg("repl")
+        .env("XDG_DATA_HOME", data.path())
+        .env("HOME", data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"let x = 2;\nfn twice(v) {\n  v * 2\n}\ntwice(x) * 10 + 2\nnope(\n:quit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("=> 42"), "{stdout}");
+}
