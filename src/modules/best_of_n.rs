@@ -4,11 +4,9 @@
 //!
 //! `Refine` also asks an LM for advice after each attempt that falls short
 //! (DSPy's `OfferFeedback`) and passes it to the next attempt as a `hint_`
-//! input of every predictor call. Hints reach predictors that the wrapped
-//! program calls through this crate's module machinery: a predictor target,
-//! or a module target (ReAct, ProgramOfThought, ...). A plain script
-//! function calls its predictors from the script, out of reach of the
-//! hints, so `Refine` rejects it (`BestOfN` takes it).
+//! input of every predictor call: the hints travel in the attempt's
+//! [`RunContext`], so they reach predictors called by a wrapped predictor,
+//! module or script function alike.
 
 use rhai::{Dynamic, FnPtr};
 use serde_json::Value;
@@ -155,12 +153,9 @@ impl Rollouts {
             let mut run = env.run.clone();
             run.rollout_id = Some(start + idx as u64);
             run.temperature = Some(1.0);
+            run.hints = hints.clone().map(std::sync::Arc::new);
             let (run, trace) = run.traced();
-            let attempt_env = CallEnv {
-                run: &run,
-                script: env.script,
-                hints: hints.as_ref(),
-            };
+            let attempt_env = env.under(&run);
             let outcome = self
                 .target
                 .run(&attempt_env, inputs)
@@ -247,7 +242,12 @@ pub struct Refine {
     program_code: String,
     reward_code: String,
     feedback: Predictor,
+    script_predictors: ScriptPredictors,
 }
+
+/// The script's named predictors, read when advice is needed (a script
+/// function target calls predictors the Refine cannot list itself).
+pub type ScriptPredictors = Box<dyn Fn() -> Vec<(String, Predictor)> + Send + Sync>;
 
 /// DSPy's `OfferFeedback` instructions.
 const FEEDBACK_INSTRUCTIONS: &str = "In the discussion, assign blame to each module that contributed to the final reward being below the threshold, if
@@ -324,13 +324,12 @@ fn offer_feedback() -> Result<Signature> {
 impl Refine {
     /// A Refine over a predictor or module target. `program_code` and
     /// `reward_code` are shown to the feedback LM.
-    pub fn new(rollouts: Rollouts, program_code: String, reward_code: String) -> Result<Refine> {
-        if let Target::Function { func, .. } = &rollouts.target {
-            return Err(Error::Config(format!(
-                "Refine cannot pass hints into script function `{}`; wrap a predictor or a module, or use BestOfN",
-                func.fn_name()
-            )));
-        }
+    pub fn new(
+        rollouts: Rollouts,
+        program_code: String,
+        reward_code: String,
+        script_predictors: ScriptPredictors,
+    ) -> Result<Refine> {
         Ok(Refine {
             feedback: Predictor::new(
                 PredictorKind::Predict,
@@ -340,12 +339,20 @@ impl Refine {
             rollouts,
             program_code,
             reward_code,
+            script_predictors,
         })
     }
 
     /// Asks for advice on an attempt that fell short.
     fn advise(&self, env: &CallEnv, inputs: &Fields, attempt: &Attempt) -> Result<Hints> {
-        let predictors = self.rollouts.target.children();
+        let mut predictors = self.rollouts.target.children();
+        if predictors.is_empty() {
+            // A script function: the predictors its attempt called.
+            predictors = (self.script_predictors)()
+                .into_iter()
+                .filter(|(name, _)| attempt.trace.iter().any(|s| &s.predictor == name))
+                .collect();
+        }
         let names: Vec<String> = predictors.iter().map(|(_, p)| p.display_name()).collect();
         let trajectory: Vec<Value> = attempt
             .trace

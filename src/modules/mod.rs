@@ -11,7 +11,6 @@ pub mod program_of_thought;
 pub mod react;
 pub mod sandbox;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
@@ -19,11 +18,8 @@ use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
 use crate::adapter::Fields;
 use crate::error::Result;
 use crate::predict::{self, Prediction, Predictor, RunContext};
-use crate::signature::{Field, FieldType};
 
-/// Advice per predictor name, given to every predictor call as a `hint_`
-/// input (how DSPy's `Refine` retries with feedback).
-pub type Hints = BTreeMap<String, String>;
+pub use crate::predict::Hints;
 
 /// What a module call can use: the run context, and the calling script
 /// context (to call Rhai functions such as ReAct tools or reward functions).
@@ -32,18 +28,12 @@ pub struct CallEnv<'a, 'b> {
     pub run: &'a RunContext,
     /// The script call in progress.
     pub script: &'a NativeCallContext<'b>,
-    /// Hints from an earlier attempt (set by `Refine`); `None` normally.
-    pub hints: Option<&'a Hints>,
 }
 
 impl<'a, 'b> CallEnv<'a, 'b> {
     /// An environment without hints.
     pub fn new(run: &'a RunContext, script: &'a NativeCallContext<'b>) -> Self {
-        CallEnv {
-            run,
-            script,
-            hints: None,
-        }
+        CallEnv { run, script }
     }
 
     /// The same environment under another run context.
@@ -51,36 +41,13 @@ impl<'a, 'b> CallEnv<'a, 'b> {
         CallEnv {
             run,
             script: self.script,
-            hints: self.hints,
         }
     }
 
-    /// Calls `predictor` under this environment. With hints, the call's
-    /// signature gets DSPy's `hint_` input field ("N/A" when the predictor
-    /// has no advice), as `Refine`'s adapter wrapper does.
+    /// Calls `predictor` under this environment's run context (with
+    /// `Refine`'s hints, when the context carries them).
     pub fn predict(&self, predictor: &Predictor, inputs: &Fields) -> Result<Prediction> {
-        let Some(hints) = self.hints else {
-            return predict::call(predictor, self.run, inputs);
-        };
-        let declared = predictor.declared_signature();
-        let mut hint = Field::new("hint_", FieldType::Str);
-        hint.desc = Some("A hint to the module from an earlier run".into());
-        // Keep the declared objective: the default instructions would
-        // otherwise start mentioning `hint_`.
-        let hinted = declared
-            .with_instructions(declared.instructions())
-            .append_input(hint)?;
-        let with_hint = Predictor::new(predictor.kind(), hinted, predictor.settings().clone())?;
-        if let Some(name) = predictor.name() {
-            with_hint.assign_name(&name);
-        }
-        let advice = predictor
-            .name()
-            .and_then(|n| hints.get(&n).cloned())
-            .unwrap_or_else(|| "N/A".into());
-        let mut inputs = inputs.clone();
-        inputs.insert("hint_".into(), advice.into());
-        predict::call(&with_hint, self.run, &inputs)
+        predict::call(predictor, self.run, inputs)
     }
 
     /// Calls a script function value (a tool, a reward function, a wrapped

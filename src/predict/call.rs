@@ -6,7 +6,7 @@ use super::{Predictor, RunContext, TraceStep};
 use crate::adapter::{chat, json, Fields};
 use crate::error::{Error, Result};
 use crate::lm::{LmError, LmSettings, Message};
-use crate::signature::Signature;
+use crate::signature::{Field, FieldType, Signature};
 
 /// The outputs of one predictor call, in signature order; with `n > 1`
 /// the other completions are under `completions`.
@@ -19,7 +19,28 @@ pub type Prediction = Fields;
 /// adapter in JSON mode before failing with the original parse error.
 pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<Prediction> {
     let name = predictor.name();
-    let (sig, demos, mut settings) = resolve(predictor, ctx);
+    let (mut sig, demos, mut settings) = resolve(predictor, ctx);
+    let hinted;
+    let inputs = match &ctx.hints {
+        None => inputs,
+        Some(hints) => {
+            // DSPy's Refine: a `hint_` input on every call; the objective stays
+            // the predictor's own.
+            let mut hint = Field::new("hint_", FieldType::Str);
+            hint.desc = Some("A hint to the module from an earlier run".into());
+            sig = sig
+                .with_instructions(sig.instructions())
+                .append_input(hint)?;
+            let advice = name.as_ref().and_then(|n| hints.get(n).cloned());
+            let mut with_hint = inputs.clone();
+            with_hint.insert(
+                "hint_".into(),
+                advice.unwrap_or_else(|| "N/A".into()).into(),
+            );
+            hinted = with_hint;
+            &hinted
+        }
+    };
     let missing: Vec<&str> = sig
         .inputs()
         .iter()

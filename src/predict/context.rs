@@ -9,6 +9,10 @@ use super::ProgramState;
 use crate::adapter::Fields;
 use crate::lm::Lm;
 
+/// Advice per predictor name, given to every predictor call as a `hint_`
+/// input (how DSPy's `Refine` retries with feedback).
+pub type Hints = std::collections::BTreeMap<String, String>;
+
 /// One predictor call recorded while tracing.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TraceStep {
@@ -33,6 +37,9 @@ pub struct RunContext {
     pub rollout_id: Option<u64>,
     /// Overrides every predictor's temperature (optimizers' later rounds).
     pub temperature: Option<f64>,
+    /// When set (by `Refine`), every predictor call gets a `hint_` input:
+    /// its advice, or "N/A".
+    pub hints: Option<Arc<Hints>>,
 }
 
 impl RunContext {
@@ -44,6 +51,7 @@ impl RunContext {
             trace: None,
             rollout_id: None,
             temperature: None,
+            hints: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use call::{call, preview, Prediction};
-pub use context::{RunContext, TraceStep};
+pub use context::{Hints, RunContext, TraceStep};
 pub use state::{Demo, PredictorState, ProgramState};
 
 use crate::lm::LmSettings;

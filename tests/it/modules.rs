@@ -425,22 +425,34 @@ fn refine_passes_advice_to_the_next_attempt() {
 }
 
 #[test]
-fn refine_rejects_plain_script_functions() {
-    let host = dspy_rhai::host::Host::new(
-        Default::default(),
-        dspy_rhai::predict::RunContext::new(None, Default::default()),
+fn refine_passes_advice_into_a_script_functions_predictors() {
+    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
+        Ok(if system(req).contains("assign blame") {
+            chat::reply(&fields(json!({
+                "discussion": "qa answered badly.",
+                "advice": {"qa": "Answer with the word good."},
+            })))
+        } else if user(req).contains("Answer with the word good.") {
+            chat::reply(&fields(json!({"answer": "good"})))
+        } else {
+            chat::reply(&fields(json!({"answer": "bad"})))
+        })
+    }));
+    let host = host_with(
+        r#"
+        let qa = Predict("question -> answer");
+        fn pipeline(question) { qa.call(question) }
+        fn is_good(args, pred) { pred.answer == "good" }
+        let refined = Refine(Fn("pipeline"), 3, Fn("is_good"), 1.0);
+        fn ask() { refined.call("How was it?") }
+        "#,
+        Some(lm),
     );
-    let err = host
-        .load_source(
-            "t.rhai",
-            "fn prog(question) { question } fn r(a, p) { 1 } let x = Refine(Fn(\"prog\"), 2, Fn(\"r\"), 1);",
-        )
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("Refine cannot pass hints into script function `prog`"),
-        "{err}"
-    );
+    assert_eq!(run(&host, "ask").unwrap()["answer"], "good");
+    let requests = backend.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(user(&requests[1]).contains("[[ ## module_names ## ]]\n[\n  \"qa\"\n]"));
+    assert!(user(&requests[2]).contains("[[ ## hint_ ## ]]\nAnswer with the word good."));
 }
 
 #[test]

@@ -379,11 +379,18 @@ fn best_of_n(ctx: &NativeCallContext, args: RolloutArgs) -> R<Dynamic> {
     new_module(ctx, "BestOfN", Ok(BestOfN(r)))
 }
 
-fn refine(shared: &Shared, ctx: &NativeCallContext, args: RolloutArgs) -> R<Dynamic> {
+fn refine(shared: &Arc<Shared>, ctx: &NativeCallContext, args: RolloutArgs) -> R<Dynamic> {
     let r = rollouts(ctx, "Refine", args)?;
     let program = program_code(shared, ctx, &r.target);
     let reward = function_code(shared, ctx, &r.reward);
-    new_module(ctx, "Refine", Refine::new(r, program, reward))
+    let registry = shared.clone();
+    let script_predictors =
+        Box::new(move || registry.predictors.read().expect("predictors lock").clone());
+    new_module(
+        ctx,
+        "Refine",
+        Refine::new(r, program, reward, script_predictors),
+    )
 }
 
 /// `majority(prediction_or_completions, field?)`.
