@@ -154,7 +154,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bar.set_position(*done as u64);
             bar.set_message(format!("validating: {score:.1}%"));
         }
-        Event::Scored { seed, score } => bar.println(format!("candidate {seed:>3}: {score:.2}%")),
+        // `suspend` prints even when the bar is hidden (stderr not a terminal).
+        Event::Scored { seed, score } => {
+            bar.suspend(|| println!("candidate {seed:>3}: {score:.2}%"))
+        }
     };
     let compiler = Compiler {
         pipeline: &host,
@@ -191,10 +194,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         OptimizerName::Bootstrap => {
             let out =
                 bootstrap_few_shot(&compiler, &base, &trainset, &bootstrap, teacher.as_ref())?;
-            bar.println(format!(
-                "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
-                out.bootstrapped, out.examples_used, out.attempts, out.errors
-            ));
+            bar.suspend(|| {
+                println!(
+                    "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
+                    out.bootstrapped, out.examples_used, out.attempts, out.errors
+                )
+            });
             let details = json!({
                 "bootstrapped": out.bootstrapped, "attempts": out.attempts,
                 "examples_used": out.examples_used, "errors": out.errors,

@@ -382,7 +382,7 @@ fn knn_and_ensemble_programs_save_and_run() {
     assert!(msgs[1]["content"].as_str().unwrap().contains("Question 7?"));
 
     let ens = dir.path().join("ensemble.json");
-    run_ok(&[
+    let search = run_ok(&[
         "compile",
         "scripts/qa.rhai",
         "--optimizer",
