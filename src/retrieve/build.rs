@@ -164,6 +164,10 @@ struct Counts {
     bad_lines: u64,
 }
 
+/// Doc-store block size: small blocks mean less to decompress per fetched
+/// passage (a query fetches only k of them).
+const DOCSTORE_BLOCK_BYTES: usize = 4096;
+
 /// Streams the corpus into a new index in `dir` and commits once.
 fn write_index(
     reader: CorpusReader,
@@ -173,7 +177,15 @@ fn write_index(
     progress: &dyn Fn(u64),
 ) -> Result<Counts, RetrieveError> {
     let (schema, fields) = Fields::schema();
-    let index = TantivyIndex::create_in_dir(dir, schema).map_err(|e| {
+    let settings = tantivy::IndexSettings {
+        docstore_blocksize: DOCSTORE_BLOCK_BYTES,
+        ..tantivy::IndexSettings::default()
+    };
+    let index = TantivyIndex::builder()
+        .schema(schema)
+        .settings(settings)
+        .create_in_dir(dir)
+        .map_err(|e| {
         RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
     })?;
     let mut writer: IndexWriter = index
