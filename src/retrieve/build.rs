@@ -186,8 +186,8 @@ fn write_index(
         .settings(settings)
         .create_in_dir(dir)
         .map_err(|e| {
-        RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
-    })?;
+            RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
+        })?;
     let mut writer: IndexWriter = index
         .writer_with_num_threads(threads, options.memory_budget_bytes)
         .map_err(|e| RetrieveError::tantivy("starting the index writer", e))?;

@@ -128,7 +128,8 @@ impl Index {
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Passage>, RetrieveError> {
         let searcher = self.reader.searcher();
         let k = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
-        let clauses = field_clauses(query, self.meta.title_boost);
+        let words = self.distinctive_words(&searcher, query);
+        let clauses = field_clauses(&words, self.meta.title_boost);
         if k == 0 || clauses.is_empty() {
             return Ok(Vec::new());
         }
@@ -160,29 +161,51 @@ impl Index {
     }
 }
 
+impl Index {
+    /// The query's distinct lower-cased words (maximal runs of letters and
+    /// digits), without those in more than [`COMMON_WORD_SHARE`] of the
+    /// passages (unless every word is that common): such words barely move
+    /// BM25 scores but make the union of postings slow on a large index.
+    fn distinctive_words(&self, searcher: &tantivy::Searcher, query: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.chars().flat_map(char::to_lowercase).collect::<String>())
+            .filter(|w| seen.insert(w.clone()))
+            .collect();
+        let limit = searcher.num_docs() as f64 * COMMON_WORD_SHARE;
+        let common = |w: &String| {
+            let term = tantivy::Term::from_field_text(self.fields.text, w);
+            searcher.doc_freq(&term).is_ok_and(|df| df as f64 > limit)
+        };
+        let distinctive: Vec<String> = words.iter().filter(|w| !common(w)).cloned().collect();
+        if distinctive.is_empty() {
+            words
+        } else {
+            distinctive
+        }
+    }
+}
+
+/// Words in more than this share of passages are left out of queries.
+pub const COMMON_WORD_SHARE: f64 = 0.5;
+
 fn make_parser(index: &TantivyIndex, fields: Fields) -> QueryParser {
     QueryParser::for_index(index, vec![fields.title, fields.text])
 }
 
-/// Turns any text into `title:w text:w ...` for each distinct lower-cased
-/// word `w` (a maximal run of letters and digits), with `^boost` on title
-/// clauses when the boost is not 1.
-fn field_clauses(query: &str, title_boost: f32) -> String {
+/// Turns words into `title:w text:w ...`, with `^boost` on title clauses
+/// when the boost is not 1.
+fn field_clauses(words: &[String], title_boost: f32) -> String {
     let boost = if title_boost == 1.0 || !(title_boost.is_finite() && title_boost > 0.0) {
         String::new()
     } else {
         format!("^{title_boost}")
     };
-    let mut seen = std::collections::HashSet::new();
-    let mut clauses = String::with_capacity(query.len() * 3);
-    for word in query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let word: String = word.chars().flat_map(char::to_lowercase).collect();
-        if seen.insert(word.clone()) {
-            clauses.push_str(&format!("title:{word}{boost} text:{word} "));
-        }
+    let mut clauses = String::with_capacity(words.iter().map(|w| w.len() * 2 + 16).sum());
+    for word in words {
+        clauses.push_str(&format!("title:{word}{boost} text:{word} "));
     }
     clauses.truncate(clauses.trim_end().len());
     clauses

@@ -661,3 +661,24 @@ fn a_small_index_is_merged_into_one_segment() {
     assert_eq!(segments, 1);
     assert_eq!(Index::open(&out).unwrap().num_docs(), 3000);
 }
+
+#[test]
+fn words_in_most_passages_are_left_out_unless_nothing_else_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            let extra = if i == 7 { " zebra" } else { "" };
+            format!(r#"{{"id": "{i}", "title": "Doc {i}", "text": "the common words appear in passage {i}{extra}"}}"#)
+        })
+        .collect();
+    let corpus = write(dir.path(), "c.jsonl", &lines.join("\n"));
+    let out = dir.path().join("index");
+    build(&corpus, &out).unwrap();
+    let index = Index::open(&out).unwrap();
+    // "the", "common", "words" are in every passage: only "zebra" decides.
+    let hits = index.search("the common words zebra", 3).unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].id, "7");
+    // A query of common words only still finds passages.
+    assert_eq!(index.search("the common words", 3).unwrap().len(), 3);
+}
