@@ -175,11 +175,23 @@ impl Index {
             .filter(|w| seen.insert(w.clone()))
             .collect();
         let limit = searcher.num_docs() as f64 * COMMON_WORD_SHARE;
-        let common = |w: &String| {
+        // Words in no passage's text decide nothing either way; keep the
+        // common ones unless some word is both present and rare.
+        let distinctive_text = |w: &&String| {
             let term = tantivy::Term::from_field_text(self.fields.text, w);
-            searcher.doc_freq(&term).is_ok_and(|df| df as f64 > limit)
+            searcher
+                .doc_freq(&term)
+                .is_ok_and(|df| df > 0 && df as f64 <= limit)
         };
-        let distinctive: Vec<String> = words.iter().filter(|w| !common(w)).cloned().collect();
+        let distinctive: Vec<String> = if words.iter().any(|w| distinctive_text(&w)) {
+            let common = |w: &String| {
+                let term = tantivy::Term::from_field_text(self.fields.text, w);
+                searcher.doc_freq(&term).is_ok_and(|df| df as f64 > limit)
+            };
+            words.iter().filter(|w| !common(w)).cloned().collect()
+        } else {
+            Vec::new()
+        };
         if distinctive.is_empty() {
             words
         } else {

@@ -300,6 +300,10 @@ fn compile_then_eval_with_the_saved_program() {
         report.contains("answer: 3 demos (2 bootstrapped, 1 labeled)"),
         "{report}"
     );
+    assert!(
+        report.contains("bootstrapped 2 traces from 2 examples"),
+        "{report}"
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&program).unwrap()).unwrap();
     assert_eq!(saved["answer"]["demos"][0]["augmented"], true);
     assert_eq!(saved["answer"]["demos"][0]["reasoning"], "I recall it.");
@@ -405,6 +409,17 @@ fn knn_and_ensemble_programs_save_and_run() {
         "--out",
         ens.to_str().unwrap(),
     ]);
+    let summary = text(&search.stdout);
+    for seed in ["-3", "-2", "-1", "0"] {
+        assert!(
+            summary.contains(&format!("candidate {seed:>3}: ")),
+            "{summary}"
+        );
+    }
+    assert!(
+        summary.contains("ensemble of the best 3 candidates"),
+        "{summary}"
+    );
     let before = server.request_count();
     let out = run_ok(&[
         "run",
