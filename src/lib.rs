@@ -11,8 +11,15 @@
 //! - [`predict`]: predictor handles and their compiled state (instructions, demos).
 //! - [`host`]: the one place that builds the Rhai engine and runs scripts.
 //! - [`retrieve`]: Tantivy BM25 index build and search.
+//! - [`modules`]: ReAct, ProgramOfThought, MultiChainComparison, BestOfN, Refine.
 //! - [`data`], [`evaluate`], [`optimize`]: datasets, metrics, parallel
-//!   evaluation and DSPy's few-shot optimizers.
+//!   evaluation and DSPy's few-shot optimizers; [`parallel`] is their worker pool.
+//! - [`repl`], [`cli`]: the interactive REPL and the command line.
+//! - [`testing`]: the mock OpenAI-compatible server for tests and benchmarks.
+//!
+//! See `ARCHITECTURE.md` for how a predictor call flows through these.
+
+#![warn(missing_docs)]
 
 pub mod adapter;
 pub mod cli;

@@ -11,7 +11,6 @@ mod context;
 mod state;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use call::{call, preview, Prediction};
@@ -41,7 +40,6 @@ impl PredictorKind {
 }
 
 struct Inner {
-    id: u64,
     kind: PredictorKind,
     declared: Signature,
     signature: Signature,
@@ -54,8 +52,6 @@ struct Inner {
 pub struct Predictor {
     inner: Arc<Inner>,
 }
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Predictor {
     /// Declares a predictor of `kind` for `signature`.
@@ -74,7 +70,6 @@ impl Predictor {
         };
         Ok(Predictor {
             inner: Arc::new(Inner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 kind,
                 declared: signature,
                 signature: extended,
@@ -82,11 +77,6 @@ impl Predictor {
                 name: RwLock::new(None),
             }),
         })
-    }
-
-    /// Identity of the declaration (clones share it).
-    pub fn id(&self) -> u64 {
-        self.inner.id
     }
 
     /// The module kind.
