@@ -66,6 +66,10 @@ fn field_placeholder(field: &Field, is_output: bool) -> String {
             FieldType::Bool => "must be True or False".to_string(),
             FieldType::Int => "must be a single int value".to_string(),
             FieldType::Float => "must be a single float value".to_string(),
+            FieldType::Literal(options) => format!(
+                "must exactly match (no extra characters) one of: {}",
+                options.join("; ")
+            ),
             ty => format!(
                 "must adhere to the JSON schema: {}",
                 value::python_json(&ty.json_schema())

@@ -103,6 +103,9 @@ pub fn parse_value(ty: &FieldType, text: &str) -> Result<Value, String> {
     if *ty == FieldType::Str {
         return Ok(Value::String(text.to_string()));
     }
+    if let FieldType::Literal(options) = ty {
+        return literal(options, text);
+    }
     let candidate = read_literal(text).unwrap_or_else(|| Value::String(text.to_string()));
     coerce(ty, candidate)
 }
@@ -113,6 +116,7 @@ pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, String> {
         (FieldType::Str, Value::String(s)) => Ok(Value::String(s)),
         (FieldType::Str, v) => Ok(Value::String(python_str(&v))),
         (FieldType::Any, v) => Ok(v),
+        (FieldType::Literal(options), Value::String(s)) => literal(options, &s),
         (FieldType::Int, Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => Ok(Value::from(i)),
             (None, Some(f)) if f == f.trunc() && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
@@ -148,6 +152,29 @@ pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, String> {
             .map(Value::Array),
         (FieldType::Dict, Value::Object(m)) => Ok(Value::Object(m)),
         (ty, v) => Err(format!("expected {ty}, got {}", python_str(&v))),
+    }
+}
+
+/// DSPy's Literal parsing: the value itself, or wrapped in `Literal[...]`
+/// or quotes, must be one of the options.
+fn literal(options: &[String], text: &str) -> Result<Value, String> {
+    let mut v = text.trim();
+    if let Some(inner) = v
+        .strip_prefix("Literal[")
+        .or_else(|| v.strip_prefix("str["))
+        .and_then(|r| r.strip_suffix(']'))
+    {
+        v = inner.trim();
+    }
+    if v.len() > 1
+        && (v.starts_with('\'') && v.ends_with('\'') || v.starts_with('"') && v.ends_with('"'))
+    {
+        v = &v[1..v.len() - 1];
+    }
+    if options.iter().any(|o| o == v) {
+        Ok(Value::String(v.to_string()))
+    } else {
+        Err(format!("{text:?} is not one of {}", options.join(", ")))
     }
 }
 

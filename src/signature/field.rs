@@ -21,6 +21,8 @@ pub enum FieldType {
     Dict,
     /// `Any`: any JSON value.
     Any,
+    /// `Literal['a', 'b']`: exactly one of these strings.
+    Literal(Vec<String>),
 }
 
 impl FieldType {
@@ -37,6 +39,9 @@ impl FieldType {
             "list" => return Some(FieldType::List(Box::new(FieldType::Any))),
             _ => {}
         }
+        if let Some(options) = t.strip_prefix("Literal[").and_then(|r| r.strip_suffix(']')) {
+            return parse_literal_options(options).map(FieldType::Literal);
+        }
         let inner = t.strip_prefix("list[")?.strip_suffix(']')?;
         FieldType::parse(inner).map(|ty| FieldType::List(Box::new(ty)))
     }
@@ -51,7 +56,39 @@ impl FieldType {
             FieldType::List(inner) => json!({"type": "array", "items": inner.json_schema()}),
             FieldType::Dict => json!({"type": "object", "additionalProperties": true}),
             FieldType::Any => json!({}),
+            FieldType::Literal(options) => json!({"type": "string", "enum": options}),
         }
+    }
+}
+
+/// `'a', "b", c` → the options (quotes optional); `None` if empty or unbalanced.
+fn parse_literal_options(text: &str) -> Option<Vec<String>> {
+    let mut options = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (option, after) = match rest.chars().next()? {
+            q @ ('\'' | '"') => {
+                let end = rest[1..].find(q)? + 1;
+                (&rest[1..end], &rest[end + 1..])
+            }
+            _ => match rest.find(',') {
+                Some(i) => (rest[..i].trim(), &rest[i..]),
+                None => (rest.trim(), ""),
+            },
+        };
+        options.push(option.to_string());
+        rest = after.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    (!options.is_empty()).then_some(options)
+}
+
+/// An option quoted as Python prints it inside `Literal[...]`.
+fn quote_option(s: &str) -> String {
+    match (s.contains('\''), s.contains('"')) {
+        (true, false) => format!("\"{s}\""),
+        (true, true) => format!("'{}'", s.replace('\'', "\\'")),
+        _ => format!("'{s}'"),
     }
 }
 
@@ -66,6 +103,10 @@ impl fmt::Display for FieldType {
             FieldType::List(inner) => write!(f, "list[{inner}]"),
             FieldType::Dict => f.write_str("dict"),
             FieldType::Any => f.write_str("Any"),
+            FieldType::Literal(options) => {
+                let quoted: Vec<String> = options.iter().map(|o| quote_option(o)).collect();
+                write!(f, "Literal[{}]", quoted.join(", "))
+            }
         }
     }
 }

@@ -70,7 +70,7 @@ fn parse_side(text: &str, side: &str) -> Result<Vec<Field>, SignatureError> {
                         text,
                         format!(
                             "unknown type `{}` for field `{}` (known: str, int, float, bool, \
-                             dict, Any, list[T])",
+                             dict, Any, list[T], Literal[...])",
                             t.trim(),
                             n.trim()
                         ),

@@ -217,3 +217,40 @@ fn reply_round_trips_through_the_parser() {
     let out = fields(json!({"answer": "multi\nline", "score": 0.5}));
     assert_eq!(chat::parse(&sig, &chat::reply(&out)).unwrap(), out);
 }
+
+#[test]
+fn literal_outputs_match_dspy_exactly_and_parse_strictly() {
+    let sig = Signature::parse("question -> verdict: Literal['yes', 'no']").unwrap();
+    let msgs = chat::format(&sig, &[], &fields(json!({"question": "Is the sky blue?"})));
+    assert_eq!(
+        msgs[0].content,
+        "Your input fields are:\n1. `question` (str):\nYour output fields are:\n\
+1. `verdict` (Literal['yes', 'no']):\n\
+All interactions will be structured in the following way, with the appropriate values filled in.\n\n\
+[[ ## question ## ]]\n{question}\n\n\
+[[ ## verdict ## ]]\n{verdict}        # note: the value you produce must exactly match (no extra characters) one of: yes; no\n\n\
+[[ ## completed ## ]]\n\
+In adhering to this structure, your objective is: \n        Given the fields `question`, produce the fields `verdict`."
+    );
+    assert_eq!(
+        msgs[1].content,
+        "[[ ## question ## ]]\nIs the sky blue?\n\nRespond with the corresponding output fields, starting with the field \
+`[[ ## verdict ## ]]` (must be formatted as a valid Python Literal['yes', 'no']), and then ending with the marker for `[[ ## completed ## ]]`."
+    );
+    for reply in ["yes", " 'yes' ", "Literal['yes']", "\"yes\""] {
+        let parsed = chat::parse(&sig, &format!("[[ ## verdict ## ]]\n{reply}")).unwrap();
+        assert_eq!(parsed["verdict"], "yes", "{reply}");
+    }
+    let err = chat::parse(&sig, "[[ ## verdict ## ]]\nmaybe").unwrap_err();
+    assert!(
+        err.message.contains("not one of yes, no"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        json_adapter::parse(&sig, "{\"verdict\": \"no\"}").unwrap()["verdict"],
+        "no"
+    );
+    let odd = Signature::parse(r#"q -> v: Literal["it's", "x"]"#).unwrap();
+    assert_eq!(odd.outputs()[0].ty.to_string(), r#"Literal["it's", 'x']"#);
+}

@@ -10,7 +10,7 @@ type R<T> = Result<T, Box<EvalAltResult>>;
 fn field(ctx: &NativeCallContext, name: &str, ty: &str) -> R<Field> {
     let ty = FieldType::parse(ty).ok_or_else(|| {
         script_error(
-            format!("unknown field type `{ty}` (known: str, int, float, bool, dict, Any, list[T])"),
+            format!("unknown field type `{ty}` (known: str, int, float, bool, dict, Any, list[T], Literal[...])"),
             ctx.call_position(),
         )
     })?;
