@@ -440,24 +440,30 @@ fn knn_and_ensemble_programs_save_and_run() {
     assert_eq!(pred["answer"], "Answer 3");
 }
 
-#[test]
-fn rag_and_multihop_scripts_run_over_a_built_index() {
-    use dspy_rhai::testing::{MockReply, MockServer};
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.jsonl");
+/// Two passages about Dune, indexed with `dspy-rhai index`.
+fn dune_index(dir: &std::path::Path) -> std::path::PathBuf {
+    let corpus = dir.join("corpus.jsonl");
     std::fs::write(
         &corpus,
         "{\"id\": \"1\", \"title\": \"Dune (novel)\", \"text\": \"Dune is a 1965 novel by Frank Herbert.\"}\n\
          {\"id\": \"2\", \"title\": \"Frank Herbert\", \"text\": \"Frank Herbert was born in Tacoma, Washington.\"}\n",
     )
     .unwrap();
-    let index = dir.path().join("index");
+    let index = dir.join("index");
     run_ok(&[
         "index",
         corpus.to_str().unwrap(),
         "--out",
         index.to_str().unwrap(),
     ]);
+    index
+}
+
+#[test]
+fn rag_and_multihop_scripts_run_over_a_built_index() {
+    use dspy_rhai::testing::{MockReply, MockServer};
+    let dir = tempfile::tempdir().unwrap();
+    let index = dune_index(dir.path());
     // Answers every field these scripts ask for; the parser ignores the rest.
     let server = MockServer::start(|_| {
         MockReply::chat(
@@ -509,20 +515,7 @@ fn react_wiki_searches_the_index_through_its_tools() {
     use dspy_rhai::testing::{MockReply, MockServer};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.jsonl");
-    std::fs::write(
-        &corpus,
-        "{\"id\": \"1\", \"title\": \"Dune (novel)\", \"text\": \"Dune is a 1965 novel by Frank Herbert.\"}\n\
-         {\"id\": \"2\", \"title\": \"Frank Herbert\", \"text\": \"Frank Herbert was born in Tacoma, Washington.\"}\n",
-    )
-    .unwrap();
-    let index = dir.path().join("index");
-    run_ok(&[
-        "index",
-        corpus.to_str().unwrap(),
-        "--out",
-        index.to_str().unwrap(),
-    ]);
+    let index = dune_index(dir.path());
     let steps = AtomicUsize::new(0);
     let server = MockServer::start(move |req| {
         let wants = req.last_user_message().unwrap_or("");

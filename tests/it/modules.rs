@@ -380,9 +380,9 @@ fn best_of_n_tolerates_failed_attempts() {
     assert_eq!(run(&host, "ask_best").unwrap()["answer"], "yes");
 }
 
-#[test]
-fn refine_passes_advice_to_the_next_attempt() {
-    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
+/// Answers "bad" until the prompt carries the feedback LM's advice for `qa`.
+fn advised_lm() -> ScriptedLm {
+    ScriptedLm::from_fn(|req| {
         Ok(if system(req).contains("assign blame") {
             chat::reply(&fields(json!({
                 "discussion": "qa answered badly.",
@@ -393,7 +393,12 @@ fn refine_passes_advice_to_the_next_attempt() {
         } else {
             chat::reply(&fields(json!({"answer": "bad"})))
         })
-    }));
+    })
+}
+
+#[test]
+fn refine_passes_advice_to_the_next_attempt() {
+    let (lm, backend) = scripted_lm(advised_lm());
     let host = host_with(
         r#"
         let qa = Predict("question -> answer");
@@ -426,18 +431,7 @@ fn refine_passes_advice_to_the_next_attempt() {
 
 #[test]
 fn refine_passes_advice_into_a_script_functions_predictors() {
-    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
-        Ok(if system(req).contains("assign blame") {
-            chat::reply(&fields(json!({
-                "discussion": "qa answered badly.",
-                "advice": {"qa": "Answer with the word good."},
-            })))
-        } else if user(req).contains("Answer with the word good.") {
-            chat::reply(&fields(json!({"answer": "good"})))
-        } else {
-            chat::reply(&fields(json!({"answer": "bad"})))
-        })
-    }));
+    let (lm, backend) = scripted_lm(advised_lm());
     let host = host_with(
         r#"
         let qa = Predict("question -> answer");
