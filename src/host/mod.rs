@@ -1,4 +1,4 @@
-//! The Rhai host: the one place that builds the engine ([`engine::build`]),
+//! The Rhai host: the one place that builds the engine (`engine::build`),
 //! loads pipeline scripts, names their predictors, and calls their `forward`
 //! and `metric` functions. Used by `run`, the REPL, evaluation and the optimizers.
 

@@ -1,5 +1,5 @@
 //! Model strings and endpoint settings: turns `--lm openai/gpt-4o-mini` (or
-//! `DSPY_LM`) plus environment into a ready [`Lm`](super::Lm).
+//! `DSPY_LM`) plus environment into a ready [`Lm`].
 //!
 //! | model string        | endpoint                                                  | API key                         |
 //! |---------------------|-----------------------------------------------------------|---------------------------------|

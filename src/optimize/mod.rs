@@ -1,7 +1,7 @@
 //! Optimizers (DSPy's teleprompters) and saved programs.
 //!
 //! Every optimizer takes the script's predictor names and a base
-//! [`ProgramState`] and returns a **new** state; the script itself is never
+//! [`ProgramState`](crate::predict::ProgramState) and returns a **new** state; the script itself is never
 //! copied. Work runs in parallel through a [`Pipeline`], and each optimizer
 //! installs exactly what DSPy's sequential algorithm would for the same seed.
 
