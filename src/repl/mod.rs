@@ -82,7 +82,13 @@ impl Session {
 
     /// Feeds one line of input; output and errors go to `out`. Errors never end the session.
     pub fn feed(&mut self, line: &str, out: &mut dyn Write) -> Feed {
-        if self.pending.is_empty() && line.trim_start().starts_with(':') {
+        if line.trim_start().starts_with(':') {
+            // No Rhai line starts with `:`; a command also abandons an
+            // unfinished multi-line statement.
+            if !self.pending.is_empty() {
+                self.pending.clear();
+                let _ = writeln!(out, "(unfinished input discarded)");
+            }
             return self.command(line.trim(), out);
         }
         if !self.pending.is_empty() {

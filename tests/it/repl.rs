@@ -61,6 +61,11 @@ fn scope_and_functions_persist_and_errors_do_not_end_the_session() {
         "{out}"
     );
     assert!(out.contains("=> 41"), "{out}");
+
+    let (out, feeds) = feed_all(&mut s, &["fn broken(", ":help", "x"]);
+    assert_eq!(feeds, [Feed::NeedMore, Feed::Done, Feed::Done]);
+    assert!(out.contains("(unfinished input discarded)"), "{out}");
+    assert!(out.contains("=> 40"), "{out}");
 }
 
 #[test]
