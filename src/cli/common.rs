@@ -97,18 +97,6 @@ pub fn print_usage(lm: &Option<Arc<Lm>>, elapsed: Duration) {
     }
 }
 
-/// A progress bar on stderr (drawn only when stderr is a terminal).
-pub fn progress_bar(len: usize, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64);
-    let style = indicatif::ProgressStyle::with_template(&format!(
-        "{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
-    ))
-    .expect("valid template")
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar
-}
-
 /// Options naming the dataset an evaluation or compilation reads.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {

@@ -137,27 +137,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let names: Vec<String> = predictors.iter().map(|(n, _)| n.clone()).collect();
     let session = host.session();
     let cancel = host.cancel_flag();
-    let bar = super::common::progress_bar(trainset.len(), "compile");
+    let bar = super::progress::Progress::bar(trainset.len(), "compile");
     let observer = |e: &Event| match e {
         Event::Bootstrap {
             done,
             total,
             bootstrapped,
         } => {
-            bar.set_length(*total as u64);
-            bar.set_position(*done as u64);
-            bar.set_message(format!("bootstrapped {bootstrapped}"));
+            let status = format!("bootstrapped {bootstrapped}");
+            bar.update(*done as u64, Some(*total as u64), status);
         }
-        Event::Candidate { seed } => bar.set_message(format!("candidate {seed}")),
+        Event::Candidate { .. } => {}
         Event::Validate { done, total, score } => {
-            bar.set_length(*total as u64);
-            bar.set_position(*done as u64);
-            bar.set_message(format!("validating: {score:.1}%"));
+            let status = format!("validating: {score:.1}%");
+            bar.update(*done as u64, Some(*total as u64), status);
         }
         // `suspend` prints even when the bar is hidden (stderr not a terminal).
-        Event::Scored { seed, score } => {
-            bar.suspend(|| println!("candidate {seed:>3}: {score:.2}%"))
-        }
+        Event::Scored { seed, score } => bar.say(&format!("candidate {seed:>3}: {score:.2}%")),
     };
     let compiler = Compiler {
         pipeline: &host,
@@ -194,12 +190,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         OptimizerName::Bootstrap => {
             let out =
                 bootstrap_few_shot(&compiler, &base, &trainset, &bootstrap, teacher.as_ref())?;
-            bar.suspend(|| {
-                println!(
-                    "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
-                    out.bootstrapped, out.examples_used, out.attempts, out.errors
-                )
-            });
+            bar.say(&format!(
+                "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
+                out.bootstrapped, out.examples_used, out.attempts, out.errors
+            ));
             let details = json!({
                 "bootstrapped": out.bootstrapped, "attempts": out.attempts,
                 "examples_used": out.examples_used, "errors": out.errors,
@@ -242,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (out.best, details)
         }
     };
-    bar.finish_and_clear();
+    bar.finish();
     let metadata = json!({
         "optimizer": format!("{:?}", args.optimizer),
         "script": args.script.display().to_string(),

@@ -12,7 +12,8 @@ use crate::host::{Host, HostOptions};
 use crate::optimize::program_file::Mode;
 use crate::predict::{ProgramState, RunContext};
 
-use super::common::{choose_metric, on_interrupt, print_usage, progress_bar, DataArgs, LmArgs};
+use super::common::{choose_metric, on_interrupt, print_usage, DataArgs, LmArgs};
+use super::progress::Progress;
 
 /// Evaluate a pipeline on a dataset.
 #[derive(Debug, clap::Args)]
@@ -91,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         failure_score: args.failure_score,
         max_errors: args.max_errors,
     };
-    let bar = progress_bar(examples.len(), "eval");
+    let bar = Progress::bar(examples.len(), "eval");
     let session = host.session();
     let cancel = host.cancel_flag();
     let report = evaluate::evaluate(
@@ -102,11 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &options,
         &cancel,
         &mut |_, p| {
-            bar.set_position(p.done as u64);
-            bar.set_message(format!("score {:.1}% · errors {}", p.percent(), p.errors));
+            let status = format!("score {:.1}% · errors {}", p.percent(), p.errors);
+            bar.update(p.done as u64, None, status);
         },
     );
-    bar.finish_and_clear();
+    bar.finish();
     if let Some(out) = &args.out {
         write_results(out, &report)?;
     }

@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::retrieve::{
     build_index, default_index_dir, BuildOptions, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
@@ -55,14 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cancel,
     };
 
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {human_pos} passages  {per_sec}  {elapsed}")
-            .expect("valid progress template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let result = build_index(&args.corpus, &out, &options, &|n| bar.set_position(n));
-    bar.finish_and_clear();
+    let bar = super::progress::Progress::counter("passages");
+    let result = build_index(&args.corpus, &out, &options, &|n| {
+        bar.update(n, None, String::new())
+    });
+    bar.finish();
     let report = result.with_context(|| format!("indexing {}", args.corpus.display()))?;
 
     println!(

@@ -5,6 +5,7 @@ mod common;
 mod compile;
 mod eval;
 mod index;
+mod progress;
 mod repl;
 mod run;
 mod search;
