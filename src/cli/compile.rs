@@ -28,6 +28,8 @@ pub enum OptimizerName {
     RandomSearch,
     /// KNNFewShot: per input, the k nearest trainset examples (BM25) as demos.
     Knn,
+    /// Ensemble: saved programs (--members) voting by majority.
+    Ensemble,
 }
 
 /// Compile a pipeline against a trainset and a metric.
@@ -39,8 +41,11 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub optimizer: OptimizerName,
     /// Training examples (.jsonl, .json, .csv, optionally .gz).
-    #[arg(long, value_name = "FILE")]
-    pub train: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "members")]
+    pub train: Option<PathBuf>,
+    /// Ensemble: the saved programs (of this script) that vote.
+    #[arg(long, value_delimiter = ',', value_name = "A.json,B.json")]
+    pub members: Vec<PathBuf>,
     /// Validation examples for random search (default: the trainset, as DSPy).
     #[arg(long, value_name = "FILE")]
     pub val: Option<PathBuf>,
@@ -119,9 +124,21 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let (host, _) = load_host(&args.script, args.index.clone(), &args.lm, None)?;
-    let metric = choose_metric(args.metric.as_deref(), &host)?;
+    let needs_metric = matches!(
+        args.optimizer,
+        OptimizerName::Bootstrap | OptimizerName::RandomSearch
+    );
+    let metric = if needs_metric {
+        choose_metric(args.metric.as_deref(), &host)?
+    } else {
+        crate::evaluate::Metric::Script("metric".into())
+    };
     let inputs = host.forward_params()?;
-    let trainset = args.data_args.load(&args.train, &inputs)?;
+    let trainset = match (&args.train, args.optimizer) {
+        (Some(path), _) => args.data_args.load(path, &inputs)?,
+        (None, OptimizerName::Ensemble) => Vec::new(),
+        (None, other) => anyhow::bail!("--train is required for the {other:?} optimizer"),
+    };
     let valset = match &args.val {
         Some(p) => Some(args.data_args.load(p, &inputs)?),
         None => None,
@@ -179,6 +196,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let state =
                 labeled_few_shot(&base, &names, &trainset, args.k, true, args.data_args.seed);
             (state, json!({ "k": args.k }))
+        }
+        OptimizerName::Ensemble => {
+            if args.members.len() < 2 {
+                anyhow::bail!("--optimizer ensemble needs at least two --members program files");
+            }
+            let members = args
+                .members
+                .iter()
+                .map(|p| program_file::load(p, &predictors))
+                .collect::<crate::Result<Vec<_>>>()?;
+            let first = members[0].clone();
+            let files: Vec<String> = args
+                .members
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            mode = Mode::Ensemble { members };
+            (first, json!({ "members": files }))
         }
         OptimizerName::Knn => {
             mode = Mode::Knn {
@@ -240,7 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metadata = json!({
         "optimizer": format!("{:?}", args.optimizer),
         "script": args.script.display().to_string(),
-        "trainset": args.train.display().to_string(),
+        "trainset": args.train.as_ref().map(|p| p.display().to_string()),
         "lm": session.lm.as_ref().map(|l| l.model().to_string()),
         "config": {
             "max_bootstrapped_demos": args.max_bootstrapped_demos,

@@ -587,3 +587,77 @@ fn the_repl_reads_piped_input() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("=> 42"), "{stdout}");
 }
+
+#[test]
+fn an_ensemble_of_saved_programs_votes() {
+    let pairs: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
+    let server = qa_server(&refs, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 6);
+    let base = server.base_url();
+    let mut members = Vec::new();
+    for (name, k) in [("a.json", "1"), ("b.json", "2")] {
+        let out = dir.path().join(name);
+        run_ok(&[
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "labeled",
+            "--k",
+            k,
+            "--train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        members.push(out.display().to_string());
+    }
+    let ens = dir.path().join("ens.json");
+    run_ok(&[
+        "compile",
+        "scripts/qa.rhai",
+        "--optimizer",
+        "ensemble",
+        "--members",
+        &members.join(","),
+        "--out",
+        ens.to_str().unwrap(),
+    ]);
+    let before = server.request_count();
+    let out = run_ok(&[
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Question 4?",
+        "--load",
+        ens.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &base,
+        "--no-cache",
+        "--json",
+    ]);
+    assert_eq!(server.request_count() - before, 2);
+    let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pred["answer"], "Answer 4");
+    let lone = cli()
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "ensemble",
+            "--members",
+            &members[0],
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(lone.status.code(), Some(1));
+    assert!(text(&lone.stderr).contains("at least two --members"));
+}
