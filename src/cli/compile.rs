@@ -82,6 +82,10 @@ pub struct Args {
     /// Stop random search once a candidate scores at least this (percent).
     #[arg(long)]
     pub stop_at_score: Option<f64>,
+    /// KNN: bootstrap demos on each input's neighbours, as DSPy's KNNFewShot
+    /// does (extra LM calls per input, cached), instead of using them as labeled demos.
+    #[arg(long)]
+    pub knn_bootstrap: bool,
     /// Random search: save the best N candidates as a majority-vote ensemble.
     #[arg(long, value_name = "N")]
     pub ensemble: Option<usize>,
@@ -111,7 +115,20 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
     let names = host.predictors().into_iter().map(|(n, _)| n).collect();
     Ok(match mode {
         Mode::Fixed => Box::new(host),
-        Mode::Knn { k, trainset } => Box::new(KnnProgram::new(host, names, trainset, k)?),
+        Mode::Knn {
+            k,
+            trainset,
+            bootstrap,
+        } => {
+            let knn = KnnProgram::new(host, names, trainset, k)?;
+            Box::new(match bootstrap {
+                Some(max) => knn.with_bootstrap(BootstrapConfig {
+                    max_bootstrapped_demos: max,
+                    ..BootstrapConfig::default()
+                }),
+                None => knn,
+            })
+        }
         Mode::Ensemble { members } => Box::new(EnsembleProgram {
             inner: host,
             members: members.into_iter().map(std::sync::Arc::new).collect(),
@@ -219,8 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             mode = Mode::Knn {
                 k: args.k,
                 trainset: trainset.clone(),
+                bootstrap: args.knn_bootstrap.then_some(args.max_bootstrapped_demos),
             };
-            (base.clone(), json!({ "k": args.k }))
+            (
+                base.clone(),
+                json!({ "k": args.k, "bootstrap": args.knn_bootstrap }),
+            )
         }
         OptimizerName::Bootstrap => {
             let out =

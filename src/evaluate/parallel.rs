@@ -75,6 +75,8 @@ pub enum Metric {
     Builtin(BuiltinMetric),
     /// A script function `fn name(example, pred, trace)`.
     Script(String),
+    /// Every prediction scores 1 (DSPy's BootstrapFewShot without a metric).
+    AcceptAll,
 }
 
 impl Metric {
@@ -90,6 +92,7 @@ impl Metric {
         match self {
             Metric::Builtin(m) => Ok(m.score(example, prediction)),
             Metric::Script(name) => pipeline.script_metric(name, example, prediction, trace, ctx),
+            Metric::AcceptAll => Ok(1.0),
         }
     }
 }

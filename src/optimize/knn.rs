@@ -3,6 +3,7 @@
 //! from a BM25 index over the trainset inputs (Tantivy, in RAM), so no
 //! embedding model is needed.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tantivy::collector::TopDocs;
@@ -10,10 +11,11 @@ use tantivy::query::QueryParser;
 use tantivy::schema::{Field, Schema, Value as _, STORED, TEXT};
 use tantivy::{doc, Index, IndexReader, TantivyDocument};
 
+use super::{bootstrap_few_shot, BootstrapConfig, Compiler, Event};
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::evaluate::Pipeline;
+use crate::evaluate::{Metric, Pipeline};
 use crate::predict::{Demo, ProgramState, RunContext};
 use crate::retrieve::RetrieveError;
 
@@ -81,8 +83,9 @@ impl KnnIndex {
     }
 }
 
-/// A program whose demos are chosen per input: every predictor gets the
-/// `k` nearest trainset examples as labeled demos.
+/// A program whose demos are chosen per input from the `k` nearest trainset
+/// examples: as labeled demos, or — like DSPy's KNNFewShot — bootstrapped
+/// on those neighbours for each input (see [`KnnProgram::with_bootstrap`]).
 pub struct KnnProgram<'a> {
     /// The program to run.
     pub inner: &'a dyn Pipeline,
@@ -92,6 +95,9 @@ pub struct KnnProgram<'a> {
     pub trainset: Arc<Vec<Example>>,
     /// Neighbours per input.
     pub k: usize,
+    /// Bootstrap on the neighbours per input (every trace kept, as DSPy
+    /// does without a metric) instead of using them as labeled demos.
+    pub bootstrap: Option<BootstrapConfig>,
     index: KnnIndex,
 }
 
@@ -109,8 +115,15 @@ impl<'a> KnnProgram<'a> {
             predictors,
             trainset: Arc::new(trainset),
             k,
+            bootstrap: None,
             index,
         })
+    }
+
+    /// Bootstraps demos on each input's neighbours, as DSPy's KNNFewShot does.
+    pub fn with_bootstrap(mut self, config: BootstrapConfig) -> Self {
+        self.bootstrap = Some(config);
+        self
     }
 
     /// The state used for `inputs`: base state with the neighbours as demos.
@@ -133,8 +146,31 @@ impl<'a> KnnProgram<'a> {
 
 impl Pipeline for KnnProgram<'_> {
     fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let state = match &self.bootstrap {
+            None => self.state_for(&ctx.state, inputs),
+            Some(config) => {
+                let neighbours: Vec<Example> = self
+                    .index
+                    .nearest(inputs, self.k)
+                    .into_iter()
+                    .map(|i| self.trainset[i].clone())
+                    .collect();
+                let cancel = AtomicBool::new(false);
+                let quiet = |_: &Event| {};
+                let compiler = Compiler {
+                    pipeline: self.inner,
+                    predictors: self.predictors.clone(),
+                    ctx: ctx.clone(),
+                    metric: Metric::AcceptAll,
+                    threads: neighbours.len().max(1),
+                    cancel: &cancel,
+                    observer: &quiet,
+                };
+                bootstrap_few_shot(&compiler, &ctx.state, &neighbours, config, None)?.state
+            }
+        };
         let ctx = RunContext {
-            state: Arc::new(self.state_for(&ctx.state, inputs)),
+            state: Arc::new(state),
             ..ctx.clone()
         };
         self.inner.run(inputs, &ctx)

@@ -115,6 +115,9 @@ pub enum Mode {
         k: usize,
         /// The examples demos come from.
         trainset: Vec<Example>,
+        /// Bootstrap on the neighbours per input (DSPy's behaviour) with at
+        /// most this many bootstrapped demos; `None`: neighbours as labeled demos.
+        bootstrap: Option<usize>,
     },
     /// Ensemble: these member states vote by majority.
     Ensemble {
@@ -155,7 +158,15 @@ pub fn load_full(path: &Path, predictors: &[(String, Predictor)]) -> Result<Load
             knn.get("trainset").cloned().unwrap_or_default(),
         )
         .map_err(|e| Error::data(path, 0, format!("metadata.dspy_rhai.knn.trainset: {e}")))?;
-        Mode::Knn { k, trainset }
+        let bootstrap = knn
+            .get("bootstrap")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        Mode::Knn {
+            k,
+            trainset,
+            bootstrap,
+        }
     } else if let Some(members) = ours
         .and_then(|m| m.get("ensemble"))
         .and_then(Value::as_array)
@@ -176,7 +187,13 @@ pub fn load_full(path: &Path, predictors: &[(String, Predictor)]) -> Result<Load
 pub fn mode_metadata(predictors: &[(String, Predictor)], mode: &Mode) -> Value {
     match mode {
         Mode::Fixed => Value::Null,
-        Mode::Knn { k, trainset } => json!({ "k": k, "trainset": trainset }),
+        Mode::Knn {
+            k,
+            trainset,
+            bootstrap,
+        } => {
+            json!({ "k": k, "trainset": trainset, "bootstrap": bootstrap })
+        }
         Mode::Ensemble { members } => Value::Array(
             members
                 .iter()

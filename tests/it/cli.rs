@@ -661,3 +661,52 @@ fn an_ensemble_of_saved_programs_votes() {
     assert_eq!(lone.status.code(), Some(1));
     assert!(text(&lone.stderr).contains("at least two --members"));
 }
+
+#[test]
+fn knn_bootstrap_is_saved_and_bootstraps_per_input() {
+    let pairs: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(q, a)| (q.as_str(), a.as_str()))
+        .collect();
+    let server = qa_server(&refs, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), 6);
+    let knn = dir.path().join("knn.json");
+    run_ok(&[
+        "compile",
+        "scripts/qa.rhai",
+        "--optimizer",
+        "knn",
+        "--k",
+        "2",
+        "--knn-bootstrap",
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        knn.to_str().unwrap(),
+    ]);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&knn).unwrap()).unwrap();
+    assert_eq!(saved["metadata"]["dspy_rhai"]["knn"]["bootstrap"], 4);
+    let before = server.request_count();
+    run_ok(&[
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        "question=Question 5?",
+        "--load",
+        knn.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &server.base_url(),
+        "--no-cache",
+    ]);
+    assert_eq!(
+        server.request_count() - before,
+        3,
+        "two neighbours bootstrapped, then the input"
+    );
+}

@@ -597,3 +597,48 @@ fn majority_votes_on_normalized_answers() {
     );
     assert!(majority(&[], None).is_err());
 }
+
+#[test]
+fn knn_can_bootstrap_on_each_inputs_neighbours_like_dspy() {
+    let topics = [
+        "volcano eruption lava",
+        "football match goal",
+        "piano sonata music",
+    ];
+    let train: Vec<Example> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Example::new(fields(
+                json!({"question": format!("q{i}: about {t}"), "answer": format!("label {i}")}),
+            ))
+            .with_inputs(&["question"])
+        })
+        .collect();
+    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|_| {
+        Ok(chat::reply(&fields(json!({"answer": "from the teacher"}))))
+    }));
+    let host = host_with(ONE, Some(lm));
+    let knn = dspy_rhai::optimize::KnnProgram::new(&host, vec!["qa".into()], train, 2)
+        .unwrap()
+        .with_bootstrap(BootstrapConfig::default());
+    use dspy_rhai::evaluate::Pipeline;
+    knn.run(
+        &fields(json!({"question": "a piano and a football"})),
+        &host.session(),
+    )
+    .unwrap();
+    let requests = backend.requests();
+    assert_eq!(
+        requests.len(),
+        3,
+        "the teacher runs on both neighbours, then the input"
+    );
+    let last = &requests[2].messages;
+    assert_eq!(last.len(), 6, "two bootstrapped demos");
+    assert!(
+        last[2].content.contains("from the teacher"),
+        "{}",
+        last[2].content
+    );
+}
