@@ -70,7 +70,7 @@ fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> String
 }
 
 /// All messages of one call in the JSON adapter's format.
-pub fn format(sig: &Signature, demos: &[Fields], inputs: &Fields) -> Vec<Message> {
+pub fn format(sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message> {
     let turns = Turns {
         system: system_message,
         user: user_message,

@@ -145,7 +145,7 @@ struct Turns {
 fn messages(
     turns: &Turns,
     sig: &Signature,
-    demos: &[Fields],
+    demos: &[&Fields],
     inputs: &Fields,
 ) -> Vec<crate::lm::Message> {
     use crate::lm::Message;
@@ -168,11 +168,11 @@ fn messages(
 
 /// Splits demos into DSPy's order: incomplete demos (with at least one input
 /// and one output) first, then complete ones. Returns `(demo, is_complete)`.
-fn order_demos<'a>(sig: &Signature, demos: &'a [Fields]) -> Vec<(&'a Fields, bool)> {
+fn order_demos<'a>(sig: &Signature, demos: &[&'a Fields]) -> Vec<(&'a Fields, bool)> {
     let present = |d: &Fields, f: &Field| d.get(&f.name).is_some_and(|v| !v.is_null());
     let mut incomplete = Vec::new();
     let mut complete = Vec::new();
-    for d in demos {
+    for &d in demos {
         if sig.fields().all(|f| present(d, f)) {
             complete.push((d, true));
         } else if sig.inputs().iter().any(|f| d.contains_key(&f.name))

@@ -114,8 +114,12 @@ pub fn preview(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Vec<
     chat::format(&sig, &demos, inputs)
 }
 
-/// The signature (with compiled instructions), demos and LM settings a call uses.
-fn resolve(predictor: &Predictor, ctx: &RunContext) -> (Signature, Vec<Fields>, LmSettings) {
+/// The signature (with compiled instructions), demos (borrowed from the
+/// context's state) and LM settings a call uses.
+fn resolve<'c>(
+    predictor: &Predictor,
+    ctx: &'c RunContext,
+) -> (Signature, Vec<&'c Fields>, LmSettings) {
     let name = predictor.name();
     let state = name.as_deref().and_then(|n| ctx.state.get(n));
     let mut sig = predictor.signature().clone();
@@ -123,7 +127,7 @@ fn resolve(predictor: &Predictor, ctx: &RunContext) -> (Signature, Vec<Fields>, 
         sig = sig.with_instructions(instr.clone());
     }
     let demos = state
-        .map(|s| s.demos.iter().map(|d| d.fields.clone()).collect())
+        .map(|s| s.demos.iter().map(|d| &d.fields).collect())
         .unwrap_or_default();
     let settings = state
         .map(|s| s.lm.clone())

@@ -42,7 +42,7 @@ fn typed_outputs_and_a_demo_match_dspy_exactly() {
         .unwrap()
         .with_instructions("Answer the question with multiple answers and scores");
     let demo = fields(json!({"question": "Q1", "answers": ["A1", "A2"], "scores": [0.1, 0.9]}));
-    let msgs = chat::format(&sig, &[demo], &fields(json!({"question": "Q2"})));
+    let msgs = chat::format(&sig, &[&demo], &fields(json!({"question": "Q2"})));
     assert_eq!(
         msgs[0].content,
         "Your input fields are:\n1. `question` (str):\nYour output fields are:\n\
@@ -76,7 +76,7 @@ fn incomplete_demos_come_first_with_dspy_wording() {
     let useless = fields(json!({"question": "Q9"}));
     let msgs = chat::format(
         &sig,
-        &[complete, incomplete, useless],
+        &[&complete, &incomplete, &useless],
         &fields(json!({"question": "Q2", "context": "C2"})),
     );
     assert_eq!(msgs.len(), 6, "the demo with no output is dropped");
