@@ -508,31 +508,24 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
             |ctx: NativeCallContext, sig: Dynamic, config: Map| multi_chain(&ctx, &sig, config),
         );
 
-    engine
-        .register_fn(
-            "BestOfN",
-            |ctx: NativeCallContext, module: Dynamic, n: i64, reward: FnPtr, threshold: Dynamic| {
-                best_of_n(
-                    &ctx,
-                    RolloutArgs {
-                        module,
-                        n,
-                        reward,
-                        threshold,
-                        config: Map::new(),
-                    },
-                )
-            },
-        )
-        .register_fn(
-            "BestOfN",
-            |ctx: NativeCallContext,
-             module: Dynamic,
-             n: i64,
-             reward: FnPtr,
-             threshold: Dynamic,
-             config: Map| {
-                best_of_n(
+    // BestOfN(module, N, reward_fn, threshold[, config]) and the same for Refine.
+    type Build = fn(&Arc<Shared>, &NativeCallContext, RolloutArgs) -> R<Dynamic>;
+    let builders: [(&str, Build); 2] = [
+        ("BestOfN", |_, ctx, args| best_of_n(ctx, args)),
+        ("Refine", refine),
+    ];
+    for (name, build) in builders {
+        let s = shared.clone();
+        engine.register_fn(
+            name,
+            move |ctx: NativeCallContext,
+                  module: Dynamic,
+                  n: i64,
+                  reward: FnPtr,
+                  threshold: Dynamic| {
+                let config = Map::new();
+                build(
+                    &s,
                     &ctx,
                     RolloutArgs {
                         module,
@@ -544,49 +537,29 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
                 )
             },
         );
-    let s = shared.clone();
-    engine.register_fn(
-        "Refine",
-        move |ctx: NativeCallContext,
-              module: Dynamic,
-              n: i64,
-              reward: FnPtr,
-              threshold: Dynamic| {
-            refine(
-                &s,
-                &ctx,
-                RolloutArgs {
-                    module,
-                    n,
-                    reward,
-                    threshold,
-                    config: Map::new(),
-                },
-            )
-        },
-    );
-    let s = shared.clone();
-    engine.register_fn(
-        "Refine",
-        move |ctx: NativeCallContext,
-              module: Dynamic,
-              n: i64,
-              reward: FnPtr,
-              threshold: Dynamic,
-              config: Map| {
-            refine(
-                &s,
-                &ctx,
-                RolloutArgs {
-                    module,
-                    n,
-                    reward,
-                    threshold,
-                    config,
-                },
-            )
-        },
-    );
+        let s = shared.clone();
+        engine.register_fn(
+            name,
+            move |ctx: NativeCallContext,
+                  module: Dynamic,
+                  n: i64,
+                  reward: FnPtr,
+                  threshold: Dynamic,
+                  config: Map| {
+                build(
+                    &s,
+                    &ctx,
+                    RolloutArgs {
+                        module,
+                        n,
+                        reward,
+                        threshold,
+                        config,
+                    },
+                )
+            },
+        );
+    }
 
     engine
         .register_fn("majority", |ctx: NativeCallContext, preds: Dynamic| {
