@@ -128,11 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!(
             "stopped: {} examples errored (--max-errors); first error: {}",
             report.errored,
-            report
-                .results
-                .iter()
-                .find_map(|r| r.error.clone())
-                .unwrap_or_default()
+            report.first_error().unwrap_or_default()
         );
     }
     Ok(())

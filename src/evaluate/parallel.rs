@@ -183,6 +183,13 @@ pub struct EvalReport {
     pub elapsed: Duration,
 }
 
+impl EvalReport {
+    /// The first error among the results (dataset order), if any.
+    pub fn first_error(&self) -> Option<&str> {
+        self.results.iter().find_map(|r| r.error.as_deref())
+    }
+}
+
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }

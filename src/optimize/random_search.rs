@@ -144,11 +144,7 @@ pub fn random_search(
                 return Err(Error::Config(format!(
                     "validation of candidate {seed} stopped after {} errors; first: {}",
                     report.errored,
-                    report
-                        .results
-                        .iter()
-                        .find_map(|r| r.error.clone())
-                        .unwrap_or_default()
+                    report.first_error().unwrap_or_default()
                 )));
             }
             (c.observer)(&Event::Scored {
