@@ -74,6 +74,47 @@ impl LmArgs {
     }
 }
 
+/// Where scripts find the LM and the retrieval index; shared by run, eval,
+/// compile and repl.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub lm: LmArgs,
+}
+
+impl HostArgs {
+    /// A host with Ctrl-C wired to it, `script` loaded and `program` (a
+    /// saved program of that script) installed; returns how the program runs.
+    pub fn load(
+        &self,
+        script: Option<&std::path::Path>,
+        program: Option<&std::path::Path>,
+        print_to_stderr: bool,
+    ) -> anyhow::Result<(crate::host::Host, crate::optimize::program_file::Mode)> {
+        use crate::host::{Host, HostOptions};
+        use crate::predict::{ProgramState, RunContext};
+        let options = HostOptions {
+            print_to_stderr,
+            index_dir: self.index.clone(),
+            ..HostOptions::default()
+        };
+        let session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
+        let host = Host::new(options, session);
+        on_interrupt(host.cancel_flag());
+        if let Some(script) = script {
+            host.load_file(script)?;
+        }
+        let mode = match program {
+            Some(path) => super::compile::install_program(&host, path)?,
+            None => crate::optimize::program_file::Mode::Fixed,
+        };
+        Ok((host, mode))
+    }
+}
+
 /// Installs a Ctrl-C handler that sets `flag` (the first press) and exits on the second.
 pub fn on_interrupt(flag: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {

@@ -14,8 +14,7 @@ use crate::optimize::{
 };
 use crate::predict::ProgramState;
 
-use super::common::{choose_metric, print_usage, DataArgs, LmArgs};
-use super::eval::load_host;
+use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
 
 /// The optimizers `compile` offers.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -92,13 +91,10 @@ pub struct Args {
     /// A compiled program to use as the bootstrap teacher.
     #[arg(long, value_name = "PROGRAM.json")]
     pub teacher: Option<PathBuf>,
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
     #[command(flatten)]
     pub data_args: DataArgs,
     #[command(flatten)]
-    pub lm: LmArgs,
+    pub host: HostArgs,
 }
 
 /// Loads a saved program and installs its state in the host's session;
@@ -140,7 +136,8 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (host, _) = load_host(&args.script, args.index.clone(), &args.lm, None)?;
+    let (host, _) = args.host.load(Some(&args.script), None, false)?;
+    host.forward_params()?;
     let needs_metric = matches!(
         args.optimizer,
         OptimizerName::Bootstrap | OptimizerName::RandomSearch

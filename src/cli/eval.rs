@@ -3,16 +3,12 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use crate::evaluate::{self, EvalOptions, EvalReport};
-use crate::host::{Host, HostOptions};
-use crate::optimize::program_file::Mode;
-use crate::predict::{ProgramState, RunContext};
 
-use super::common::{choose_metric, on_interrupt, print_usage, DataArgs, LmArgs};
+use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
 use super::progress::Progress;
 
 /// Evaluate a pipeline on a dataset.
@@ -41,49 +37,18 @@ pub struct Args {
     /// Score given to an example that errors.
     #[arg(long, default_value_t = 0.0)]
     pub failure_score: f64,
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
     #[command(flatten)]
     pub data_args: DataArgs,
     #[command(flatten)]
-    pub lm: LmArgs,
-}
-
-/// Loads the script (and program) the way eval and compile both need.
-pub fn load_host(
-    script: &std::path::Path,
-    index: Option<PathBuf>,
-    lm: &LmArgs,
-    program: Option<&std::path::Path>,
-) -> anyhow::Result<(Host, Mode)> {
-    let lm = lm.build()?;
-    let options = HostOptions {
-        index_dir: index,
-        ..HostOptions::default()
-    };
-    let host = Host::new(
-        options,
-        RunContext::new(lm, Arc::new(ProgramState::default())),
-    );
-    on_interrupt(host.cancel_flag());
-    host.load_file(script)?;
-    host.forward_params()?;
-    let mode = match program {
-        Some(path) => super::compile::install_program(&host, path)?,
-        None => Mode::Fixed,
-    };
-    Ok((host, mode))
+    pub host: HostArgs,
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (host, mode) = load_host(
-        &args.script,
-        args.index.clone(),
-        &args.lm,
-        args.load.as_deref(),
-    )?;
+    let (host, mode) = args
+        .host
+        .load(Some(&args.script), args.load.as_deref(), false)?;
+    host.forward_params()?;
     let pipeline = super::compile::pipeline_for(&host, mode)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
     let examples = args.data_args.load(&args.data, &host.forward_params()?)?;

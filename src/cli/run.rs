@@ -1,17 +1,14 @@
 //! `dspy-rhai run`: run a pipeline's `forward` once and print the prediction.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 use crate::adapter::Fields;
-use crate::host::{Host, HostOptions};
-use crate::predict::{ProgramState, RunContext};
 
-use super::common::{on_interrupt, print_usage, LmArgs};
+use super::common::{print_usage, HostArgs};
 
 /// Run a pipeline script once.
 #[derive(Debug, clap::Args)]
@@ -30,11 +27,8 @@ pub struct Args {
     /// Print the prediction as JSON on stdout (script prints go to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
     #[command(flatten)]
-    pub lm: LmArgs,
+    pub host: HostArgs,
 }
 
 /// Parses `--input` and `--inputs-json` into fields.
@@ -59,27 +53,14 @@ pub fn parse_inputs(pairs: &[String], json: Option<&str>) -> anyhow::Result<Fiel
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let inputs = parse_inputs(&args.inputs, args.inputs_json.as_deref())?;
-    let lm = args.lm.build()?;
-    let options = HostOptions {
-        print_to_stderr: args.json,
-        index_dir: args.index.clone(),
-        ..HostOptions::default()
-    };
-    let host = Host::new(
-        options,
-        RunContext::new(lm.clone(), Arc::new(ProgramState::default())),
-    );
-    on_interrupt(host.cancel_flag());
-    host.load_file(&args.script)?;
+    let (host, mode) = args
+        .host
+        .load(Some(&args.script), args.load.as_deref(), args.json)?;
     host.forward_params()?;
-    let mode = match &args.load {
-        Some(path) => super::compile::install_program(&host, path)?,
-        None => crate::optimize::program_file::Mode::Fixed,
-    };
     let pipeline = super::compile::pipeline_for(&host, mode)?;
     let session = host.session();
     let result = pipeline.run(&inputs, &session);
-    print_usage(&lm, started.elapsed());
+    print_usage(&session.lm, started.elapsed());
     let prediction = result?;
     if args.json {
         println!(
