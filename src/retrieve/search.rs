@@ -175,20 +175,24 @@ impl Index {
             .filter(|w| seen.insert(w.clone()))
             .collect();
         let limit = searcher.num_docs() as f64 * COMMON_WORD_SHARE;
-        // Words in no passage's text decide nothing either way; keep the
-        // common ones unless some word is both present and rare.
-        let distinctive_text = |w: &&String| {
-            let term = tantivy::Term::from_field_text(self.fields.text, w);
-            searcher
-                .doc_freq(&term)
-                .is_ok_and(|df| df > 0 && df as f64 <= limit)
-        };
-        let distinctive: Vec<String> = if words.iter().any(|w| distinctive_text(&w)) {
-            let common = |w: &String| {
+        // One document-frequency lookup per word (an error counts as 0).
+        let dfs: Vec<f64> = words
+            .iter()
+            .map(|w| {
                 let term = tantivy::Term::from_field_text(self.fields.text, w);
-                searcher.doc_freq(&term).is_ok_and(|df| df as f64 > limit)
-            };
-            words.iter().filter(|w| !common(w)).cloned().collect()
+                searcher.doc_freq(&term).unwrap_or(0) as f64
+            })
+            .collect();
+        // Words in no passage's text decide nothing either way: the common
+        // words go only when some word is both present and rare.
+        let some_rare = dfs.iter().any(|&df| df > 0.0 && df <= limit);
+        let distinctive: Vec<String> = if some_rare {
+            words
+                .iter()
+                .zip(&dfs)
+                .filter(|(_, &df)| df <= limit)
+                .map(|(w, _)| w.clone())
+                .collect()
         } else {
             Vec::new()
         };
