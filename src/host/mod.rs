@@ -208,14 +208,10 @@ impl Host {
 
     /// Checks that the script defines `fn forward(...)`; returns its parameter names.
     pub fn forward_params(&self) -> Result<Vec<String>> {
-        self.function_params("forward").ok_or_else(|| {
-            let file = self.shared.source.read().expect("source lock").0.clone();
-            Error::Script(format!(
-                "{file}: the script defines no `fn forward(...)`; a pipeline needs one, e.g.\n  \
-                 let answer = ChainOfThought(\"question -> answer\");\n  \
-                 fn forward(question) {{ answer.call(#{{ question: question }}) }}"
-            ))
-        })
+        let script = self.script();
+        script
+            .params("forward")
+            .ok_or_else(|| script.missing_function("forward"))
     }
 
     /// Whether the script defines `fn metric(example, pred, trace)`.
@@ -225,7 +221,6 @@ impl Host {
 
     /// Runs `forward` with arguments taken from `inputs` by parameter name.
     pub fn forward(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
-        self.forward_params()?;
         self.script().run_fn("forward", inputs, ctx)
     }
 
@@ -291,11 +286,25 @@ impl ScriptRef<'_> {
         found
     }
 
+    /// The error for a function the script does not define; for `forward`,
+    /// with an example of a pipeline.
+    pub fn missing_function(&self, name: &str) -> Error {
+        let file = self.shared.source.read().expect("source lock").0.clone();
+        if name == "forward" {
+            return Error::Script(format!(
+                "{file}: the script defines no `fn forward(...)`; a pipeline needs one, e.g.\n  \
+                 let answer = ChainOfThought(\"question -> answer\");\n  \
+                 fn forward(question) {{ answer.call(#{{ question: question }}) }}"
+            ));
+        }
+        Error::Script(format!("{file}: the script defines no function `{name}`"))
+    }
+
     /// Runs script function `name` with arguments taken from `inputs` by parameter name.
     pub fn run_fn(&self, name: &str, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
         let params = self
             .params(name)
-            .ok_or_else(|| Error::Script(format!("the script defines no function `{name}`")))?;
+            .ok_or_else(|| self.missing_function(name))?;
         let missing: Vec<&str> = params
             .iter()
             .filter(|p| !inputs.contains_key(p.as_str()))

@@ -65,9 +65,10 @@ fn compile(
         .collect();
     let target = Target::Script("forward".into());
     if script.params("forward").is_none() {
-        return Err(err(
-            "compile: the script defines no `fn forward(...)`".into()
-        ));
+        return Err(err(format!(
+            "compile: {}",
+            script.missing_function("forward")
+        )));
     }
     let inputs = target.input_names(&script);
     let trainset = examples_of(ctx, &trainset, &inputs)?;
