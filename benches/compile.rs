@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use dspy_rhai::data::{load_dataset, Example, LoadOptions};
 use dspy_rhai::evaluate::{evaluate, metrics, EvalOptions, Metric};
-use dspy_rhai::host::{Host, HostOptions};
+use dspy_rhai::host::{Host, HostOptions, ScriptPipeline};
 use dspy_rhai::lm::config::LmConfig;
 use dspy_rhai::lm::Lm;
 use dspy_rhai::optimize::{
@@ -61,7 +61,7 @@ fn dev_score(s: &Setup, state: &ProgramState, dev: &[Example], threads: usize) -
         ..EvalOptions::default()
     };
     evaluate(
-        &s.host,
+        &s.host.pipeline(),
         dev,
         &metric,
         &ctx,
@@ -70,6 +70,26 @@ fn dev_score(s: &Setup, state: &ProgramState, dev: &[Example], threads: usize) -
         &mut |_, _| {},
     )
     .score
+}
+
+fn quiet(_: &Event) {}
+
+/// An optimizer run over the bench script, answer_exact_match, on `threads`.
+fn compiler<'a>(
+    pipeline: &'a ScriptPipeline<'a>,
+    s: &Setup,
+    threads: usize,
+    cancel: &'a AtomicBool,
+) -> Compiler<'a> {
+    Compiler {
+        pipeline,
+        predictors: vec!["answer".into()],
+        ctx: (*s.host.session()).clone(),
+        metric: Metric::Builtin(metrics::builtin("answer_exact_match").unwrap()),
+        threads,
+        cancel,
+        observer: &quiet,
+    }
 }
 
 fn main() {
@@ -106,10 +126,8 @@ fn main() {
     let train = load("hotpotqa_train.jsonl", 50);
     let all_dev = load("hotpotqa_dev.jsonl", 250);
     let (val, dev) = (all_dev[..50].to_vec(), all_dev[50..].to_vec());
-    let metric = Metric::Builtin(metrics::builtin("answer_exact_match").unwrap());
     let config = BootstrapConfig::default();
     let cancel = AtomicBool::new(false);
-    let noop = |_: &Event| {};
     println!(
         "# Compile: {threads} threads, {latency} ms mock latency ({})",
         common::machine()
@@ -125,15 +143,8 @@ fn main() {
     let mut bootstrapped = ProgramState::default();
     for t in [1, threads] {
         let s = setup(&mock.base_url);
-        let c = Compiler {
-            pipeline: &s.host,
-            predictors: vec!["answer".into()],
-            ctx: (*s.host.session()).clone(),
-            metric: metric.clone(),
-            threads: t,
-            cancel: &cancel,
-            observer: &noop,
-        };
+        let pipeline = s.host.pipeline();
+        let c = compiler(&pipeline, &s, t, &cancel);
         let t0 = Instant::now();
         let out = bootstrap_few_shot(&c, &ProgramState::default(), &train, &config, None).unwrap();
         let wall = t0.elapsed().as_secs_f64();
@@ -154,15 +165,8 @@ fn main() {
     println!("dev score after BootstrapFewShot: {after:.1}%");
 
     let s = setup(&mock.base_url);
-    let c = Compiler {
-        pipeline: &s.host,
-        predictors: vec!["answer".into()],
-        ctx: (*s.host.session()).clone(),
-        metric: metric.clone(),
-        threads,
-        cancel: &cancel,
-        observer: &noop,
-    };
+    let pipeline = s.host.pipeline();
+    let c = compiler(&pipeline, &s, threads, &cancel);
     // DSPy's num_candidate_programs=1 gives seeds -3, -2, -1, 0: four candidates.
     let search = SearchConfig {
         bootstrap: config.clone(),

@@ -130,7 +130,7 @@ fn main() {
     );
     let (cpu0, t0) = (common::cpu_seconds(), Instant::now());
     let report = evaluate(
-        &host,
+        &host.pipeline(),
         &examples,
         &metric,
         &host.session(),

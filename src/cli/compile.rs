@@ -110,13 +110,13 @@ pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<Mode> {
 pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pipeline + 'a>> {
     let names = host.predictors().into_iter().map(|(n, _)| n).collect();
     Ok(match mode {
-        Mode::Fixed => Box::new(host),
+        Mode::Fixed => Box::new(host.pipeline()),
         Mode::Knn {
             k,
             trainset,
             bootstrap,
         } => {
-            let knn = KnnProgram::new(host, names, trainset, k)?;
+            let knn = KnnProgram::new(host.pipeline(), names, trainset, k)?;
             Box::new(match bootstrap {
                 Some(max) => knn.with_bootstrap(BootstrapConfig {
                     max_bootstrapped_demos: max,
@@ -126,7 +126,7 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
             })
         }
         Mode::Ensemble { members } => Box::new(EnsembleProgram {
-            inner: host,
+            inner: Box::new(host.pipeline()),
             members: members.into_iter().map(std::sync::Arc::new).collect(),
             field: None,
         }),
@@ -186,8 +186,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // `suspend` prints even when the bar is hidden (stderr not a terminal).
         Event::Scored { seed, score } => bar.say(&format!("candidate {seed:>3}: {score:.2}%")),
     };
+    let pipeline = host.pipeline();
     let compiler = Compiler {
-        pipeline: &host,
+        pipeline: &pipeline,
         predictors: names.clone(),
         ctx: (*session).clone(),
         metric,

@@ -17,8 +17,8 @@ use crate::error::Result;
 use crate::predict::{RunContext, TraceStep};
 
 /// Something that can be run on an example and can score a prediction with
-/// a script metric: the [`Host`](crate::host::Host), or a script function
-/// selected from Rhai.
+/// a script metric: a loaded script ([`crate::host::Host::pipeline`]), or
+/// a wrapper around one (KNN, ensembles).
 pub trait Pipeline: Sync {
     /// Runs the pipeline on an example's inputs.
     fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields>;
@@ -44,27 +44,6 @@ pub trait Pipeline: Sync {
                 "no script to call the metric `{name}` in"
             ))),
         }
-    }
-}
-
-impl<P: Pipeline + ?Sized> Pipeline for &P {
-    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
-        (**self).run(inputs, ctx)
-    }
-
-    fn inner(&self) -> Option<&dyn Pipeline> {
-        (**self).inner()
-    }
-
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        (**self).script_metric(name, example, prediction, trace, ctx)
     }
 }
 

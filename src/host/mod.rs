@@ -8,6 +8,7 @@ pub mod diagnostic;
 mod engine;
 pub mod limits;
 mod naming;
+mod pipeline;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,10 +21,10 @@ use serde_json::Value;
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::evaluate::Pipeline;
 use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
 
 pub use limits::Limits;
+pub use pipeline::{ScriptPipeline, Target};
 
 /// How a [`Host`] is set up.
 #[derive(Clone, Debug, Default)]
@@ -224,21 +225,18 @@ impl Host {
         self.script().run_fn("forward", inputs, ctx)
     }
 
-    /// Runs the script's `metric(example, pred, trace)`; bools count as 0/1.
-    pub fn metric(
-        &self,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.script()
-            .metric_fn("metric", example, prediction, trace, ctx)
-    }
-
     /// Calls a script function under `ctx`.
     pub fn call(&self, name: &str, args: Vec<Dynamic>, ctx: &RunContext) -> Result<Dynamic> {
         self.script().call(name, args, ctx)
+    }
+
+    /// The script's `forward` as a [`crate::evaluate::Pipeline`], for
+    /// evaluation and optimizers.
+    pub fn pipeline(&self) -> ScriptPipeline<'_> {
+        ScriptPipeline {
+            script: self.script(),
+            target: Target::Script("forward".into()),
+        }
     }
 
     fn script(&self) -> ScriptRef<'_> {
@@ -246,24 +244,6 @@ impl Host {
             engine: &self.engine,
             shared: &self.shared,
         }
-    }
-}
-
-impl Pipeline for Host {
-    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
-        self.forward(inputs, ctx)
-    }
-
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.script()
-            .metric_fn(name, example, prediction, trace, ctx)
     }
 }
 

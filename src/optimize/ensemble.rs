@@ -13,7 +13,7 @@ use crate::predict::{ProgramState, RunContext};
 /// Several states of one program, reduced by majority vote.
 pub struct EnsembleProgram<'a> {
     /// The program to run.
-    pub inner: &'a dyn Pipeline,
+    pub inner: Box<dyn Pipeline + 'a>,
     /// The member states.
     pub members: Vec<Arc<ProgramState>>,
     /// The field to vote on (default: `answer`, else the last field).
@@ -43,6 +43,6 @@ impl Pipeline for EnsembleProgram<'_> {
     }
 
     fn inner(&self) -> Option<&dyn Pipeline> {
-        Some(self.inner)
+        Some(self.inner.as_ref())
     }
 }

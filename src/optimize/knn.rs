@@ -88,7 +88,7 @@ impl KnnIndex {
 /// on those neighbours for each input (see [`KnnProgram::with_bootstrap`]).
 pub struct KnnProgram<'a> {
     /// The program to run.
-    pub inner: &'a dyn Pipeline,
+    pub inner: Box<dyn Pipeline + 'a>,
     /// Predictor names.
     pub predictors: Vec<String>,
     /// The trainset demos come from.
@@ -104,14 +104,14 @@ pub struct KnnProgram<'a> {
 impl<'a> KnnProgram<'a> {
     /// Builds the neighbour index over `trainset`.
     pub fn new(
-        inner: &'a dyn Pipeline,
+        inner: impl Pipeline + 'a,
         predictors: Vec<String>,
         trainset: Vec<Example>,
         k: usize,
     ) -> Result<Self> {
         let index = KnnIndex::build(&trainset)?;
         Ok(KnnProgram {
-            inner,
+            inner: Box::new(inner),
             predictors,
             trainset: Arc::new(trainset),
             k,
@@ -158,7 +158,7 @@ impl Pipeline for KnnProgram<'_> {
                 let cancel = AtomicBool::new(false);
                 let quiet = |_: &Event| {};
                 let compiler = Compiler {
-                    pipeline: self.inner,
+                    pipeline: self.inner.as_ref(),
                     predictors: self.predictors.clone(),
                     ctx: ctx.clone(),
                     metric: Metric::AcceptAll,
@@ -177,6 +177,6 @@ impl Pipeline for KnnProgram<'_> {
     }
 
     fn inner(&self) -> Option<&dyn Pipeline> {
-        Some(self.inner)
+        Some(self.inner.as_ref())
     }
 }

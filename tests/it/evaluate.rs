@@ -64,7 +64,7 @@ fn scores_do_not_depend_on_the_thread_count() {
         };
         let metric = Metric::Script("metric".into());
         let report = evaluate(
-            &host,
+            &host.pipeline(),
             &examples,
             &metric,
             &host.session(),
@@ -111,7 +111,7 @@ fn builtin_metric_and_failure_score() {
     };
     let metric = Metric::Builtin(metrics::builtin("answer_exact_match").unwrap());
     let report = evaluate(
-        &host,
+        &host.pipeline(),
         &dataset(14),
         &metric,
         &host.session(),
@@ -140,7 +140,7 @@ fn max_errors_stops_a_failing_run() {
         max_errors: Some(5),
     };
     let report = evaluate(
-        &host,
+        &host.pipeline(),
         &dataset(200),
         &Metric::Script("metric".into()),
         &host.session(),
@@ -164,7 +164,7 @@ fn cancelling_keeps_the_results_gathered_so_far() {
     };
     let flag = cancel.clone();
     let report = evaluate(
-        &host,
+        &host.pipeline(),
         &dataset(500),
         &Metric::Script("metric".into()),
         &host.session(),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use dspy_rhai::adapter::chat;
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::Metric;
-use dspy_rhai::host::Host;
+use dspy_rhai::host::{Host, ScriptPipeline};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
 use dspy_rhai::optimize::{
@@ -77,10 +77,15 @@ fn demo_questions(state: &ProgramState, name: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn compiler<'a>(host: &'a Host, threads: usize, cancel: &'a AtomicBool) -> Compiler<'a> {
+fn compiler<'a>(
+    host: &Host,
+    pipeline: &'a ScriptPipeline<'a>,
+    threads: usize,
+    cancel: &'a AtomicBool,
+) -> Compiler<'a> {
     static NOOP: fn(&dspy_rhai::optimize::Event) = |_| {};
     Compiler {
-        pipeline: host,
+        pipeline,
         predictors: host.predictors().into_iter().map(|(n, _)| n).collect(),
         ctx: (*host.session()).clone(),
         metric: Metric::Script("metric".into()),
@@ -120,7 +125,7 @@ fn bootstrap_installs_the_sequential_algorithms_demos_for_any_thread_count() {
             ..BootstrapConfig::default()
         };
         let out = bootstrap_few_shot(
-            &compiler(&host, threads, &cancel),
+            &compiler(&host, &host.pipeline(), threads, &cancel),
             &ProgramState::default(),
             &trainset(10),
             &config,
@@ -172,7 +177,7 @@ fn the_teacher_never_sees_the_example_it_is_tried_on() {
         ..BootstrapConfig::default()
     };
     bootstrap_few_shot(
-        &compiler(&host, 3, &cancel),
+        &compiler(&host, &host.pipeline(), 3, &cancel),
         &ProgramState::default(),
         &trainset(10),
         &config,
@@ -202,7 +207,7 @@ fn metric_threshold_decides_success() {
             ..BootstrapConfig::default()
         };
         let out = bootstrap_few_shot(
-            &compiler(&host, 2, &cancel),
+            &compiler(&host, &host.pipeline(), 2, &cancel),
             &ProgramState::default(),
             &trainset(6),
             &config,
@@ -231,7 +236,7 @@ fn later_rounds_ask_for_fresh_samples() {
         ..BootstrapConfig::default()
     };
     let out = bootstrap_few_shot(
-        &compiler(&host, 1, &cancel),
+        &compiler(&host, &host.pipeline(), 1, &cancel),
         &ProgramState::default(),
         &trainset(5),
         &config,
@@ -260,7 +265,7 @@ fn too_many_errors_fail_the_compile() {
         ..BootstrapConfig::default()
     };
     let err = bootstrap_few_shot(
-        &compiler(&host, 2, &cancel),
+        &compiler(&host, &host.pipeline(), 2, &cancel),
         &ProgramState::default(),
         &trainset(20),
         &config,
@@ -298,7 +303,7 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
     let train = trainset(8);
     let val = trainset(12)[8..].to_vec();
     let out = random_search(
-        &compiler(&host, 4, &cancel),
+        &compiler(&host, &host.pipeline(), 4, &cancel),
         &ProgramState::default(),
         &train,
         Some(&val),
@@ -317,7 +322,7 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
     assert_eq!(out.best_score, 100.0);
 
     let stopped = random_search(
-        &compiler(&host, 4, &cancel),
+        &compiler(&host, &host.pipeline(), 4, &cancel),
         &ProgramState::default(),
         &train,
         Some(&val),
@@ -566,7 +571,8 @@ fn knn_finds_the_nearest_trainset_examples_by_bm25() {
         Ok(chat::reply(&fields(json!({"answer": "x"}))))
     }));
     let host = host_with(ONE, Some(lm));
-    let knn = dspy_rhai::optimize::KnnProgram::new(&host, vec!["qa".into()], train, 1).unwrap();
+    let knn =
+        dspy_rhai::optimize::KnnProgram::new(host.pipeline(), vec!["qa".into()], train, 1).unwrap();
     use dspy_rhai::evaluate::Pipeline;
     knn.run(
         &fields(json!({"question": "piano music tonight"})),
@@ -619,7 +625,7 @@ fn knn_can_bootstrap_on_each_inputs_neighbours_like_dspy() {
         Ok(chat::reply(&fields(json!({"answer": "from the teacher"}))))
     }));
     let host = host_with(ONE, Some(lm));
-    let knn = dspy_rhai::optimize::KnnProgram::new(&host, vec!["qa".into()], train, 2)
+    let knn = dspy_rhai::optimize::KnnProgram::new(host.pipeline(), vec!["qa".into()], train, 2)
         .unwrap()
         .with_bootstrap(BootstrapConfig::default());
     use dspy_rhai::evaluate::Pipeline;

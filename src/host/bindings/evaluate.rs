@@ -7,76 +7,24 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext}
 use super::data::example_of;
 use super::predict::predictor_of;
 use super::script_error;
-use crate::adapter::Fields;
 use crate::data::Example;
-use crate::error::Result;
-use crate::evaluate::{self, metrics, EvalOptions, Metric, Pipeline};
+use crate::evaluate::{self, metrics, EvalOptions, Metric};
 use crate::host::convert::to_dynamic;
-use crate::host::{ScriptRef, Shared};
-use crate::predict::{self, Predictor, RunContext, TraceStep};
+use crate::host::{ScriptPipeline, ScriptRef, Shared, Target};
 
 type R<T> = std::result::Result<T, Box<EvalAltResult>>;
 
-/// What `evaluate` runs: a script function, or one predictor directly.
-pub(crate) enum Target {
-    /// A script function, called with inputs by parameter name.
-    Script(String),
-    /// A predictor, called with the example's inputs.
-    Predictor(Predictor),
-}
-
-impl Target {
-    /// The target named by a script value (`Fn("forward")`, a predictor, or a name).
-    pub fn of(value: &Dynamic) -> Option<Target> {
-        if let Some(p) = predictor_of(value) {
-            return Some(Target::Predictor(p));
-        }
-        if let Some(ptr) = value.read_lock::<FnPtr>() {
-            return Some(Target::Script(ptr.fn_name().to_string()));
-        }
-        value
-            .read_lock::<rhai::ImmutableString>()
-            .map(|s| Target::Script(s.to_string()))
+/// The target named by a script value (`Fn("forward")`, a predictor, or a name).
+pub(crate) fn target_of(value: &Dynamic) -> Option<Target> {
+    if let Some(p) = predictor_of(value) {
+        return Some(Target::Predictor(p));
     }
-
-    /// Input names the target takes.
-    pub fn input_names(&self, script: &ScriptRef) -> Vec<String> {
-        match self {
-            Target::Script(name) => script.params(name).unwrap_or_default(),
-            Target::Predictor(p) => p
-                .signature()
-                .inputs()
-                .iter()
-                .map(|f| f.name.clone())
-                .collect(),
-        }
+    if let Some(ptr) = value.read_lock::<FnPtr>() {
+        return Some(Target::Script(ptr.fn_name().to_string()));
     }
-}
-
-/// A script target as an evaluation pipeline.
-pub(crate) struct ScriptPipeline<'a> {
-    pub script: ScriptRef<'a>,
-    pub target: Target,
-}
-
-impl Pipeline for ScriptPipeline<'_> {
-    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
-        match &self.target {
-            Target::Script(name) => self.script.run_fn(name, inputs, ctx),
-            Target::Predictor(p) => predict::call(p, ctx, inputs),
-        }
-    }
-
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.script.metric_fn(name, example, prediction, trace, ctx)
-    }
+    value
+        .read_lock::<rhai::ImmutableString>()
+        .map(|s| Target::Script(s.to_string()))
 }
 
 /// A metric named by a script value: a built-in name or a script function.
@@ -156,7 +104,7 @@ fn run(
     options: Map,
 ) -> R<Map> {
     let err = |m: String| script_error(m, ctx.call_position());
-    let target = Target::of(&program).ok_or_else(|| {
+    let target = target_of(&program).ok_or_else(|| {
         err("evaluate: the program must be a predictor, Fn(\"name\") or a function name".into())
     })?;
     let metric = metric_of(&metric).ok_or_else(|| {

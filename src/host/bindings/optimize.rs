@@ -14,8 +14,9 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 use serde_json::json;
 
-use super::evaluate::{examples_of, metric_of, ScriptPipeline, Target};
+use super::evaluate::{examples_of, metric_of};
 use super::script_error;
+use crate::host::{ScriptPipeline, Target};
 use crate::host::{ScriptRef, Shared};
 use crate::optimize::{
     bootstrap_few_shot, labeled_few_shot, program_file, random_search, BootstrapConfig, Compiler,
