@@ -135,6 +135,22 @@ fn script_errors_show_file_line_and_caret() {
     assert!(text(&wrong_input.stderr).contains("forward(question) needs input(s) `question`"));
 }
 
+/// A mock answering "Question i?" with "Answer i", and the matching dataset of `n` rows.
+fn numbered_qa(
+    n: usize,
+) -> (
+    dspy_rhai::testing::MockServer,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let pairs: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_dataset(dir.path(), n);
+    (qa_server(&pairs, Duration::ZERO), dir, data)
+}
+
 fn write_dataset(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let path = dir.join("dev.jsonl");
     let lines: Vec<String> = (0..n)
@@ -158,11 +174,7 @@ fn eval_scores_in_parallel_and_writes_results() {
             )
         })
         .collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(q, a)| (q.as_str(), a.as_str()))
-        .collect();
-    let server = qa_server(&refs, Duration::ZERO);
+    let server = qa_server(&pairs, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let data = write_dataset(dir.path(), 20);
     let results = dir.path().join("results.jsonl");
@@ -220,7 +232,7 @@ fn a_malformed_dataset_line_is_reported_with_its_number() {
 
 #[test]
 fn ctrl_c_during_eval_keeps_the_results_so_far() {
-    let server = qa_server(&[], Duration::from_millis(100));
+    let server = qa_server::<&str, &str>(&[], Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
     let data = write_dataset(dir.path(), 400);
     let results = dir.path().join("partial.jsonl");
@@ -264,16 +276,7 @@ fn ctrl_c_during_eval_keeps_the_results_so_far() {
 
 #[test]
 fn compile_then_eval_with_the_saved_program() {
-    let pairs: Vec<(String, String)> = (0..12)
-        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(q, a)| (q.as_str(), a.as_str()))
-        .collect();
-    let server = qa_server(&refs, Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    let data = write_dataset(dir.path(), 12);
+    let (server, dir, data) = numbered_qa(12);
     let program = dir.path().join("program.json");
     let base = server.base_url();
     let out = run_ok(&[
@@ -335,16 +338,7 @@ fn compile_then_eval_with_the_saved_program() {
 
 #[test]
 fn knn_and_ensemble_programs_save_and_run() {
-    let pairs: Vec<(String, String)> = (0..10)
-        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(q, a)| (q.as_str(), a.as_str()))
-        .collect();
-    let server = qa_server(&refs, Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    let data = write_dataset(dir.path(), 10);
+    let (server, dir, data) = numbered_qa(10);
     let base = server.base_url();
     let knn = dir.path().join("knn.json");
     run_ok(&[
@@ -590,16 +584,7 @@ fn the_repl_reads_piped_input() {
 
 #[test]
 fn an_ensemble_of_saved_programs_votes() {
-    let pairs: Vec<(String, String)> = (0..6)
-        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(q, a)| (q.as_str(), a.as_str()))
-        .collect();
-    let server = qa_server(&refs, Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    let data = write_dataset(dir.path(), 6);
+    let (server, dir, data) = numbered_qa(6);
     let base = server.base_url();
     let mut members = Vec::new();
     for (name, k) in [("a.json", "1"), ("b.json", "2")] {
@@ -664,16 +649,7 @@ fn an_ensemble_of_saved_programs_votes() {
 
 #[test]
 fn knn_bootstrap_is_saved_and_bootstraps_per_input() {
-    let pairs: Vec<(String, String)> = (0..6)
-        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(q, a)| (q.as_str(), a.as_str()))
-        .collect();
-    let server = qa_server(&refs, Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    let data = write_dataset(dir.path(), 6);
+    let (server, dir, data) = numbered_qa(6);
     let knn = dir.path().join("knn.json");
     run_ok(&[
         "compile",

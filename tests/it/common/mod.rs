@@ -54,8 +54,8 @@ pub fn question_of(last_user: &str) -> String {
 
 /// A mock OpenAI-compatible server that answers QA prompts in the
 /// ChatAdapter format from a question → answer table ("unknown" otherwise).
-pub fn qa_server(
-    answers: &[(&str, &str)],
+pub fn qa_server<Q: ToString, A: ToString>(
+    answers: &[(Q, A)],
     latency: std::time::Duration,
 ) -> dspy_rhai::testing::MockServer {
     use dspy_rhai::testing::{MockReply, MockServer};
