@@ -135,6 +135,25 @@ fn script_errors_show_file_line_and_caret() {
     assert!(text(&wrong_input.stderr).contains("forward(question) needs input(s) `question`"));
 }
 
+/// `run scripts/qa.rhai` on `question` with a saved `program` installed,
+/// against the mock at `base`; the stdout (the prediction as JSON).
+fn run_program(program: &std::path::Path, question: &str, base: &str) -> Output {
+    run_ok(&[
+        "run",
+        "scripts/qa.rhai",
+        "-i",
+        &format!("question={question}"),
+        "--load",
+        program.to_str().unwrap(),
+        "--lm",
+        "openai/m",
+        "--api-base",
+        base,
+        "--no-cache",
+        "--json",
+    ])
+}
+
 /// A mock answering "Question i?" with "Answer i", and the matching dataset of `n` rows.
 fn numbered_qa(
     n: usize,
@@ -312,20 +331,7 @@ fn compile_then_eval_with_the_saved_program() {
     assert_eq!(saved["answer"]["demos"][0]["reasoning"], "I recall it.");
 
     let before = server.request_count();
-    let run = run_ok(&[
-        "run",
-        "scripts/qa.rhai",
-        "-i",
-        "question=Question 11?",
-        "--load",
-        program.to_str().unwrap(),
-        "--lm",
-        "openai/m",
-        "--api-base",
-        &base,
-        "--no-cache",
-        "--json",
-    ]);
+    let run = run_program(&program, "Question 11?", &base);
     let pred: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(pred["answer"], "Answer 11");
     let req = &server.requests()[before];
@@ -359,19 +365,7 @@ fn knn_and_ensemble_programs_save_and_run() {
         knn.to_str().unwrap(),
     ]);
     let before = server.request_count();
-    run_ok(&[
-        "run",
-        "scripts/qa.rhai",
-        "-i",
-        "question=Question 7?",
-        "--load",
-        knn.to_str().unwrap(),
-        "--lm",
-        "openai/m",
-        "--api-base",
-        &base,
-        "--no-cache",
-    ]);
+    run_program(&knn, "Question 7?", &base);
     let msgs = server.requests()[before].body["messages"]
         .as_array()
         .unwrap()
@@ -415,20 +409,7 @@ fn knn_and_ensemble_programs_save_and_run() {
         "{summary}"
     );
     let before = server.request_count();
-    let out = run_ok(&[
-        "run",
-        "scripts/qa.rhai",
-        "-i",
-        "question=Question 3?",
-        "--load",
-        ens.to_str().unwrap(),
-        "--lm",
-        "openai/m",
-        "--api-base",
-        &base,
-        "--no-cache",
-        "--json",
-    ]);
+    let out = run_program(&ens, "Question 3?", &base);
     assert_eq!(server.request_count() - before, 3, "three members vote");
     let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pred["answer"], "Answer 3");
@@ -615,20 +596,7 @@ fn an_ensemble_of_saved_programs_votes() {
         ens.to_str().unwrap(),
     ]);
     let before = server.request_count();
-    let out = run_ok(&[
-        "run",
-        "scripts/qa.rhai",
-        "-i",
-        "question=Question 4?",
-        "--load",
-        ens.to_str().unwrap(),
-        "--lm",
-        "openai/m",
-        "--api-base",
-        &base,
-        "--no-cache",
-        "--json",
-    ]);
+    let out = run_program(&ens, "Question 4?", &base);
     assert_eq!(server.request_count() - before, 2);
     let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pred["answer"], "Answer 4");
@@ -667,19 +635,7 @@ fn knn_bootstrap_is_saved_and_bootstraps_per_input() {
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&knn).unwrap()).unwrap();
     assert_eq!(saved["metadata"]["dspy_rhai"]["knn"]["bootstrap"], 4);
     let before = server.request_count();
-    run_ok(&[
-        "run",
-        "scripts/qa.rhai",
-        "-i",
-        "question=Question 5?",
-        "--load",
-        knn.to_str().unwrap(),
-        "--lm",
-        "openai/m",
-        "--api-base",
-        &server.base_url(),
-        "--no-cache",
-    ]);
+    run_program(&knn, "Question 5?", &server.base_url());
     assert_eq!(
         server.request_count() - before,
         3,
