@@ -154,9 +154,10 @@ pub struct DataArgs {
     /// Shuffle the examples (Python-compatible order for --seed).
     #[arg(long)]
     pub shuffle: bool,
-    /// Seed for --shuffle and the optimizers.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for --shuffle (default 0) and the optimizers (default: each
+    /// optimizer's DSPy default, e.g. 9 for MIPROv2).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl DataArgs {
@@ -172,7 +173,7 @@ impl DataArgs {
             .unwrap_or_else(|| default_inputs.to_vec());
         let options = crate::data::LoadOptions {
             limit: self.limit,
-            shuffle_seed: self.shuffle.then_some(self.seed),
+            shuffle_seed: self.shuffle.then_some(self.seed.unwrap_or(0)),
         };
         Ok(crate::data::load_dataset(path, &inputs, &options)?)
     }

@@ -158,9 +158,9 @@ impl Args {
         if let Some(auto) = &self.auto {
             config.insert("auto".into(), Value::String(auto.clone()));
         }
-        config
-            .entry("seed")
-            .or_insert(Value::from(self.data_args.seed));
+        if let Some(seed) = self.data_args.seed {
+            config.insert("seed".into(), Value::from(seed));
+        }
         for pair in &self.set {
             let (k, v) = parse_assignment(pair)?;
             config.insert(k, v);

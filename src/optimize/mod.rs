@@ -16,13 +16,17 @@
 
 mod bootstrap;
 pub mod config;
+pub mod copro;
 mod ensemble;
 mod knn;
 mod labeled;
+pub mod mipro;
 pub mod program;
 pub mod program_file;
+pub mod propose;
 mod random_search;
 pub mod registry;
+pub mod tpe;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

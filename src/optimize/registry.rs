@@ -8,6 +8,8 @@
 use serde_json::Value;
 
 use super::config::{parse, suggest};
+use super::copro::Copro;
+use super::mipro::MiproV2;
 use super::{BootstrapFewShot, Ensemble, KnnFewShot, LabeledFewShot, Optimizer, RandomSearch};
 use crate::error::{Error, Result};
 
@@ -54,6 +56,18 @@ pub const REGISTRY: &[Entry] = &[
         dspy: "Ensemble",
         about: "saved programs voting by majority",
         build: |c| Ok(Box::new(Ensemble(parse("ensemble", c)?))),
+    },
+    Entry {
+        name: "copro",
+        dspy: "COPRO",
+        about: "instruction search: proposals that see earlier attempts and scores",
+        build: |c| Ok(Box::new(Copro(parse("copro", c)?))),
+    },
+    Entry {
+        name: "mipro-v2",
+        dspy: "MIPROv2",
+        about: "instructions and demo sets searched together with a TPE",
+        build: |c| Ok(Box::new(MiproV2(parse("mipro-v2", c)?))),
     },
 ];
 
