@@ -24,7 +24,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .host
         .load(args.script.as_deref(), args.load.as_deref(), false)?;
     if !matches!(program.mode, crate::optimize::Mode::Fixed) {
-        eprintln!("note: the REPL uses the program's fixed demos; KNN and ensemble behaviour apply to `run` and `eval`");
+        let path = args.load.as_deref().unwrap_or(std::path::Path::new("program.json"));
+        eprintln!(
+            "note: {} — plain calls use its fixed demos; run it as `run --load` does with \
+             `let p = load_program(\"{}\"); p.run(#{{ ... }})`",
+            program.summary(),
+            path.display()
+        );
     }
     let history = dirs::data_dir().map(|d| d.join("dspy-rhai").join("repl_history"));
     run_terminal(Session::new(host, args.host.lm.config()), history)?;

@@ -14,8 +14,8 @@ use dspy_rhai::host::{Host, ScriptPipeline};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
 use dspy_rhai::optimize::{
-    bootstrap_few_shot, labeled_few_shot, program_file, random_search, BootstrapConfig, Compiler,
-    SearchConfig,
+    bootstrap_few_shot, labeled_few_shot, program_file, propose, random_search, registry,
+    BootstrapConfig, Compiler, Data, Program, SearchConfig,
 };
 use dspy_rhai::predict::{ProgramState, RunContext};
 
@@ -644,5 +644,791 @@ fn knn_can_bootstrap_on_each_inputs_neighbours_like_dspy() {
         last[2].content.contains("from the teacher"),
         "{}",
         last[2].content
+    );
+}
+
+// ---- The optimizer seam, the proposer, COPRO and MIPROv2 ----
+
+/// DSPy 3.4.1's proposer signatures as `[name, description, prefix]` per
+/// field (dumped from `dspy.propose` and `dspy.teleprompt.copro_optimizer`).
+const DSPY_SIGNATURES: &str = r#"{
+ "DescribeProgram": {
+  "instructions": "Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe what type of task this program appears to be designed to solve, and how it appears to work.",
+  "inputs": [
+   [
+    "program_code",
+    "Pseudocode for a language model program designed to solve a particular task.",
+    "Program Code:"
+   ],
+   [
+    "program_example",
+    "An example of the program in use.",
+    "Program Example:"
+   ]
+  ],
+  "outputs": [
+   [
+    "program_description",
+    "Describe what task the program is designed to solve, and how it goes about solving this task.",
+    "Program Description:"
+   ]
+  ]
+ },
+ "DescribeModule": {
+  "instructions": "Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe the purpose of one of the specified module in this pipeline.",
+  "inputs": [
+   [
+    "program_code",
+    "Pseudocode for a language model program designed to solve a particular task.",
+    "Program Code:"
+   ],
+   [
+    "program_example",
+    "An example of the program in use.",
+    "Program Example:"
+   ],
+   [
+    "program_description",
+    "Summary of the task the program is designed to solve, and how it goes about solving it.",
+    "Program Description:"
+   ],
+   [
+    "module",
+    "The module in the program that we want to describe.",
+    "Module:"
+   ]
+  ],
+  "outputs": [
+   [
+    "module_description",
+    "Description of the module's role in the broader program.",
+    "Module Description:"
+   ]
+  ]
+ },
+ "GenerateSingleModuleInstruction": {
+  "instructions": "Use the information below to learn about a task that we are trying to solve using calls to an LM, then generate a new instruction that will be used to prompt a Language Model to better solve the task.",
+  "inputs": [
+   [
+    "dataset_description",
+    "A description of the dataset that we are using.",
+    "Dataset Description:"
+   ],
+   [
+    "program_code",
+    "Language model program designed to solve a particular task.",
+    "Program Code:"
+   ],
+   [
+    "program_description",
+    "Summary of the task the program is designed to solve, and how it goes about solving it.",
+    "Program Description:"
+   ],
+   [
+    "module",
+    "The module to create an instruction for.",
+    "Module:"
+   ],
+   [
+    "module_description",
+    "Description of the module to create an instruction for.",
+    "Module Description:"
+   ],
+   [
+    "task_demos",
+    "Example inputs/outputs of our module.",
+    "Task Demos:"
+   ],
+   [
+    "previous_instructions",
+    "Previous instructions we've attempted, along with their associated scores.",
+    "Previous Instructions:"
+   ],
+   [
+    "basic_instruction",
+    "Basic instruction.",
+    "Basic Instruction:"
+   ],
+   [
+    "tip",
+    "A suggestion for how to go about generating the new instruction.",
+    "Tip:"
+   ]
+  ],
+  "outputs": [
+   [
+    "proposed_instruction",
+    "Propose an instruction that will be used to prompt a Language Model to perform this task.",
+    "Proposed Instruction:"
+   ]
+  ]
+ },
+ "ObservationSummarizer": {
+  "instructions": "Given a series of observations I have made about my dataset, please summarize them into a brief 2-3 sentence summary which highlights only the most important details.",
+  "inputs": [
+   [
+    "observations",
+    "Observations I have made about my dataset",
+    "Observations:"
+   ]
+  ],
+  "outputs": [
+   [
+    "summary",
+    "Two to Three sentence summary of only the most significant highlights of my observations",
+    "Summary:"
+   ]
+  ]
+ },
+ "DatasetDescriptor": {
+  "instructions": "Given several examples from a dataset please write observations about trends that hold for most or all of the samples. Some areas you may consider in your observations: topics, content, syntax, conciseness, etc. It will be useful to make an educated guess as to the nature of the task this dataset will enable. Don't be afraid to be creative",
+  "inputs": [
+   [
+    "examples",
+    "Sample data points from the dataset",
+    "Examples:"
+   ]
+  ],
+  "outputs": [
+   [
+    "observations",
+    "Somethings that holds true for most or all of the data you observed",
+    "Observations:"
+   ]
+  ]
+ },
+ "DatasetDescriptorWithPriorObservations": {
+  "instructions": "Given several examples from a dataset please write observations about trends that hold for most or all of the samples. I will also provide you with a few observations I have already made.  Please add your own observations or if you feel the observations are comprehensive say 'COMPLETE' Some areas you may consider in your observations: topics, content, syntax, conciceness, etc. It will be useful to make an educated guess as to the nature of the task this dataset will enable. Don't be afraid to be creative",
+  "inputs": [
+   [
+    "examples",
+    "Sample data points from the dataset",
+    "Examples:"
+   ],
+   [
+    "prior_observations",
+    "Some prior observations I made about the data",
+    "Prior Observations:"
+   ]
+  ],
+  "outputs": [
+   [
+    "observations",
+    "Somethings that holds true for most or all of the data you observed or COMPLETE if you have nothing to add",
+    "Observations:"
+   ]
+  ]
+ },
+ "BasicGenerateInstruction": {
+  "instructions": "You are an instruction optimizer for large language models. I will give you a ``signature`` of fields (inputs and outputs) in English. Your task is to propose an instruction that will lead a good language model to perform the task well. Don't be afraid to be creative.",
+  "inputs": [
+   [
+    "basic_instruction",
+    "The initial instructions before optimization",
+    "Basic Instruction:"
+   ]
+  ],
+  "outputs": [
+   [
+    "proposed_instruction",
+    "The improved instructions for the language model",
+    "Proposed Instruction:"
+   ],
+   [
+    "proposed_prefix_for_output_field",
+    "The string at the end of the prompt, which will help the model start solving the task",
+    "Proposed Prefix For Output Field:"
+   ]
+  ]
+ },
+ "GenerateInstructionGivenAttempts": {
+  "instructions": "You are an instruction optimizer for large language models. I will give some task instructions I've tried, along with their corresponding validation scores. The instructions are arranged in increasing order based on their scores, where higher scores indicate better quality.\n\nYour task is to propose a new instruction that will lead a good language model to perform the task even better. Don't be afraid to be creative.",
+  "inputs": [
+   [
+    "attempted_instructions",
+    "${attempted_instructions}",
+    "Attempted Instructions:"
+   ]
+  ],
+  "outputs": [
+   [
+    "proposed_instruction",
+    "The improved instructions for the language model",
+    "Proposed Instruction:"
+   ],
+   [
+    "proposed_prefix_for_output_field",
+    "The string at the end of the prompt, which will help the model start solving the task",
+    "Proposed Prefix For Output Field:"
+   ]
+  ]
+ }
+}"#;
+
+#[test]
+fn proposer_signatures_equal_dspys() {
+    let expected: Value = serde_json::from_str(DSPY_SIGNATURES).unwrap();
+    let ours = [
+        ("DescribeProgram", propose::describe_program()),
+        ("DescribeModule", propose::describe_module()),
+        (
+            "GenerateSingleModuleInstruction",
+            propose::generate_single_module_instruction(true, true, true, true),
+        ),
+        ("ObservationSummarizer", propose::observation_summarizer()),
+        ("DatasetDescriptor", propose::dataset_descriptor()),
+        (
+            "DatasetDescriptorWithPriorObservations",
+            propose::dataset_descriptor_with_prior_observations(),
+        ),
+        (
+            "BasicGenerateInstruction",
+            propose::basic_generate_instruction(),
+        ),
+        (
+            "GenerateInstructionGivenAttempts",
+            propose::generate_instruction_given_attempts(),
+        ),
+    ];
+    for (name, sig) in ours {
+        assert_eq!(propose::describe(&sig), expected[name], "{name}");
+    }
+    let tips: Vec<&str> = propose::TIPS.iter().map(|t| t.0).collect();
+    assert_eq!(
+        tips,
+        [
+            "none",
+            "creative",
+            "simple",
+            "description",
+            "high_stakes",
+            "persona"
+        ]
+    );
+}
+
+/// The `[[ ## x ## ]]` output fields a ChatAdapter prompt asks for.
+fn requested_outputs(req: &LmRequest) -> Vec<String> {
+    let user = &req.messages.last().unwrap().content;
+    let tail = user
+        .rsplit("Respond with the corresponding output fields")
+        .next()
+        .unwrap();
+    tail.split("`[[ ## ")
+        .skip(1)
+        .filter_map(|p| p.split(" ## ]]`").next())
+        .filter(|f| *f != "completed")
+        .map(str::to_string)
+        .collect()
+}
+
+/// An LM whose QA answers are right only when the instruction holds
+/// "magic", and whose proposals come from `propose(request, k)` (k counts
+/// proposal choices).
+fn magic_lm(
+    propose: impl Fn(&LmRequest, usize) -> String + Send + Sync + 'static,
+) -> (Arc<Lm>, Arc<ScriptedLm>) {
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    scripted_lm(ScriptedLm::from_fn(move |req| {
+        let wanted = requested_outputs(req);
+        let mut out = serde_json::Map::new();
+        for f in &wanted {
+            let v = match f.as_str() {
+                "answer" => {
+                    let n = question_number(req);
+                    let system = req.messages[0].content.to_lowercase();
+                    if system.contains("magic") {
+                        format!("a{n}")
+                    } else {
+                        "nope".into()
+                    }
+                }
+                "proposed_instruction" => {
+                    let k = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    propose(req, k)
+                }
+                "proposed_prefix_for_output_field" => "Answer:".into(),
+                "observations"
+                    if req
+                        .messages
+                        .last()
+                        .unwrap()
+                        .content
+                        .contains("prior_observations") =>
+                {
+                    "COMPLETE".into()
+                }
+                "reasoning" => "Because.".into(),
+                other => format!("mock {other}"),
+            };
+            out.insert(f.clone(), Value::String(v));
+        }
+        Ok(chat::reply(&out))
+    }))
+}
+
+fn compile_with(
+    host: &Host,
+    name: &str,
+    config: Value,
+    data: &Data,
+    threads: usize,
+) -> dspy_rhai::Result<(dspy_rhai::optimize::Compiled, usize)> {
+    let cancel = AtomicBool::new(false);
+    let pipeline = host.pipeline();
+    let cx = compiler(host, &pipeline, threads, &cancel).with_source(ONE.to_string());
+    let opt = registry::build(name, &config)?;
+    let out = opt.compile(&cx, &ProgramState::default(), data)?;
+    Ok((out, cx.stats.speculative()))
+}
+
+#[test]
+fn copro_installs_the_best_candidate_and_keeps_its_attempts() {
+    // Round 0 proposals: choice 1 holds the magic word; later rounds never do.
+    let (lm, backend) = magic_lm(|_, k| {
+        if k == 1 {
+            "Use the magic word.".into()
+        } else {
+            format!("Instruction {k}.")
+        }
+    });
+    let host = host_with(ONE, Some(lm.clone()));
+    let data = Data::train(trainset(4));
+    let config = json!({"breadth": 3, "depth": 2, "init_temperature": 1.0, "track_stats": true});
+    let (out, _) = compile_with(&host, "copro", config, &data, 4).unwrap();
+    let qa = out.state.get("qa").unwrap();
+    assert_eq!(qa.instructions.as_deref(), Some("Use the magic word."));
+    assert_eq!(out.metadata["best_score"], json!(100.0));
+    let attempts = out.metadata["attempts"].as_array().unwrap();
+    // 3 candidates at depth 0 (2 proposed + the original), 3 more at depth 1.
+    assert_eq!(attempts.len(), 6, "{attempts:?}");
+    assert!(out.metadata["results_latest"].is_array());
+    // Proposals go through the ordinary predictor path: DSPy's prompt, n
+    // completions at the temperature, recorded in the LM's history.
+    let requests = backend.requests();
+    let basic = requests
+        .iter()
+        .find(|r| {
+            r.messages[0]
+                .content
+                .contains("I will give you a ``signature`` of fields")
+        })
+        .expect("BasicGenerateInstruction was called");
+    assert_eq!(basic.n, 2);
+    assert!(requests.iter().any(|r| r
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .contains("Resulting Score #")));
+    assert_eq!(lm.history().len(), requests.len());
+}
+
+fn mipro_config(threads_independent: bool) -> Value {
+    let _ = threads_independent;
+    json!({
+        "auto": null, "num_candidates": 4, "num_trials": 8,
+        "max_bootstrapped_demos": 2, "max_labeled_demos": 2,
+        "minibatch_size": 5, "minibatch_full_eval_steps": 2,
+        "parallel_trials": 3, "seed": 3,
+    })
+}
+
+#[test]
+fn mipro_v2_installs_the_best_instruction_in_zero_shot_mode() {
+    let (lm, backend) =
+        magic_lm(|req, _| format!("Use the magic word ({}).", req.rollout_id.unwrap_or(0)));
+    let host = host_with(ONE, Some(lm));
+    let data = Data {
+        valset: Some(trainset(6)),
+        ..Data::train(trainset(6))
+    };
+    let config = json!({
+        "auto": null, "num_candidates": 4, "num_trials": 6,
+        "max_bootstrapped_demos": 0, "max_labeled_demos": 0, "minibatch": false,
+    });
+    let (out, _) = compile_with(&host, "mipro_v2", config, &data, 4).unwrap();
+    let qa = out.state.get("qa").unwrap();
+    assert!(
+        qa.instructions.as_deref().unwrap_or("").contains("magic"),
+        "{qa:?}"
+    );
+    assert!(qa.demos.is_empty(), "zero-shot mode installs no demos");
+    assert_eq!(out.metadata["best_score"], json!(100.0));
+    assert_eq!(out.metadata["default_score"], json!(0.0));
+    let candidates = out.metadata["instruction_candidates"][0]
+        .as_array()
+        .unwrap();
+    assert_eq!(candidates.len(), 4);
+    assert_eq!(
+        candidates[0],
+        json!("Given the fields `question`, produce the fields `answer`.")
+    );
+    // 1 default + 6 trials, each a full evaluation without minibatches.
+    assert_eq!(out.metadata["trials"].as_array().unwrap().len(), 7);
+    // The proposer saw the Rhai source and a dataset summary.
+    let requests = backend.requests();
+    let generate = requests
+        .iter()
+        .find(|r| r.messages[0].content.contains("generate a new instruction"))
+        .unwrap();
+    let user = &generate.messages.last().unwrap().content;
+    assert!(user.contains("fn forward(question)"), "{user}");
+    assert!(user.contains("[[ ## dataset_description ## ]]"), "{user}");
+}
+
+#[test]
+fn mipro_v2_gives_the_same_program_whatever_the_thread_count() {
+    let run = |threads: usize| {
+        let (lm, _) = magic_lm(|req, _| {
+            let id = req.rollout_id.unwrap_or(0);
+            if id % 2 == 0 {
+                format!("Use the magic word ({id}).")
+            } else {
+                format!("Be plain ({id}).")
+            }
+        });
+        let host = host_with(ONE, Some(lm));
+        let data = Data {
+            valset: Some(trainset(10)),
+            ..Data::train(trainset(10))
+        };
+        let (out, _) = compile_with(&host, "mipro-v2", mipro_config(true), &data, threads).unwrap();
+        (out.state, out.metadata["trials"].clone())
+    };
+    let (one, trials) = run(1);
+    assert_eq!(run(6), (one.clone(), trials.clone()));
+    // 1 default, 8 minibatch trials, 4 full evaluations (every 2 trials).
+    let full = trials
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["full_eval"] == json!(true))
+        .count();
+    assert_eq!(full, 5, "{trials}");
+}
+
+#[test]
+fn unknown_config_keys_suggest_the_right_name() {
+    let err = registry::build("copro", &json!({"bredth": 4}))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("unknown key `bredth` for copro; did you mean `breadth`?"),
+        "{err}"
+    );
+    let err = registry::build("mipro-v2", &json!({"minibatch_sise": 4}))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("did you mean `minibatch_size`?"),
+        "{err}"
+    );
+    let err = registry::build("mipro-v2", &json!({"auto": "huge"})).map(|_| ());
+    assert!(err.is_ok(), "auto is checked when compiling");
+    let (lm, _) = magic_lm(|_, _| String::new());
+    let host = host_with(ONE, Some(lm));
+    let mut scope = rhai::Scope::new();
+    let err = host
+        .eval_interactive(
+            &mut scope,
+            r#"compile("mipro_v2", [Example(#{question: "q1", answer: "a1"}, ["question"])], #{ num_candidatez: 3 })"#,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean `num_candidates`?"), "{err}");
+}
+
+#[test]
+fn labeled_demos_are_drawn_per_predictor_from_the_full_pool_like_dspy() {
+    const TWO: &str = r#"
+        let a = Predict("question -> answer");
+        let b = Predict("question -> answer");
+        fn forward(question) { b.call(a.call(question).answer) }
+        fn metric(example, pred, trace) { true }
+    "#;
+    let host = host_with(TWO, None);
+    let cancel = AtomicBool::new(false);
+    let config = BootstrapConfig {
+        max_bootstrapped_demos: 0,
+        max_labeled_demos: 3,
+        ..BootstrapConfig::default()
+    };
+    let out = bootstrap_few_shot(
+        &compiler(&host, &host.pipeline(), 2, &cancel),
+        &ProgramState::default(),
+        &trainset(10),
+        &config,
+        None,
+    )
+    .unwrap();
+    let q = |name| -> Vec<String> {
+        demo_questions(&out.state, name)
+            .into_iter()
+            .map(|d| d.0)
+            .collect()
+    };
+    // CPython: v = q0..q9; Random(0).shuffle(v); r = Random(0);
+    // r.sample(v, 3), r.sample(v, 3) → [q2, q6, q7], [q3, q9, q0].
+    assert_eq!(q("a"), ["q2", "q6", "q7"]);
+    assert_eq!(q("b"), ["q3", "q9", "q0"]);
+}
+
+/// An LM that counts requests in flight (the in-process mock's concurrency
+/// counter) and answers `aN`.
+fn counting_lm() -> (
+    Arc<Lm>,
+    Arc<ScriptedLm>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n, p) = (now.clone(), peak.clone());
+    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(move |req| {
+        let inflight = n.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(inflight, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        n.fetch_sub(1, Ordering::SeqCst);
+        let k = question_number(req);
+        let answer = if k % 3 == 1 {
+            "nope".to_string()
+        } else {
+            format!("a{k}")
+        };
+        Ok(chat::reply(&fields(json!({ "answer": answer }))))
+    }));
+    (lm, backend, peak)
+}
+
+#[test]
+fn threads_bound_requests_in_flight_in_every_phase() {
+    for threads in [1, 3] {
+        let (lm, backend, peak) = counting_lm();
+        let host = host_with(ONE, Some(lm));
+        let data = Data {
+            valset: Some(trainset(12)),
+            ..Data::train(trainset(12))
+        };
+        let config = json!({"num_candidate_programs": 4, "max_bootstrapped_demos": 2});
+        compile_with(&host, "random-search", config, &data, threads).unwrap();
+        assert!(backend.requests().len() > 40);
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            peak <= threads,
+            "{peak} requests in flight with --threads {threads}"
+        );
+    }
+}
+
+#[test]
+fn speculation_zero_makes_exactly_the_sequential_calls() {
+    for threads in [2, 8] {
+        let (lm, backend, _) = counting_lm();
+        let host = host_with(ONE, Some(lm));
+        let cancel = AtomicBool::new(false);
+        let pipeline = host.pipeline();
+        let config = BootstrapConfig {
+            max_bootstrapped_demos: 3,
+            max_labeled_demos: 3,
+            ..BootstrapConfig::default()
+        };
+        let exact = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(0));
+        let out = bootstrap_few_shot(
+            &exact,
+            &ProgramState::default(),
+            &trainset(12),
+            &config,
+            None,
+        )
+        .unwrap();
+        // q1 fails: the sequential loop tries q0..q3 for 3 successes.
+        assert_eq!((out.attempts, out.bootstrapped), (4, 3));
+        assert_eq!(backend.requests().len(), 4);
+        assert_eq!(exact.stats.speculative(), 0);
+
+        let (lm, backend, _) = counting_lm();
+        let host = host_with(ONE, Some(lm));
+        let pipeline = host.pipeline();
+        let wide = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(4));
+        let out = bootstrap_few_shot(
+            &wide,
+            &ProgramState::default(),
+            &trainset(12),
+            &config,
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.attempts, 4);
+        // Every extra request is counted as speculative.
+        assert_eq!(backend.requests().len(), 4 + wide.stats.speculative());
+    }
+}
+
+#[test]
+fn instructions_round_trip_through_save_and_load() {
+    let host = host_with(ONE, None);
+    let predictors = host.predictors();
+    let mut state = ProgramState::default();
+    state.set(
+        "qa",
+        dspy_rhai::predict::PredictorState {
+            demos: vec![dspy_rhai::predict::Demo::labeled(fields(
+                json!({"question": "q1", "answer": "a1"}),
+            ))],
+            instructions: Some("Use the magic word.".into()),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.json");
+    Program::fixed(state.clone())
+        .save(&path, &predictors)
+        .unwrap();
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        saved["qa"]["signature"]["instructions"],
+        "Use the magic word."
+    );
+    assert_eq!(Program::load(&path, &predictors).unwrap().state, state);
+}
+
+#[test]
+fn a_mipro_program_saved_by_dspy_loads() {
+    // DSPy 3.4.1: a module with `self.qa = dspy.ChainOfThought("question -> answer")`
+    // whose instructions and demos MIPROv2 set, then `program.save(...)`.
+    const SAVED: &str = r#"{"qa.predict": {"traces": [], "train": [], "demos": [{"question": "q1", "reasoning": "r1", "answer": "a1", "augmented": true}, {"question": "q2", "answer": "a2"}], "signature": {"instructions": "Answer the question using the magic word.", "fields": [{"prefix": "Question:", "description": "${question}"}, {"prefix": "Reasoning:", "description": "${reasoning}"}, {"prefix": "Answer:", "description": "${answer}"}]}, "lm": null}, "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.4.1", "cloudpickle": "3.1"}}}"#;
+    let host = host_with(
+        r#"let qa = ChainOfThought("question -> answer");
+           fn forward(question) { qa.call(question) }"#,
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dspy.json");
+    std::fs::write(&path, SAVED).unwrap();
+    let program = Program::load(&path, &host.predictors()).unwrap();
+    let qa = program.state.get("qa").unwrap();
+    assert_eq!(
+        qa.instructions.as_deref(),
+        Some("Answer the question using the magic word.")
+    );
+    assert_eq!(qa.demos.len(), 2);
+    assert!(qa.demos[0].augmented && !qa.demos[1].augmented);
+}
+
+#[test]
+fn malformed_saved_programs_are_errors_naming_the_field() {
+    let host = host_with(ONE, None);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    let check = |text: Value, field: &str| {
+        std::fs::write(&path, text.to_string()).unwrap();
+        let err = Program::load(&path, &host.predictors())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{err} should name {field}");
+    };
+    let entry =
+        |demos: Value| json!({"demos": demos, "signature": {"instructions": "x"}, "lm": null});
+    check(
+        json!({"qa": entry(json!("notalist"))}),
+        "`demos` is not a list",
+    );
+    check(
+        json!({"qa": entry(json!([1]))}),
+        "`demos[0]` is not an object",
+    );
+    check(
+        json!({"qa": {"demos": [], "signature": {"instructions": 3}}}),
+        "`signature.instructions` is not a string",
+    );
+    check(
+        json!({"qa": entry(json!([])), "metadata": {"dspy_rhai": {"ensemble": "x"}}}),
+        "`metadata.dspy_rhai.ensemble` is not a list",
+    );
+    check(
+        json!({"qa": entry(json!([])), "metadata": {"dspy_rhai": {"ensemble": [{"qa": entry(json!("no"))}]}}}),
+        "`metadata.dspy_rhai.ensemble[0]`",
+    );
+    check(
+        json!({"qa": entry(json!([])), "metadata": {"dspy_rhai": {"knn": {"k": "three", "trainset": []}}}}),
+        "`metadata.dspy_rhai.knn.k`",
+    );
+}
+
+#[test]
+fn load_program_runs_knn_and_ensemble_programs_as_run_load_does() {
+    let (lm, backend) = answering_lm(&[]);
+    let host = host_with(ONE, Some(lm));
+    let dir = tempfile::tempdir().unwrap();
+    let knn = dir.path().join("knn.json");
+    let mut knn_program = Program::fixed(ProgramState::default());
+    knn_program.mode = dspy_rhai::optimize::Mode::Knn {
+        k: 1,
+        trainset: trainset(5),
+        bootstrap: None,
+    };
+    knn_program.save(&knn, &host.predictors()).unwrap();
+    let mut scope = rhai::Scope::new();
+    let path = knn.display().to_string().replace('\\', "/");
+    let out = host
+        .eval_interactive(
+            &mut scope,
+            &format!(r#"let p = load_program("{path}"); p.run(#{{ question: "q3" }})"#),
+        )
+        .unwrap();
+    assert_eq!(dspy_rhai::host::convert::to_json(&out)["answer"], "a3");
+    // The nearest trainset example (q3 itself) was shown as a demo.
+    let sent = backend.requests().last().unwrap().messages.clone();
+    assert!(sent.len() > 2, "a demo was sent: {sent:?}");
+    assert!(sent[1].content.contains("q3"));
+
+    // An ensemble of two programs: two runs per call, majority answer.
+    let before = backend.requests().len();
+    let ens = dir.path().join("ens.json");
+    let mut ensemble = Program::fixed(ProgramState::default());
+    ensemble.mode = dspy_rhai::optimize::Mode::Ensemble {
+        members: vec![ProgramState::default(), ProgramState::default()],
+    };
+    ensemble.save(&ens, &host.predictors()).unwrap();
+    let path = ens.display().to_string().replace('\\', "/");
+    let out = host
+        .eval_interactive(
+            &mut scope,
+            &format!(r#"let e = load_program("{path}"); e.run(#{{ question: "q2" }})"#),
+        )
+        .unwrap();
+    assert_eq!(dspy_rhai::host::convert::to_json(&out)["answer"], "a2");
+    assert_eq!(backend.requests().len() - before, 2);
+    let shown = host
+        .eval_interactive(&mut scope, "e.to_string()")
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("ensemble of 2"), "{shown}");
+}
+
+#[test]
+fn copro_and_mipro_compile_from_scripts() {
+    let (lm, _) =
+        magic_lm(|req, k| format!("Use the magic word ({}, {k}).", req.rollout_id.unwrap_or(0)));
+    let host = host_with(ONE, Some(lm));
+    let mut scope = rhai::Scope::new();
+    let out = host
+        .eval_interactive(
+            &mut scope,
+            r#"
+            let trainset = [];
+            for i in 0..6 { trainset.push(Example(#{ question: `q${i}`, answer: `a${i}` }, ["question"])); }
+            let c = compile("copro", trainset, #{ breadth: 2, depth: 1 });
+            let m = compile("mipro_v2", trainset, #{ valset: trainset, auto: (), num_candidates: 3,
+                num_trials: 3, max_bootstrapped_demos: 0, max_labeled_demos: 0, minibatch: false });
+            [c.metadata.optimizer, c.metadata.result.best_score, m.metadata.optimizer, m.metadata.result.best_score]
+            "#,
+        )
+        .unwrap();
+    assert_eq!(
+        dspy_rhai::host::convert::to_json(&out),
+        json!(["copro", 100.0, "mipro-v2", 100.0])
     );
 }

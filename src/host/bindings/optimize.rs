@@ -7,7 +7,7 @@
 //! use_program(compiled);              // later calls use the demos and instructions
 //! save_program(compiled, "program.json");
 //! let p = load_program("program.json");  // installs a saved program
-//! p.call(#{ question: "..." })        // runs it as `run --load` does (KNN, ensemble)
+//! p.run(#{ question: "..." })         // runs it as `run --load` does (KNN, ensemble)
 //! ```
 //!
 //! Option keys besides the optimizer's own (DSPy's parameter names, see
@@ -170,7 +170,7 @@ fn call_program(
 }
 
 /// Registers `compile`, `use_program`, `save_program`, `load_program`
-/// and the program methods `call` and `metadata`.
+/// and the program methods `run` and `metadata`.
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine
         .register_type_with_name::<CompiledProgram>("Program")
@@ -195,7 +195,7 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     );
     let s = shared.clone();
     engine.register_fn(
-        "call",
+        "run",
         move |ctx: NativeCallContext, p: &mut CompiledProgram, inputs: Map| {
             call_program(&s, &ctx, p, inputs)
         },
