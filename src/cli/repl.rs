@@ -24,7 +24,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .host
         .load(args.script.as_deref(), args.load.as_deref(), false)?;
     if !matches!(program.mode, crate::optimize::Mode::Fixed) {
-        let path = args.load.as_deref().unwrap_or(std::path::Path::new("program.json"));
+        let path = args
+            .load
+            .as_deref()
+            .unwrap_or(std::path::Path::new("program.json"));
         eprintln!(
             "note: {} — plain calls use its fixed demos; run it as `run --load` does with \
              `let p = load_program(\"{}\"); p.run(#{{ ... }})`",

@@ -287,21 +287,45 @@ impl Stats {
     }
 }
 
-/// A short name for an error's kind, for counts in summaries: `lm`
-/// (transport/HTTP), `no-lm`, `parse`, `script`, `data`, `io`, `retrieve`,
-/// `config`, `interrupted`.
+/// A short name for an error's kind, for counts in summaries: `no-lm`,
+/// `lm` (transport, HTTP, timeouts), `parse`, `script`, `data`, `io`,
+/// `retrieve`, `config`, `interrupted`. An LM or parse error raised inside
+/// a script reaches the host as a script error carrying the original text;
+/// it is counted by that text.
 pub fn error_kind(e: &Error) -> &'static str {
     use crate::lm::LmError;
     match e {
         Error::Lm(LmError::NotConfigured) => "no-lm",
         Error::Lm(_) => "lm",
         Error::Parse(_) => "parse",
-        Error::Script(_) => "script",
+        Error::Script(text) => script_error_kind(text),
         Error::Data { .. } => "data",
         Error::Io { .. } => "io",
         Error::Retrieve(_) => "retrieve",
         Error::Config(_) | Error::Signature(_) => "config",
         Error::Interrupted => "interrupted",
+    }
+}
+
+/// The kind of the error a script error wraps, from the messages of
+/// [`crate::lm::LmError`] and the adapters' parse error.
+fn script_error_kind(text: &str) -> &'static str {
+    const LM: [&str; 6] = [
+        "could not connect to the LM server",
+        "LM server returned HTTP",
+        "LM request timed out",
+        "LM call failed after",
+        "LM server sent a malformed response",
+        "invalid LM configuration",
+    ];
+    if text.contains("no LM is configured") {
+        "no-lm"
+    } else if LM.iter().any(|m| text.contains(m)) {
+        "lm"
+    } else if text.contains("could not parse the LM response") {
+        "parse"
+    } else {
+        "script"
     }
 }
 

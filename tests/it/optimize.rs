@@ -1432,3 +1432,183 @@ fn copro_and_mipro_compile_from_scripts() {
         json!(["copro", 100.0, "mipro-v2", 100.0])
     );
 }
+
+// ---- `dspy-rhai compile` as a thin adapter over the registry ----
+
+fn qa_files(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("train.jsonl");
+    let lines: Vec<String> = (0..n)
+        .map(|i| json!({"question": format!("q{i}"), "answer": format!("a{i}")}).to_string())
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn compile_fails_clearly_without_a_reachable_lm_and_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = qa_files(dir.path(), 4);
+    let out = dir.path().join("p.json");
+    let base = |extra: &[&str]| {
+        let mut cmd = crate::common::cli();
+        cmd.args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "bootstrap",
+            "--train",
+        ])
+        .arg(&train)
+        .arg("--out")
+        .arg(&out)
+        .args(extra);
+        cmd.output().unwrap()
+    };
+    // No LM configured: the error comes before the first example.
+    let r = base(&[]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr_of(&r).contains("no LM is configured"),
+        "{}",
+        stderr_of(&r)
+    );
+    // An unreachable LM: every example errors; the first error and the
+    // count by kind are printed, nothing is saved, exit 1.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("http://127.0.0.1:{port}/v1");
+    let r = base(&[
+        "--lm",
+        "openai/x",
+        "--api-base",
+        &api,
+        "--max-retries",
+        "0",
+        "--no-cache",
+    ]);
+    let err = stderr_of(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("4 errors (lm: 4)"), "{err}");
+    assert!(err.contains("bootstrap produced no traces"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn compile_names_typos_in_optimizers_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = qa_files(dir.path(), 2);
+    let run = |args: &[&str]| {
+        let r = crate::common::cli()
+            .args(["compile", "scripts/qa.rhai", "--train"])
+            .arg(&train)
+            .args(args)
+            .output()
+            .unwrap();
+        (r.status.code(), stderr_of(&r))
+    };
+    let (code, err) = run(&["--optimizer", "copro", "--set", "bredth=3"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("did you mean `breadth`?"), "{err}");
+    let (code, err) = run(&["--optimizer", "mipro"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("did you mean `mipro-v2`?"), "{err}");
+    let (code, err) = run(&["--optimizer", "labeled", "--max-bootstrapped-demos", "2"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown key `max_bootstrapped_demos` for labeled"),
+        "{err}"
+    );
+}
+
+#[test]
+fn compile_copro_end_to_end_saves_instructions_and_attempts() {
+    use dspy_rhai::testing::{MockReply, MockServer};
+    let server = MockServer::start(|req| {
+        let user = req.last_user_message().unwrap_or("").to_string();
+        let system = req
+            .message_texts()
+            .first()
+            .map(|s| s.to_lowercase())
+            .unwrap_or_default();
+        let tail = user
+            .rsplit("Respond with the corresponding output fields")
+            .next()
+            .unwrap();
+        let wanted: Vec<&str> = tail
+            .split("`[[ ## ")
+            .skip(1)
+            .filter_map(|p| p.split(" ## ]]`").next())
+            .filter(|f| *f != "completed")
+            .collect();
+        let reply = |k: usize| {
+            wanted
+                .iter()
+                .map(|f| {
+                    let v = match *f {
+                        "answer" if system.contains("magic") => {
+                            crate::common::question_of(&user).replace('q', "a")
+                        }
+                        "answer" => "nope".to_string(),
+                        "proposed_instruction" if k == 0 => "Say the magic answer.".to_string(),
+                        "proposed_instruction" => format!("Plain instruction {k}."),
+                        _ => "Answer:".to_string(),
+                    };
+                    format!("[[ ## {f} ## ]]\n{v}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n")
+                + "\n\n[[ ## completed ## ]]"
+        };
+        MockReply::choices((0..req.n()).map(reply))
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let train = qa_files(dir.path(), 4);
+    let out = dir.path().join("copro.json");
+    let r = crate::common::cli()
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "copro",
+            "--set",
+            "breadth=3",
+        ])
+        .args([
+            "--set",
+            "depth=2",
+            "--set",
+            "init_temperature=1.0",
+            "--no-cache",
+        ])
+        .args([
+            "--lm",
+            "openai/x",
+            "--api-base",
+            &server.base_url(),
+            "--train",
+        ])
+        .arg(&train)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", stderr_of(&r));
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        saved["answer"]["signature"]["instructions"],
+        "Say the magic answer."
+    );
+    let ours = &saved["metadata"]["dspy_rhai"];
+    assert_eq!(ours["optimizer"], "copro");
+    assert_eq!(ours["config"]["breadth"], 3);
+    assert_eq!(ours["result"]["best_score"], json!(100.0));
+    assert!(ours["result"]["attempts"].as_array().unwrap().len() >= 3);
+}
