@@ -401,6 +401,9 @@ impl MiproV2 {
     }
 }
 
+/// A choice per predictor: (instruction index, demo-set index).
+type Params = Vec<(usize, usize)>;
+
 /// The search state shared by trials.
 struct Search<'a, 'c> {
     cx: &'a Compiler<'c>,
@@ -533,7 +536,7 @@ impl Search<'_, '_> {
         }];
         let mut best = (default.clone(), default_score);
         // Minibatch scores per combination, and combinations already fully evaluated.
-        let mut by_combo: Vec<(Vec<(usize, usize)>, Vec<f64>)> = Vec::new();
+        let mut by_combo: Vec<(Params, Vec<f64>)> = Vec::new();
         let mut full_done: Vec<Vec<(usize, usize)>> = vec![default.clone()];
         let mut minibatch_trials = 0;
         let mut full_evals_due = 0;

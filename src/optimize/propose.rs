@@ -490,6 +490,7 @@ struct Job {
 /// `demo_candidates[p][s]` is predictor `p`'s demo set `s`; `history[p]`
 /// holds earlier (instruction, score) pairs. Index 0 of each list is
 /// replaced by the predictor's current instruction, as MIPROv2 does.
+#[allow(clippy::too_many_arguments)]
 pub fn propose_instructions(
     cx: &Compiler,
     config: &ProposerConfig,
