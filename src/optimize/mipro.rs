@@ -184,6 +184,13 @@ impl Optimizer for MiproV2 {
         if trainset.is_empty() {
             return Err(Error::Config("mipro-v2: the trainset is empty".into()));
         }
+        if c.auto.is_some() && (c.num_candidates.is_some() || c.num_trials.is_some()) {
+            return Err(Error::Config(
+                "mipro-v2: with `auto` set, num_candidates and num_trials come from it; \
+                 set auto to null to give them yourself (as DSPy requires)"
+                    .into(),
+            ));
+        }
         let zeroshot = c.max_bootstrapped_demos == 0 && c.max_labeled_demos == 0;
         let mut rng = PyRandom::from_u64(c.seed);
         let (num_trials, valset, minibatch, n_instr, n_demo) = match c.auto.as_deref() {
@@ -633,5 +640,34 @@ impl Search<'_, '_> {
             default_score,
             trials,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_presets_use_dspys_numbers() {
+        assert_eq!(auto_settings("light"), Some((6, 100)));
+        assert_eq!(auto_settings("medium"), Some((12, 300)));
+        assert_eq!(auto_settings("heavy"), Some((18, 1000)));
+        assert_eq!(auto_settings("huge"), None);
+        // DSPy 3.4.1 prints num_trials 10 for one predictor at light with demos.
+        assert_eq!(num_trials_for(1, false, 6), 10);
+        assert_eq!(num_trials_for(1, true, 6), 9);
+        assert_eq!(num_trials_for(2, false, 12), 28);
+    }
+
+    #[test]
+    fn defaults_are_dspys() {
+        let c: MiproConfig =
+            crate::optimize::config::parse("mipro-v2", &serde_json::json!({"num_trials": 3}))
+                .unwrap();
+        assert_eq!(c.auto.as_deref(), Some("light"));
+        assert_eq!(
+            (c.seed, c.minibatch_size, c.minibatch_full_eval_steps),
+            (9, 35, 5)
+        );
     }
 }
