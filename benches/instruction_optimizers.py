@@ -40,7 +40,7 @@ def main():
     ap.add_argument("--latency-ms", type=float, default=50)
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--keys", default="concise,exact,verify")
-    ap.add_argument("--optimizers", default="bootstrap,copro,mipro-v2,mipro-v2-seq")
+    ap.add_argument("--optimizers", default="bootstrap,bootstrap-spec0,copro,mipro-v2,mipro-v2-seq,mipro-v2-spec0")
     ap.add_argument("--skip-python", action="store_true")
     ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "instruction_bench.json"))
     args = ap.parse_args()
@@ -76,6 +76,8 @@ def main():
     print(f"dspy-rhai zero-shot dev {results['rhai']['zero_shot_dev']:.1f}", flush=True)
     configs = {
         "bootstrap": ["--optimizer", "bootstrap"],
+        "bootstrap-spec0": ["--optimizer", "bootstrap", "--speculation", "0"],
+        "mipro-v2-spec0": ["--optimizer", "mipro-v2", "--auto", "light", "--seed", "0", "--speculation", "0"],
         "copro": ["--optimizer", "copro", "--set", "breadth=6", "--set", "depth=3",
                   "--set", "init_temperature=1.0"],
         "mipro-v2": ["--optimizer", "mipro-v2", "--auto", "light", "--seed", "0"],

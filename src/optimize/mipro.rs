@@ -17,20 +17,18 @@
 //! trial count. The batch size is a setting, not the thread count, so one
 //! seed gives one program whatever `--threads` is.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::propose::{propose_instructions, ProposerConfig};
 use super::tpe::Tpe;
 use super::{
-    bootstrap_few_shot, error_kind, labeled_few_shot, BootstrapConfig, Compiled, Compiler, Data,
-    Mode, Optimizer,
+    bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiled, Compiler, Data, Mode,
+    Optimizer,
 };
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
-use crate::predict::{Demo, ProgramState, RunContext};
+use crate::predict::{Demo, ProgramState};
 
 /// Demos DSPy bootstraps for the proposer in zero-shot mode.
 const BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT: usize = 3;
@@ -480,42 +478,10 @@ impl Search<'_, '_> {
     /// Scores each (state, example rows) pair in one pool; returns mean
     /// scores in percent.
     fn score(&self, jobs: &[(ProgramState, Vec<usize>)], phase: &str) -> Result<Vec<f64>> {
-        let cx = self.cx;
-        let ctxs: Vec<RunContext> = jobs
+        let scores = self.cx.score_rows(jobs, self.valset, phase)?;
+        Ok(scores
             .iter()
-            .map(|(s, _)| RunContext {
-                state: Arc::new(s.clone()),
-                ..cx.ctx.clone()
-            })
-            .collect();
-        let pairs: Vec<(usize, usize)> = jobs
-            .iter()
-            .enumerate()
-            .flat_map(|(j, (_, rows))| rows.iter().map(move |&r| (j, r)))
-            .collect();
-        let total = pairs.len();
-        let mut sums = vec![0.0; jobs.len()];
-        let mut done = 0;
-        let job = |k: usize| -> std::result::Result<f64, Error> {
-            let (j, r) = pairs[k];
-            let example = &self.valset[r];
-            let pred = cx.run(&example.inputs(), &ctxs[j])?;
-            cx.metric.score(cx.pipeline, example, &pred, None, &ctxs[j])
-        };
-        crate::parallel::run_indexed(total, cx.threads, &[cx.cancel], job, |k, r| {
-            done += 1;
-            match r {
-                Ok(s) => sums[pairs[k].0] += s,
-                Err(e) => cx.stats.error(error_kind(&e), &e.to_string()),
-            }
-            cx.progress(phase, done, total, String::new());
-            true
-        });
-        cx.check_cancel()?;
-        Ok(jobs
-            .iter()
-            .zip(sums)
-            .map(|((_, rows), s)| 100.0 * s / rows.len().max(1) as f64)
+            .map(|s| 100.0 * s.iter().sum::<f64>() / s.len().max(1) as f64)
             .collect())
     }
 

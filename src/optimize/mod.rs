@@ -462,6 +462,57 @@ impl<'a> Compiler<'a> {
         (self.observer)(&Event::note(phase, line));
     }
 
+    /// Scores program states on rows of `examples`, all in one pool of
+    /// `threads` (inside the budget): `jobs[j] = (state, rows)` runs `state`
+    /// on `examples[r]` for each `r` in `rows`. Returns, per job, the
+    /// metric's score per row in `rows` order (0 for a run or metric that
+    /// errored; errors are counted in [`Compiler::stats`]). Used for
+    /// minibatch and full evaluations (MIPROv2; GEPA and SIMBA can too).
+    ///
+    /// # Errors
+    /// [`Error::Interrupted`] after Ctrl-C.
+    pub fn score_rows(
+        &self,
+        jobs: &[(ProgramState, Vec<usize>)],
+        examples: &[Example],
+        phase: &str,
+    ) -> Result<Vec<Vec<f64>>> {
+        let ctxs: Vec<RunContext> = jobs
+            .iter()
+            .map(|(s, _)| RunContext {
+                state: Arc::new(s.clone()),
+                ..self.ctx.clone()
+            })
+            .collect();
+        let pairs: Vec<(usize, usize)> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, (_, rows))| (0..rows.len()).map(move |k| (j, k)))
+            .collect();
+        let total = pairs.len();
+        let mut scores: Vec<Vec<f64>> = jobs.iter().map(|(_, r)| vec![0.0; r.len()]).collect();
+        let mut done = 0;
+        let job = |i: usize| -> Result<f64> {
+            let (j, k) = pairs[i];
+            let example = &examples[jobs[j].1[k]];
+            let pred = self.run(&example.inputs(), &ctxs[j])?;
+            self.metric
+                .score(self.pipeline, example, &pred, None, &ctxs[j])
+        };
+        crate::parallel::run_indexed(total, self.threads, &[self.cancel], job, |i, r| {
+            done += 1;
+            let (j, k) = pairs[i];
+            match r {
+                Ok(s) => scores[j][k] = s,
+                Err(e) => self.stats.error(error_kind(&e), &e.to_string()),
+            }
+            self.progress(phase, done, total, String::new());
+            true
+        });
+        self.check_cancel()?;
+        Ok(scores)
+    }
+
     /// `Err(Interrupted)` once Ctrl-C was pressed.
     pub fn check_cancel(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
