@@ -168,6 +168,7 @@ impl Optimizer for Copro {
         let mut latest = all.clone();
         let mut evaluated: Vec<Vec<Attempt>> = vec![Vec::new(); names.len()];
         let mut current = student.clone();
+        let mut evaluations = 0;
         let mut stats_latest: Vec<Value> = Vec::new();
         let mut stats_best: Vec<Value> = Vec::new();
         let options = EvalOptions {
@@ -206,6 +207,7 @@ impl Optimizer for Copro {
                     },
                 );
                 cx.check_cancel()?;
+                evaluations += states.len();
                 let mut latest_scores = Vec::new();
                 for (i, ((cand, state), report)) in pool.iter().zip(states).zip(reports).enumerate()
                 {
@@ -319,15 +321,16 @@ impl Optimizer for Copro {
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
         let best = ranked[0];
         let summary = vec![format!(
-            "best candidate: {:.2}% ({} candidates scored, {} evaluations of {} examples)",
+            "best candidate: {:.2}% ({} distinct candidates, {} evaluations of {} examples)",
             best.score,
             ranked.len(),
-            ranked.len(),
+            evaluations,
             trainset.len()
         )];
         let attempts: Vec<&Attempt> = ranked.clone();
         let mut metadata = json!({
             "best_score": best.score,
+            "evaluations": evaluations,
             "attempts": attempts,
         });
         if c.track_stats {

@@ -1024,8 +1024,7 @@ fn copro_installs_the_best_candidate_and_keeps_its_attempts() {
     assert_eq!(lm.history().len(), requests.len());
 }
 
-fn mipro_config(threads_independent: bool) -> Value {
-    let _ = threads_independent;
+fn mipro_config() -> Value {
     json!({
         "auto": null, "num_candidates": 4, "num_trials": 8,
         "max_bootstrapped_demos": 2, "max_labeled_demos": 2,
@@ -1093,7 +1092,7 @@ fn mipro_v2_gives_the_same_program_whatever_the_thread_count() {
             valset: Some(trainset(10)),
             ..Data::train(trainset(10))
         };
-        let (out, _) = compile_with(&host, "mipro-v2", mipro_config(true), &data, threads).unwrap();
+        let (out, _) = compile_with(&host, "mipro-v2", mipro_config(), &data, threads).unwrap();
         (out.state, out.metadata["trials"].clone())
     };
     let (one, trials) = run(1);
