@@ -23,19 +23,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (host, program) = args
         .host
         .load(args.script.as_deref(), args.load.as_deref(), false)?;
-    if !matches!(program.mode, crate::optimize::Mode::Fixed) {
-        let path = args
-            .load
-            .as_deref()
-            .unwrap_or(std::path::Path::new("program.json"));
+    let mut session = Session::new(host, args.host.lm.config());
+    if let (false, Some(path)) = (
+        matches!(program.mode, crate::optimize::Mode::Fixed),
+        args.load.as_deref(),
+    ) {
+        // KNN and ensemble programs run through `program.run(...)`, as `run --load` does.
+        let literal = serde_json::to_string(&path.display().to_string())?;
+        session.feed(
+            &format!("let program = load_program({literal});"),
+            &mut std::io::sink(),
+        );
         eprintln!(
-            "note: {} — plain calls use its fixed demos; run it as `run --load` does with \
-             `let p = load_program(\"{}\"); p.run(#{{ ... }})`",
-            program.summary(),
-            path.display()
+            "note: {} — `program.run(#{{ ... }})` runs it as `run --load` does; \
+             plain calls use its fixed demos",
+            program.summary()
         );
     }
     let history = dirs::data_dir().map(|d| d.join("dspy-rhai").join("repl_history"));
-    run_terminal(Session::new(host, args.host.lm.config()), history)?;
+    run_terminal(session, history)?;
     Ok(())
 }
