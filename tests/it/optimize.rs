@@ -1611,3 +1611,31 @@ fn compile_copro_end_to_end_saves_instructions_and_attempts() {
     assert_eq!(ours["result"]["best_score"], json!(100.0));
     assert!(ours["result"]["attempts"].as_array().unwrap().len() >= 3);
 }
+
+#[test]
+fn the_repl_runs_a_knn_program_as_run_load_does() {
+    let (lm, backend) = answering_lm(&[]);
+    let host = host_with(ONE, Some(lm));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("knn.json");
+    let mut program = Program::fixed(ProgramState::default());
+    program.mode = dspy_rhai::optimize::Mode::Knn {
+        k: 2,
+        trainset: trainset(6),
+        bootstrap: None,
+    };
+    program.save(&path, &host.predictors()).unwrap();
+    let mut session =
+        dspy_rhai::repl::Session::new(host, dspy_rhai::lm::config::LmConfig::default());
+    let mut out = Vec::new();
+    let literal = serde_json::to_string(&path.display().to_string()).unwrap();
+    // What `repl --load knn.json` binds, then what a person types.
+    session.feed(&format!("let program = load_program({literal});"), &mut out);
+    session.feed(r#"program.run(#{ question: "q4" })"#, &mut out);
+    let shown = String::from_utf8_lossy(&out);
+    assert!(shown.contains("a4"), "{shown}");
+    // The only BM25 neighbour (q4 itself) was shown as a demo pair.
+    let sent = backend.requests().last().unwrap().messages.clone();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(sent[1].content, "[[ ## question ## ]]\nq4");
+}
