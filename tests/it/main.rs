@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod data;
 mod evaluate;
+mod feedback;
 mod host;
 mod lm_client;
 mod metrics;
