@@ -27,7 +27,7 @@ mod merge;
 mod pareto;
 mod proposal;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
