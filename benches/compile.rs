@@ -20,7 +20,7 @@ use dspy_rhai::host::{Host, HostOptions, ScriptPipeline};
 use dspy_rhai::lm::config::LmConfig;
 use dspy_rhai::lm::Lm;
 use dspy_rhai::optimize::{
-    bootstrap_few_shot, random_search, BootstrapConfig, Compiler, Event, SearchConfig,
+    bootstrap_few_shot, random_search, BootstrapConfig, Compiler, SearchConfig,
 };
 use dspy_rhai::predict::{ProgramState, RunContext};
 
@@ -72,8 +72,6 @@ fn dev_score(s: &Setup, state: &ProgramState, dev: &[Example], threads: usize) -
     .score
 }
 
-fn quiet(_: &Event) {}
-
 /// An optimizer run over the bench script, answer_exact_match, on `threads`.
 fn compiler<'a>(
     pipeline: &'a ScriptPipeline<'a>,
@@ -81,15 +79,14 @@ fn compiler<'a>(
     threads: usize,
     cancel: &'a AtomicBool,
 ) -> Compiler<'a> {
-    Compiler {
+    Compiler::new(
         pipeline,
-        predictors: vec!["answer".into()],
-        ctx: (*s.host.session()).clone(),
-        metric: Metric::Builtin(metrics::builtin("answer_exact_match").unwrap()),
-        threads,
+        s.host.predictors(),
+        (*s.host.session()).clone(),
+        Metric::Builtin(metrics::builtin("answer_exact_match").unwrap()),
         cancel,
-        observer: &quiet,
-    }
+    )
+    .with_threads(threads)
 }
 
 fn main() {

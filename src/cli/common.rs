@@ -87,13 +87,13 @@ pub struct HostArgs {
 
 impl HostArgs {
     /// A host with Ctrl-C wired to it, `script` loaded and `program` (a
-    /// saved program of that script) installed; returns how the program runs.
+    /// saved program of that script) installed; returns the program.
     pub fn load(
         &self,
         script: Option<&std::path::Path>,
         program: Option<&std::path::Path>,
         print_to_stderr: bool,
-    ) -> anyhow::Result<(crate::host::Host, crate::optimize::program_file::Mode)> {
+    ) -> anyhow::Result<(crate::host::Host, crate::optimize::Program)> {
         use crate::host::{Host, HostOptions};
         use crate::predict::{ProgramState, RunContext};
         let options = HostOptions {
@@ -107,11 +107,15 @@ impl HostArgs {
         if let Some(script) = script {
             host.load_file(script)?;
         }
-        let mode = match program {
-            Some(path) => super::compile::install_program(&host, path)?,
-            None => crate::optimize::program_file::Mode::Fixed,
+        let program = match program {
+            Some(path) => {
+                let program = crate::optimize::Program::load(path, &host.predictors())?;
+                program.install(&host);
+                program
+            }
+            None => crate::optimize::Program::default(),
         };
-        Ok((host, mode))
+        Ok((host, program))
     }
 }
 

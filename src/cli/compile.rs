@@ -1,333 +1,317 @@
 //! `dspy-rhai compile`: compile a pipeline with an optimizer and save it.
+//!
+//! A thin adapter over [`crate::optimize::registry`]: it reads the data,
+//! turns flags into the optimizer's JSON config (`--config`, then the
+//! legacy flags, `--auto`, `--seed` and `--set key=value`), calls
+//! [`Optimizer::compile`](crate::optimize::Optimizer::compile), and saves
+//! the [`Program`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use serde_json::json;
+use anyhow::Context as _;
+use serde_json::{json, Map, Value};
 
-use crate::evaluate::Pipeline;
-use crate::host::Host;
-use crate::optimize::program_file::{self, Mode};
-use crate::optimize::{
-    bootstrap_few_shot, labeled_few_shot, random_search, BootstrapConfig, Compiler,
-    EnsembleProgram, Event, KnnProgram, SearchConfig,
-};
+use crate::optimize::config::parse_assignment;
+use crate::optimize::{registry, Compiler, Data, Event, Program};
 use crate::predict::ProgramState;
 
 use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
-
-/// The optimizers `compile` offers.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum OptimizerName {
-    /// LabeledFewShot: k labeled demos per predictor.
-    Labeled,
-    /// BootstrapFewShot: demos from traces that pass the metric.
-    Bootstrap,
-    /// BootstrapFewShotWithRandomSearch: best of many bootstrapped candidates.
-    RandomSearch,
-    /// KNNFewShot: per input, the k nearest trainset examples (BM25) as demos.
-    Knn,
-    /// Ensemble: saved programs (--members) voting by majority.
-    Ensemble,
-}
 
 /// Compile a pipeline against a trainset and a metric.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The pipeline script (.rhai).
     pub script: PathBuf,
-    /// Which optimizer to run.
-    #[arg(long, value_enum)]
-    pub optimizer: OptimizerName,
+    /// Which optimizer: labeled, bootstrap, random-search, knn, ensemble, copro, mipro-v2.
+    #[arg(long, value_name = "NAME")]
+    pub optimizer: String,
     /// Training examples (.jsonl, .json, .csv, optionally .gz).
     #[arg(long, value_name = "FILE", required_unless_present = "members")]
     pub train: Option<PathBuf>,
-    /// Ensemble: the saved programs (of this script) that vote.
-    #[arg(long, value_delimiter = ',', value_name = "A.json,B.json")]
-    pub members: Vec<PathBuf>,
-    /// Validation examples for random search (default: the trainset, as DSPy).
+    /// Validation examples (default: each optimizer's, usually the trainset as in DSPy).
     #[arg(long, value_name = "FILE")]
     pub val: Option<PathBuf>,
+    /// MIPROv2's preset: light, medium or heavy (the `auto` key).
+    #[arg(long, value_name = "LEVEL")]
+    pub auto: Option<String>,
+    /// An optimizer setting by DSPy's parameter name (repeatable): --set breadth=6
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Optimizer settings as a JSON object file (applied before --set).
+    #[arg(long, value_name = "OPT.json")]
+    pub config: Option<PathBuf>,
+    /// The model that writes instructions (DSPy's prompt_model); default: --lm.
+    #[arg(long, value_name = "MODEL")]
+    pub prompt_lm: Option<String>,
     /// Built-in metric name or script function; default: the script's `metric`.
     #[arg(long)]
     pub metric: Option<String>,
     /// Where to save the compiled program.
     #[arg(long, value_name = "FILE", default_value = "program.json")]
     pub out: PathBuf,
-    /// Worker threads.
+    /// Worker threads: the most LM requests in flight in every phase.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// Labeled demos per predictor (LabeledFewShot's k).
-    #[arg(long, default_value_t = 16)]
-    pub k: usize,
-    /// Bootstrapped demos per predictor.
-    #[arg(long, default_value_t = 4)]
-    pub max_bootstrapped_demos: usize,
-    /// Total demos per predictor (the rest labeled).
-    #[arg(long, default_value_t = 16)]
-    pub max_labeled_demos: usize,
-    /// Bootstrap attempts per example.
-    #[arg(long, default_value_t = 1)]
-    pub max_rounds: usize,
-    /// A trace counts when the metric is at least this.
-    #[arg(long)]
-    pub metric_threshold: Option<f64>,
-    /// Errors tolerated before the compile fails.
-    #[arg(long, default_value_t = 10)]
-    pub max_errors: usize,
-    /// Random-search candidates besides the three fixed ones.
-    #[arg(long, default_value_t = 16)]
-    pub num_candidates: usize,
-    /// Stop random search once a candidate scores at least this (percent).
-    #[arg(long)]
-    pub stop_at_score: Option<f64>,
-    /// KNN: bootstrap demos on each input's neighbours, as DSPy's KNNFewShot
-    /// does (extra LM calls per input, cached), instead of using them as labeled demos.
-    #[arg(long)]
-    pub knn_bootstrap: bool,
-    /// Random search: save the best N candidates as a majority-vote ensemble.
+    /// Speculative attempts beyond the sequential algorithm (bootstrap,
+    /// random search); 0 makes exactly the sequential algorithm's LM calls.
     #[arg(long, value_name = "N")]
-    pub ensemble: Option<usize>,
+    pub speculation: Option<usize>,
+    /// Ensemble: the saved programs (of this script) that vote.
+    #[arg(long, value_delimiter = ',', value_name = "A.json,B.json")]
+    pub members: Vec<PathBuf>,
     /// A compiled program to use as the bootstrap teacher.
     #[arg(long, value_name = "PROGRAM.json")]
     pub teacher: Option<PathBuf>,
+    #[command(flatten)]
+    pub legacy: LegacyFlags,
     #[command(flatten)]
     pub data_args: DataArgs,
     #[command(flatten)]
     pub host: HostArgs,
 }
 
-/// Loads a saved program and installs its state in the host's session;
-/// returns how it runs (fixed, KNN or ensemble).
-pub fn install_program(host: &Host, path: &Path) -> anyhow::Result<Mode> {
-    let loaded = program_file::load_full(path, &host.predictors())?;
-    host.set_state(loaded.state);
-    Ok(loaded.mode)
+/// Flags from before `--set`, kept as aliases of config keys.
+#[derive(Debug, clap::Args)]
+pub struct LegacyFlags {
+    /// Alias of --set k=N (labeled, knn).
+    #[arg(long, hide = true)]
+    pub k: Option<usize>,
+    /// Alias of --set max_bootstrapped_demos=N.
+    #[arg(long, hide = true)]
+    pub max_bootstrapped_demos: Option<usize>,
+    /// Alias of --set max_labeled_demos=N.
+    #[arg(long, hide = true)]
+    pub max_labeled_demos: Option<usize>,
+    /// Alias of --set max_rounds=N.
+    #[arg(long, hide = true)]
+    pub max_rounds: Option<usize>,
+    /// Alias of --set metric_threshold=X.
+    #[arg(long, hide = true)]
+    pub metric_threshold: Option<f64>,
+    /// Alias of --set max_errors=N.
+    #[arg(long, hide = true)]
+    pub max_errors: Option<usize>,
+    /// Alias of --set num_candidate_programs=N (random-search) or num_candidates=N.
+    #[arg(long, hide = true)]
+    pub num_candidates: Option<usize>,
+    /// Alias of --set stop_at_score=X.
+    #[arg(long, hide = true)]
+    pub stop_at_score: Option<f64>,
+    /// Alias of --set bootstrap=true (knn).
+    #[arg(long, hide = true)]
+    pub knn_bootstrap: bool,
+    /// Alias of --set ensemble=N (random-search).
+    #[arg(long, hide = true, value_name = "N")]
+    pub ensemble: Option<usize>,
 }
 
-/// The pipeline that runs a loaded program: the host itself, or a KNN or
-/// ensemble wrapper around it.
-pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pipeline + 'a>> {
-    let names = host.predictors().into_iter().map(|(n, _)| n).collect();
-    Ok(match mode {
-        Mode::Fixed => Box::new(host.pipeline()),
-        Mode::Knn {
-            k,
-            trainset,
-            bootstrap,
-        } => {
-            let knn = KnnProgram::new(host.pipeline(), names, trainset, k)?;
-            Box::new(match bootstrap {
-                Some(max) => knn.with_bootstrap(BootstrapConfig {
-                    max_bootstrapped_demos: max,
-                    ..BootstrapConfig::default()
-                }),
-                None => knn,
-            })
+impl LegacyFlags {
+    /// The keys these flags set, for optimizer `name`.
+    fn keys(&self, name: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        };
+        put("k", self.k.map(Value::from));
+        put(
+            "max_bootstrapped_demos",
+            self.max_bootstrapped_demos.map(Value::from),
+        );
+        put("max_labeled_demos", self.max_labeled_demos.map(Value::from));
+        put("max_rounds", self.max_rounds.map(Value::from));
+        put("metric_threshold", self.metric_threshold.map(Value::from));
+        put("max_errors", self.max_errors.map(Value::from));
+        let candidates = if name == "random-search" {
+            "num_candidate_programs"
+        } else {
+            "num_candidates"
+        };
+        put(candidates, self.num_candidates.map(Value::from));
+        put("stop_at_score", self.stop_at_score.map(Value::from));
+        put("bootstrap", self.knn_bootstrap.then_some(Value::Bool(true)));
+        put("ensemble", self.ensemble.map(Value::from));
+        m
+    }
+}
+
+impl Args {
+    /// The optimizer's JSON config from `--config`, the legacy flags,
+    /// `--auto`, `--seed` (when no other source set it) and `--set`.
+    fn optimizer_config(&self, name: &str) -> anyhow::Result<Value> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                match serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not valid JSON", path.display()))?
+                {
+                    Value::Object(m) => m,
+                    _ => anyhow::bail!("{}: optimizer settings are a JSON object", path.display()),
+                }
+            }
+            None => Map::new(),
+        };
+        config.extend(self.legacy.keys(name));
+        if let Some(auto) = &self.auto {
+            config.insert("auto".into(), Value::String(auto.clone()));
         }
-        Mode::Ensemble { members } => Box::new(EnsembleProgram {
-            inner: Box::new(host.pipeline()),
-            members: members.into_iter().map(std::sync::Arc::new).collect(),
-            field: None,
-        }),
-    })
+        config
+            .entry("seed")
+            .or_insert(Value::from(self.data_args.seed));
+        for pair in &self.set {
+            let (k, v) = parse_assignment(pair)?;
+            config.insert(k, v);
+        }
+        Ok(Value::Object(config))
+    }
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    let entry = registry::find(&args.optimizer)?;
+    let optimizer = (entry.build)(&args.optimizer_config(entry.name)?)?;
     let (host, _) = args.host.load(Some(&args.script), None, false)?;
-    host.forward_params()?;
-    let needs_metric = matches!(
-        args.optimizer,
-        OptimizerName::Bootstrap | OptimizerName::RandomSearch
-    );
-    let metric = if needs_metric {
+    let inputs = host.forward_params()?;
+    let predictors = host.predictors();
+    if predictors.is_empty() {
+        anyhow::bail!("the script declares no predictors at top level: nothing to compile");
+    }
+    let session = host.session();
+    // Check the LM configuration before the first example.
+    if optimizer.needs_lm() && session.lm.is_none() {
+        return Err(crate::lm::LmError::NotConfigured.into());
+    }
+    let metric = if optimizer.needs_metric() {
         choose_metric(args.metric.as_deref(), &host)?
     } else {
         crate::evaluate::Metric::Script("metric".into())
     };
-    let inputs = host.forward_params()?;
-    let trainset = match (&args.train, args.optimizer) {
-        (Some(path), _) => args.data_args.load(path, &inputs)?,
-        (None, OptimizerName::Ensemble) => Vec::new(),
-        (None, other) => anyhow::bail!("--train is required for the {other:?} optimizer"),
+    let prompt_lm = match &args.prompt_lm {
+        Some(model) => {
+            let mut lm = args.host.lm.clone();
+            lm.lm = Some(model.clone());
+            lm.build().context("configuring --prompt-lm")?
+        }
+        None => None,
+    };
+    let trainset = match &args.train {
+        Some(path) => args.data_args.load(path, &inputs)?,
+        None => Vec::new(),
     };
     let valset = match &args.val {
         Some(p) => Some(args.data_args.load(p, &inputs)?),
         None => None,
     };
-    let predictors = host.predictors();
-    if predictors.is_empty() {
-        anyhow::bail!("the script declares no predictors at top level: nothing to compile");
-    }
     let teacher = match &args.teacher {
-        Some(p) => Some(program_file::load(p, &predictors)?),
+        Some(p) => Some(Program::load(p, &predictors)?.state),
         None => None,
     };
-    let names: Vec<String> = predictors.iter().map(|(n, _)| n.clone()).collect();
-    let session = host.session();
+    let programs = args
+        .members
+        .iter()
+        .map(|p| Program::load(p, &predictors).map(|p| p.state))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let data = Data {
+        trainset,
+        valset,
+        teacher,
+        programs,
+    };
+
     let cancel = host.cancel_flag();
-    let bar = super::progress::Progress::bar(trainset.len(), "compile");
-    let observer = |e: &Event| match e {
-        Event::Bootstrap {
-            done,
-            total,
-            bootstrapped,
-        } => {
-            let status = format!("bootstrapped {bootstrapped}");
-            bar.update(*done as u64, Some(*total as u64), status);
-        }
-        Event::Candidate { .. } => {}
-        Event::Validate { done, total, score } => {
-            let status = format!("validating: {score:.1}%");
-            bar.update(*done as u64, Some(*total as u64), status);
-        }
-        // `suspend` prints even when the bar is hidden (stderr not a terminal).
-        Event::Scored { seed, score } => bar.say(&format!("candidate {seed:>3}: {score:.2}%")),
+    let bar = super::progress::Progress::bar(data.trainset.len(), "compile");
+    let observer = |e: &Event| match &e.note {
+        // `say` prints even when the bar is hidden (stderr not a terminal).
+        Some(line) => bar.say(line),
+        None => bar.update(
+            e.done as u64,
+            Some(e.total as u64),
+            format!("{}: {}", e.phase, e.status),
+        ),
     };
     let pipeline = host.pipeline();
-    let compiler = Compiler {
-        pipeline: &pipeline,
-        predictors: names.clone(),
-        ctx: (*session).clone(),
+    let source = std::fs::read_to_string(&args.script).unwrap_or_default();
+    let compiler = Compiler::new(
+        &pipeline,
+        predictors.clone(),
+        (*session).clone(),
         metric,
-        threads: args.threads,
-        cancel: &cancel,
-        observer: &observer,
-    };
-    let bootstrap = BootstrapConfig {
-        max_bootstrapped_demos: args.max_bootstrapped_demos,
-        max_labeled_demos: args.max_labeled_demos,
-        max_rounds: args.max_rounds,
-        metric_threshold: args.metric_threshold,
-        max_errors: args.max_errors,
-        seed: args.data_args.seed,
-    };
-    let base = ProgramState::default();
-    let mut mode = Mode::Fixed;
-    let (state, details) = match args.optimizer {
-        OptimizerName::Labeled => {
-            let state =
-                labeled_few_shot(&base, &names, &trainset, args.k, true, args.data_args.seed);
-            (state, json!({ "k": args.k }))
-        }
-        OptimizerName::Ensemble => {
-            if args.members.len() < 2 {
-                anyhow::bail!("--optimizer ensemble needs at least two --members program files");
-            }
-            let members = args
-                .members
-                .iter()
-                .map(|p| program_file::load(p, &predictors))
-                .collect::<crate::Result<Vec<_>>>()?;
-            let first = members[0].clone();
-            let files: Vec<String> = args
-                .members
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            mode = Mode::Ensemble { members };
-            (first, json!({ "members": files }))
-        }
-        OptimizerName::Knn => {
-            mode = Mode::Knn {
-                k: args.k,
-                trainset: trainset.clone(),
-                bootstrap: args.knn_bootstrap.then_some(args.max_bootstrapped_demos),
-            };
-            (
-                base.clone(),
-                json!({ "k": args.k, "bootstrap": args.knn_bootstrap }),
-            )
-        }
-        OptimizerName::Bootstrap => {
-            let out =
-                bootstrap_few_shot(&compiler, &base, &trainset, &bootstrap, teacher.as_ref())?;
-            bar.say(&format!(
-                "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
-                out.bootstrapped, out.examples_used, out.attempts, out.errors
-            ));
-            let details = json!({
-                "bootstrapped": out.bootstrapped, "attempts": out.attempts,
-                "examples_used": out.examples_used, "errors": out.errors,
-            });
-            (out.state, details)
-        }
-        OptimizerName::RandomSearch => {
-            let config = SearchConfig {
-                bootstrap: bootstrap.clone(),
-                num_candidate_programs: args.num_candidates,
-                stop_at_score: args.stop_at_score,
-            };
-            let out = random_search(
-                &compiler,
-                &base,
-                &trainset,
-                valset.as_deref(),
-                &config,
-                teacher.as_ref(),
-            )?;
-            println!(
-                "best candidate: seed {} with {:.2}%",
-                out.best_seed, out.best_score
-            );
-            if let Some(n) = args.ensemble {
-                let mut ranked = out.candidates.clone();
-                ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-                let members: Vec<ProgramState> =
-                    ranked.into_iter().take(n.max(1)).map(|c| c.state).collect();
-                println!(
-                    "ensemble of the best {} candidates (majority vote)",
-                    members.len()
-                );
-                mode = Mode::Ensemble { members };
-            }
-            let details = json!({
-                "best_seed": out.best_seed, "best_score": out.best_score,
-                "candidates": out.candidates,
-            });
-            (out.best, details)
-        }
-    };
+        &cancel,
+    )
+    .with_threads(args.threads)
+    .with_observer(&observer)
+    .with_prompt_lm(prompt_lm.clone())
+    .with_source(source)
+    .with_speculation(args.speculation);
+    let result = optimizer.compile(&compiler, &ProgramState::default(), &data);
     bar.finish();
+    let errors = compiler.stats.errors();
+    let compiled = match result {
+        Ok(c) => c,
+        Err(e) => {
+            if errors.total() > 0 {
+                eprintln!("{}", errors.summary());
+            }
+            print_usage(&session.lm, started.elapsed());
+            print_usage(&prompt_lm, started.elapsed());
+            return Err(e.into());
+        }
+    };
+    let speculative = compiler.stats.speculative();
     let metadata = json!({
-        "optimizer": format!("{:?}", args.optimizer),
+        "optimizer": entry.name,
+        "dspy": entry.dspy,
         "script": args.script.display().to_string(),
         "trainset": args.train.as_ref().map(|p| p.display().to_string()),
+        "valset": args.val.as_ref().map(|p| p.display().to_string()),
         "lm": session.lm.as_ref().map(|l| l.model().to_string()),
-        "config": {
-            "max_bootstrapped_demos": args.max_bootstrapped_demos,
-            "max_labeled_demos": args.max_labeled_demos,
-            "max_rounds": args.max_rounds,
-            "metric_threshold": args.metric_threshold,
-            "seed": args.data_args.seed,
-        },
-        "result": details,
+        "prompt_lm": prompt_lm.as_ref().map(|l| l.model().to_string()),
+        "config": optimizer.config(),
+        "result": compiled.metadata,
+        "speculative_calls": speculative,
     });
-    let mut metadata = metadata;
-    match &mode {
-        Mode::Fixed => {}
-        Mode::Knn { .. } => metadata["knn"] = program_file::mode_metadata(&predictors, &mode),
-        Mode::Ensemble { .. } => {
-            metadata["ensemble"] = program_file::mode_metadata(&predictors, &mode)
-        }
+    let summary = compiled.summary.clone();
+    let program = Program::from_compiled(compiled, metadata);
+    program.save(&args.out, &predictors)?;
+    for line in &summary {
+        println!("{line}");
     }
-    let program = program_file::to_json(&predictors, &state, metadata);
-    program_file::save(&args.out, &program)?;
-    for name in &names {
-        let demos = state
-            .get(name)
-            .map(|s| s.demos.as_slice())
-            .unwrap_or_default();
-        let augmented = demos.iter().filter(|d| d.augmented).count();
+    for (name, _) in &predictors {
+        let st = program.state.get(name).cloned().unwrap_or_default();
+        let augmented = st.demos.iter().filter(|d| d.augmented).count();
+        let instructions = match &st.instructions {
+            Some(i) => format!("; instructions: {:?}", truncate(i, 80)),
+            None => String::new(),
+        };
         println!(
-            "  {name}: {} demos ({augmented} bootstrapped, {} labeled)",
-            demos.len(),
-            demos.len() - augmented
+            "  {name}: {} demos ({augmented} bootstrapped, {} labeled){instructions}",
+            st.demos.len(),
+            st.demos.len() - augmented
         );
+    }
+    if errors.total() > 0 {
+        println!(
+            "{}; first: {}",
+            errors.summary(),
+            errors.first.as_deref().unwrap_or_default()
+        );
+    }
+    if args.speculation != Some(0) {
+        println!("{speculative} LM calls beyond the sequential algorithm (speculation; --speculation 0 for none)");
     }
     println!("saved {}", args.out.display());
     print_usage(&session.lm, started.elapsed());
+    print_usage(&prompt_lm, started.elapsed());
     Ok(())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }

@@ -45,11 +45,11 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (host, mode) = args
+    let (host, program) = args
         .host
         .load(Some(&args.script), args.load.as_deref(), false)?;
     host.forward_params()?;
-    let pipeline = super::compile::pipeline_for(&host, mode)?;
+    let pipeline = program.pipeline(&host)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
     let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
     let options = EvalOptions {

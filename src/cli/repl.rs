@@ -20,10 +20,10 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (host, mode) = args
+    let (host, program) = args
         .host
         .load(args.script.as_deref(), args.load.as_deref(), false)?;
-    if !matches!(mode, crate::optimize::program_file::Mode::Fixed) {
+    if !matches!(program.mode, crate::optimize::Mode::Fixed) {
         eprintln!("note: the REPL uses the program's fixed demos; KNN and ensemble behaviour apply to `run` and `eval`");
     }
     let history = dirs::data_dir().map(|d| d.join("dspy-rhai").join("repl_history"));

@@ -53,11 +53,11 @@ pub fn parse_inputs(pairs: &[String], json: Option<&str>) -> anyhow::Result<Fiel
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let inputs = parse_inputs(&args.inputs, args.inputs_json.as_deref())?;
-    let (host, mode) = args
+    let (host, program) = args
         .host
         .load(Some(&args.script), args.load.as_deref(), args.json)?;
     host.forward_params()?;
-    let pipeline = super::compile::pipeline_for(&host, mode)?;
+    let pipeline = program.pipeline(&host)?;
     let session = host.session();
     let result = pipeline.run(&inputs, &session);
     print_usage(&session.lm, started.elapsed());

@@ -7,6 +7,9 @@
 //! Each attempt depends only on its own example, so the installed demos are
 //! the ones a sequential run installs; at most `threads` attempts beyond the
 //! stopping point are wasted (and their LM answers stay in the cache).
+//! [`Compiler::speculation`] bounds those attempts; with `Some(0)` only
+//! examples the sequential loop certainly reaches are started, so the LM
+//! call count equals the sequential algorithm's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,13 +17,15 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{labeled_few_shot, Compiler, Event};
+use super::{error_kind, labeled_few_shot, Compiled, Compiler, Data, Optimizer};
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
 use crate::predict::{Demo, ProgramState, RunContext, TraceStep};
 
-/// BootstrapFewShot's settings (DSPy's defaults).
-#[derive(Clone, Debug)]
+/// BootstrapFewShot's settings (DSPy's names and defaults,
+/// `dspy/teleprompt/bootstrap.py`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BootstrapConfig {
     /// Bootstrapped (augmented) demos per predictor.
     pub max_bootstrapped_demos: usize,
@@ -62,13 +67,17 @@ pub struct BootstrapOutcome {
     pub examples_used: usize,
     /// Errors while running the teacher or the metric.
     pub errors: usize,
+    /// The first of those errors.
+    pub first_error: Option<String>,
 }
 
 /// What one trainset example produced.
 struct Attempt {
     rounds: usize,
+    /// Predictor calls made over all rounds.
+    calls: usize,
     trace: Option<Vec<TraceStep>>,
-    error: Option<String>,
+    error: Option<(&'static str, String)>,
 }
 
 /// Compiles `student` with BootstrapFewShot. The teacher is `teacher`, or
@@ -101,21 +110,38 @@ pub fn bootstrap_few_shot(
     let mut attempts = 0;
     let mut examples_used = 0;
     let mut failure: Option<String> = None;
+    let mut first_error: Option<String> = None;
     let mut pending: BTreeMap<usize, Attempt> = BTreeMap::new();
     let mut commit = 0;
     let mut done = 0;
     let mut finished = false; // where the sequential loop stops
-                              // Speculate only as far as the remaining successes could need: the
-                              // committed prefix plus the demos still missing, plus two.
+
+    // Start only examples the remaining successes could need: the committed
+    // prefix plus the demos still missing (never more than the errors still
+    // tolerated), plus `speculation` (default 2). Every example below
+    // `frontier + min(missing, errors_left)` is reached by the sequential loop.
+    let speculation = c.speculation.unwrap_or(2);
     let frontier = AtomicUsize::new(0);
     let kept = AtomicUsize::new(0);
+    let errors_seen = AtomicUsize::new(0);
     let gate = |i: usize| {
         let missing = max_bootstraps.saturating_sub(kept.load(Ordering::Relaxed));
-        i < frontier.load(Ordering::Relaxed) + missing + 2
+        let errors_left = config
+            .max_errors
+            .saturating_sub(errors_seen.load(Ordering::Relaxed))
+            .max(1);
+        i < frontier.load(Ordering::Relaxed) + missing.min(errors_left) + speculation
     };
+    let mut wasted_calls = 0;
     let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);
+    // DSPy checks the count before the first example too.
+    let examples = if max_bootstraps == 0 {
+        0
+    } else {
+        trainset.len()
+    };
     crate::parallel::run_gated(
-        trainset.len(),
+        examples,
         c.threads,
         &[c.cancel],
         &gate,
@@ -130,12 +156,15 @@ pub fn bootstrap_few_shot(
                 commit += 1;
                 if bootstrapped.len() >= max_bootstraps {
                     finished = true;
+                    wasted_calls += a.calls;
                     break;
                 }
                 examples_used += 1;
                 attempts += a.rounds;
-                if let Some(e) = a.error {
+                if let Some((kind, e)) = a.error {
                     committed_errors += 1;
+                    c.stats.error(kind, &e);
+                    first_error.get_or_insert_with(|| e.clone());
                     if committed_errors >= config.max_errors {
                         failure = Some(e);
                         finished = true;
@@ -153,14 +182,21 @@ pub fn bootstrap_few_shot(
             }
             frontier.store(commit, Ordering::Relaxed);
             kept.store(bootstrapped.len(), Ordering::Relaxed);
-            (c.observer)(&Event::Bootstrap {
+            errors_seen.store(committed_errors, Ordering::Relaxed);
+            c.progress(
+                "bootstrap",
                 done,
-                total: trainset.len(),
-                bootstrapped: bootstrapped.len(),
-            });
+                trainset.len(),
+                format!("bootstrapped {}", bootstrapped.len()),
+            );
             !finished
         },
     );
+    // Attempts delivered after the stopping point, or never committed.
+    wasted_calls += pending.values().map(|a| a.calls).sum::<usize>();
+    c.stats
+        .speculative_calls
+        .fetch_add(wasted_calls, Ordering::Relaxed);
     if let Some(e) = failure {
         return Err(Error::Config(format!(
             "bootstrapping stopped after {committed_errors} errors (max_errors); last: {e}"
@@ -179,8 +215,10 @@ pub fn bootstrap_few_shot(
         .collect();
     PyRandom::from_u64(config.seed).shuffle(&mut validation);
 
+    // DSPy 3.4.1 `_train`: every predictor samples from the full pool with
+    // one shared RNG.
     let mut rng = PyRandom::from_u64(config.seed);
-    let mut raw = validation;
+    let raw = validation;
     let mut state = student.clone();
     for name in &c.predictors {
         let augmented: Vec<Demo> = name2traces
@@ -196,11 +234,11 @@ pub fn bootstrap_few_shot(
             .max_labeled_demos
             .saturating_sub(augmented.len())
             .min(raw.len());
-        raw = rng.sample(&raw, size);
+        let sampled = rng.sample(&raw, size);
         let mut st = student.get(name).cloned().unwrap_or_default();
         st.demos = augmented;
         st.demos
-            .extend(raw.iter().map(|e| Demo::labeled(e.fields().clone())));
+            .extend(sampled.iter().map(|e| Demo::labeled(e.fields().clone())));
         state.set(name, st);
     }
     Ok(BootstrapOutcome {
@@ -209,6 +247,7 @@ pub fn bootstrap_few_shot(
         attempts,
         examples_used,
         errors: committed_errors,
+        first_error,
     })
 }
 
@@ -220,6 +259,7 @@ fn attempt_example(
     config: &BootstrapConfig,
 ) -> Attempt {
     let without_self = Arc::new(teacher.filter_demos(|d| &d.fields != example.fields()));
+    let mut calls = 0;
     for round in 0..config.max_rounds.max(1) {
         let mut ctx = RunContext {
             state: without_self.clone(),
@@ -230,13 +270,14 @@ fn attempt_example(
             ctx.temperature = Some(1.0);
         }
         let (ctx, trace) = ctx.traced();
-        let outcome = c.pipeline.run(&example.inputs(), &ctx).and_then(|pred| {
+        let outcome = c.run(&example.inputs(), &ctx).and_then(|pred| {
             let steps = trace.lock().expect("trace lock").clone();
             let score = c
                 .metric
                 .score(c.pipeline, example, &pred, Some(&steps), &ctx)?;
             Ok((score, steps))
         });
+        calls += trace.lock().expect("trace lock").len().max(1);
         match outcome {
             Ok((score, steps)) => {
                 let success = match config.metric_threshold {
@@ -246,6 +287,7 @@ fn attempt_example(
                 if success {
                     return Attempt {
                         rounds: round + 1,
+                        calls,
                         trace: Some(steps),
                         error: None,
                     };
@@ -255,14 +297,16 @@ fn attempt_example(
                 // DSPy stops trying an example once it raises.
                 return Attempt {
                     rounds: round + 1,
+                    calls,
                     trace: None,
-                    error: Some(e.to_string()),
+                    error: Some((error_kind(&e), e.to_string())),
                 };
             }
         }
     }
     Attempt {
         rounds: config.max_rounds.max(1),
+        calls,
         trace: None,
         error: None,
     }
@@ -301,4 +345,46 @@ fn trace_demos(trace: &[TraceStep]) -> Vec<(String, Demo)> {
             }
         })
         .collect()
+}
+
+/// The `bootstrap` optimizer (DSPy `BootstrapFewShot`): [`bootstrap_few_shot`]
+/// with the data's teacher.
+pub struct BootstrapFewShot(pub BootstrapConfig);
+
+impl Optimizer for BootstrapFewShot {
+    fn name(&self) -> &'static str {
+        "bootstrap"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or_default()
+    }
+
+    fn compile(&self, cx: &Compiler, student: &ProgramState, data: &Data) -> Result<Compiled> {
+        if data.trainset.is_empty() {
+            return Err(Error::Config("bootstrap: the trainset is empty".into()));
+        }
+        let out = bootstrap_few_shot(cx, student, &data.trainset, &self.0, data.teacher.as_ref())?;
+        if out.bootstrapped == 0 && out.errors > 0 {
+            return Err(Error::Config(format!(
+                "bootstrap produced no traces: {} of {} examples errored; first error: {}",
+                out.errors,
+                out.examples_used,
+                out.first_error.as_deref().unwrap_or_default()
+            )));
+        }
+        let summary = vec![format!(
+            "bootstrapped {} traces from {} examples in {} attempts ({} errors)",
+            out.bootstrapped, out.examples_used, out.attempts, out.errors
+        )];
+        Ok(Compiled {
+            state: out.state,
+            mode: super::Mode::Fixed,
+            metadata: serde_json::json!({
+                "bootstrapped": out.bootstrapped, "attempts": out.attempts,
+                "examples_used": out.examples_used, "errors": out.errors,
+            }),
+            summary,
+        })
+    }
 }

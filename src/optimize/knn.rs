@@ -11,7 +11,7 @@ use tantivy::query::QueryParser;
 use tantivy::schema::{Field, Schema, Value as _, STORED, TEXT};
 use tantivy::{doc, Index, IndexReader, TantivyDocument};
 
-use super::{bootstrap_few_shot, BootstrapConfig, Compiler, Event};
+use super::{bootstrap_few_shot, BootstrapConfig, Compiled, Compiler, Data, Mode, Optimizer};
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
@@ -156,16 +156,15 @@ impl Pipeline for KnnProgram<'_> {
                     .map(|i| self.trainset[i].clone())
                     .collect();
                 let cancel = AtomicBool::new(false);
-                let quiet = |_: &Event| {};
-                let compiler = Compiler {
-                    pipeline: self.inner.as_ref(),
-                    predictors: self.predictors.clone(),
-                    ctx: ctx.clone(),
-                    metric: Metric::AcceptAll,
-                    threads: neighbours.len().max(1),
-                    cancel: &cancel,
-                    observer: &quiet,
-                };
+                let compiler = Compiler::new(
+                    self.inner.as_ref(),
+                    Vec::new(),
+                    ctx.clone(),
+                    Metric::AcceptAll,
+                    &cancel,
+                )
+                .with_names(self.predictors.clone())
+                .with_threads(neighbours.len().max(1));
                 bootstrap_few_shot(&compiler, &ctx.state, &neighbours, config, None)?.state
             }
         };
@@ -178,5 +177,72 @@ impl Pipeline for KnnProgram<'_> {
 
     fn inner(&self) -> Option<&dyn Pipeline> {
         Some(self.inner.as_ref())
+    }
+}
+
+/// `knn` settings (DSPy `KNNFewShot(k, trainset)`; `bootstrap` selects
+/// DSPy's per-input bootstrapping, else neighbours are labeled demos).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnnConfig {
+    /// Neighbours per input.
+    pub k: usize,
+    /// Bootstrap on each input's neighbours, as DSPy's KNNFewShot does.
+    pub bootstrap: bool,
+    /// Bootstrapped demos per predictor when `bootstrap` is on.
+    pub max_bootstrapped_demos: usize,
+    /// Unused by KNN itself; accepted so one `--seed` fits every optimizer.
+    pub seed: u64,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        KnnConfig {
+            k: 3,
+            bootstrap: false,
+            max_bootstrapped_demos: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// The `knn` optimizer: a program whose demos are chosen per input.
+pub struct KnnFewShot(pub KnnConfig);
+
+impl Optimizer for KnnFewShot {
+    fn name(&self) -> &'static str {
+        "knn"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or_default()
+    }
+
+    fn needs_metric(&self) -> bool {
+        false
+    }
+
+    fn needs_lm(&self) -> bool {
+        false
+    }
+
+    fn compile(&self, _cx: &Compiler, student: &ProgramState, data: &Data) -> Result<Compiled> {
+        if data.trainset.is_empty() {
+            return Err(Error::Config("knn: the trainset is empty".into()));
+        }
+        let c = &self.0;
+        let mut compiled = Compiled::fixed(
+            student.clone(),
+            serde_json::json!({ "k": c.k, "bootstrap": c.bootstrap }),
+        );
+        compiled.mode = Mode::Knn {
+            k: c.k,
+            trainset: data.trainset.clone(),
+            bootstrap: c.bootstrap.then_some(c.max_bootstrapped_demos),
+        };
+        compiled
+            .summary
+            .push(format!("demos chosen per input (k = {})", c.k));
+        Ok(compiled)
     }
 }

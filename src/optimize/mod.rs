@@ -1,78 +1,463 @@
 //! Optimizers (DSPy's teleprompters) and saved programs.
 //!
-//! Every optimizer takes the script's predictor names and a base
-//! [`ProgramState`](crate::predict::ProgramState) and returns a **new** state; the script itself is never
-//! copied. Work runs in parallel through a [`Pipeline`], and each optimizer
-//! installs exactly what DSPy's sequential algorithm would for the same seed.
+//! The seam: every optimizer implements [`Optimizer`] in its own file, with
+//! a config struct that derives `Deserialize` (DSPy's parameter names and
+//! defaults, unknown keys rejected with a suggestion, see [`config`]), and
+//! one line in the [`registry`]. The CLI, scripts and the REPL all build
+//! optimizers by name through the registry and call
+//! [`Optimizer::compile`] with a [`Compiler`] context and the [`Data`].
+//!
+//! An optimizer never copies the script: it takes the student's
+//! [`ProgramState`] and returns a new one in [`Compiled`] (plus how it runs:
+//! fixed, KNN or ensemble, see [`Mode`]). Work runs in parallel through the
+//! compiler's pipeline; every pipeline run and proposer call takes a slot of
+//! one shared [`Budget`] of `threads`, so `--threads N` bounds LM requests in
+//! flight across every phase.
 
 mod bootstrap;
+pub mod config;
 mod ensemble;
 mod knn;
 mod labeled;
+pub mod program;
 pub mod program_file;
 mod random_search;
+pub mod registry;
 
-use std::sync::atomic::AtomicBool;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
-pub use bootstrap::{bootstrap_few_shot, BootstrapConfig, BootstrapOutcome};
-pub use ensemble::EnsembleProgram;
-pub use knn::{KnnIndex, KnnProgram};
-pub use labeled::labeled_few_shot;
-pub use random_search::{random_search, Candidate, SearchConfig, SearchOutcome};
+use serde_json::Value;
 
+pub use bootstrap::{bootstrap_few_shot, BootstrapConfig, BootstrapFewShot, BootstrapOutcome};
+pub use ensemble::{Ensemble, EnsembleConfig, EnsembleProgram};
+pub use knn::{KnnConfig, KnnFewShot, KnnIndex, KnnProgram};
+pub use labeled::{labeled_few_shot, LabeledConfig, LabeledFewShot};
+pub use program::Program;
+pub use program_file::Mode;
+pub use random_search::{
+    random_search, Candidate, RandomSearch, RandomSearchConfig, SearchConfig, SearchOutcome,
+};
+pub use registry::{build as build_optimizer, Entry as RegistryEntry};
+
+use crate::adapter::Fields;
+use crate::data::Example;
+use crate::error::{Error, Result};
 use crate::evaluate::{Metric, Pipeline};
-use crate::predict::RunContext;
+use crate::lm::Lm;
+use crate::predict::{Predictor, ProgramState, RunContext};
 
-/// Progress reported by optimizers.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// Bootstrapping: examples finished so far, and full traces kept.
-    Bootstrap {
-        /// Trainset examples finished (in any order).
-        done: usize,
-        /// Examples in the trainset.
-        total: usize,
-        /// Successful traces kept so far (in order).
-        bootstrapped: usize,
-    },
-    /// A random-search candidate is being built.
-    Candidate {
-        /// DSPy's candidate seed (-3 zero-shot, -2 labeled, -1 unshuffled, 0.. shuffled).
-        seed: i64,
-    },
-    /// Validation progress of the current candidate.
-    Validate {
-        /// Examples scored.
-        done: usize,
-        /// Examples in the valset.
-        total: usize,
-        /// Running score in percent.
-        score: f64,
-    },
-    /// A candidate's final validation score.
-    Scored {
-        /// The candidate's seed.
-        seed: i64,
-        /// Its score in percent.
-        score: f64,
-    },
+/// A compiler: the one thing every optimizer implements.
+///
+/// DSPy `Teleprompter.compile(student, trainset, valset=...)`: returns a new
+/// program; the student's state is never changed.
+pub trait Optimizer: Send + Sync {
+    /// The registry name (`"bootstrap"`, `"mipro-v2"`...).
+    fn name(&self) -> &'static str;
+
+    /// The resolved configuration (every key with its value, defaults
+    /// included), saved in the program's metadata.
+    fn config(&self) -> Value;
+
+    /// Whether compile scores predictions (so the caller must supply a
+    /// metric). Labeled, KNN and ensemble do not.
+    fn needs_metric(&self) -> bool {
+        true
+    }
+
+    /// Whether compile calls the LM (so an unconfigured LM is an error
+    /// before the first example).
+    fn needs_lm(&self) -> bool {
+        true
+    }
+
+    /// Compiles `student` on `data`.
+    ///
+    /// # Errors
+    /// [`Error::Interrupted`] after Ctrl-C; [`Error::Config`] for bad data
+    /// (e.g. an empty trainset) or when too many examples errored.
+    fn compile(&self, cx: &Compiler, student: &ProgramState, data: &Data) -> Result<Compiled>;
 }
 
-/// What every optimizer needs: the program to run, its predictor names,
-/// the LM context, the metric, and how to run in parallel.
+/// The examples an optimizer compiles on.
+#[derive(Clone, Debug, Default)]
+pub struct Data {
+    /// Training examples (DSPy's `trainset`).
+    pub trainset: Vec<Example>,
+    /// Validation examples (DSPy's `valset`); each optimizer documents its
+    /// default when absent (usually the trainset, as in DSPy).
+    pub valset: Option<Vec<Example>>,
+    /// A compiled teacher state for bootstrapping (DSPy's `teacher`).
+    pub teacher: Option<ProgramState>,
+    /// Member programs (DSPy's `Ensemble.compile(programs)`).
+    pub programs: Vec<ProgramState>,
+}
+
+impl Data {
+    /// Only a trainset.
+    pub fn train(trainset: Vec<Example>) -> Data {
+        Data {
+            trainset,
+            ..Data::default()
+        }
+    }
+
+    /// The valset, else the trainset.
+    pub fn valset_or_train(&self) -> &[Example] {
+        self.valset.as_deref().unwrap_or(&self.trainset)
+    }
+}
+
+/// What an optimizer produced.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The new state (demos and instructions per predictor).
+    pub state: ProgramState,
+    /// How the program runs: fixed, or KNN / ensemble around the state.
+    pub mode: Mode,
+    /// Optimizer-specific results (scores, candidates, attempts), saved
+    /// under `metadata.dspy_rhai.result`.
+    pub metadata: Value,
+    /// Lines for a person (the CLI prints them after the progress bar).
+    pub summary: Vec<String>,
+}
+
+impl Compiled {
+    /// A fixed program with this state and result metadata.
+    pub fn fixed(state: ProgramState, metadata: Value) -> Compiled {
+        Compiled {
+            state,
+            mode: Mode::Fixed,
+            metadata,
+            summary: Vec::new(),
+        }
+    }
+}
+
+/// Progress of a compile: one generic event the CLI draws as a bar, so a
+/// new optimizer gets a progress bar for free.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    /// What is running (`"bootstrap"`, `"validate"`, `"propose"`, `"trial 3"`...).
+    pub phase: String,
+    /// Units finished in this phase.
+    pub done: usize,
+    /// Units in this phase (0 when unknown).
+    pub total: usize,
+    /// A short status (`"bootstrapped 3"`, `"62.5%"`).
+    pub status: String,
+    /// A line worth keeping in the log (a scored candidate), if any.
+    pub note: Option<String>,
+}
+
+impl Event {
+    /// A progress event.
+    pub fn progress(phase: impl Into<String>, done: usize, total: usize, status: String) -> Event {
+        Event {
+            phase: phase.into(),
+            done,
+            total,
+            status,
+            note: None,
+        }
+    }
+
+    /// A line to keep in the log.
+    pub fn note(phase: impl Into<String>, line: String) -> Event {
+        Event {
+            phase: phase.into(),
+            note: Some(line),
+            ..Event::default()
+        }
+    }
+}
+
+/// A counting semaphore that bounds pipeline runs and proposer calls in
+/// flight (and so LM requests, one per running call) across every phase of
+/// a compile.
+#[derive(Debug)]
+pub struct Budget {
+    free: Mutex<usize>,
+    changed: Condvar,
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `slots` (at least 1).
+    pub fn new(slots: usize) -> Budget {
+        Budget {
+            free: Mutex::new(slots.max(1)),
+            changed: Condvar::new(),
+            in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for a free slot; the slot is returned when the permit drops.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().expect("budget lock");
+        while *free == 0 {
+            free = self.changed.wait(free).expect("budget lock");
+        }
+        *free -= 1;
+        let now = self.in_use.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Permit { budget: self }
+    }
+
+    /// The most slots ever held at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A slot of a [`Budget`], released on drop.
+pub struct Permit<'a> {
+    budget: &'a Budget,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.budget.in_use.fetch_sub(1, Ordering::SeqCst);
+        *self.budget.free.lock().expect("budget lock") += 1;
+        self.budget.changed.notify_one();
+    }
+}
+
+/// Counters a compile keeps across nested optimizers (random search runs
+/// many bootstraps): LM work beyond the sequential algorithm, and errors.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Predictor calls made by speculative attempts the sequential
+    /// algorithm would not have made.
+    pub speculative_calls: AtomicUsize,
+    errors: Mutex<ErrorTally>,
+}
+
+/// Errors seen during a compile, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorTally {
+    /// The first error's text.
+    pub first: Option<String>,
+    /// Count per kind (see [`error_kind`]).
+    pub by_kind: BTreeMap<&'static str, usize>,
+}
+
+impl ErrorTally {
+    /// Errors in total.
+    pub fn total(&self) -> usize {
+        self.by_kind.values().sum()
+    }
+
+    /// `"3 errors (lm: 2, parse: 1)"`.
+    pub fn summary(&self) -> String {
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        format!("{} errors ({})", self.total(), kinds.join(", "))
+    }
+}
+
+impl Stats {
+    /// Records an error of an example (run or metric).
+    pub fn error(&self, kind: &'static str, text: &str) {
+        let mut tally = self.errors.lock().expect("stats lock");
+        if tally.first.is_none() {
+            tally.first = Some(text.to_string());
+        }
+        *tally.by_kind.entry(kind).or_default() += 1;
+    }
+
+    /// The errors so far.
+    pub fn errors(&self) -> ErrorTally {
+        self.errors.lock().expect("stats lock").clone()
+    }
+
+    /// Speculative predictor calls so far.
+    pub fn speculative(&self) -> usize {
+        self.speculative_calls.load(Ordering::Relaxed)
+    }
+}
+
+/// A short name for an error's kind, for counts in summaries: `lm`
+/// (transport/HTTP), `no-lm`, `parse`, `script`, `data`, `io`, `retrieve`,
+/// `config`, `interrupted`.
+pub fn error_kind(e: &Error) -> &'static str {
+    use crate::lm::LmError;
+    match e {
+        Error::Lm(LmError::NotConfigured) => "no-lm",
+        Error::Lm(_) => "lm",
+        Error::Parse(_) => "parse",
+        Error::Script(_) => "script",
+        Error::Data { .. } => "data",
+        Error::Io { .. } => "io",
+        Error::Retrieve(_) => "retrieve",
+        Error::Config(_) | Error::Signature(_) => "config",
+        Error::Interrupted => "interrupted",
+    }
+}
+
+fn quiet(_: &Event) {}
+
+/// What every optimizer gets besides the student and the data: the program
+/// to run, its predictors and source, the task LM (in `ctx`) and the
+/// optional prompt LM, the metric, the thread budget, Ctrl-C and progress.
+///
+/// Build with [`Compiler::new`] and the `with_*` methods; clones share the
+/// budget, the statistics and the cancel flag.
+#[derive(Clone)]
 pub struct Compiler<'a> {
-    /// Runs the program (usually the [`Host`](crate::host::Host)).
+    /// Runs the program (usually the [`Host`](crate::host::Host)'s pipeline).
     pub pipeline: &'a dyn Pipeline,
     /// Predictor names in declaration order.
     pub predictors: Vec<String>,
-    /// The base context: LM and the student's current state.
+    /// The predictors themselves (signatures, for instruction proposal).
+    pub program: Vec<(String, Predictor)>,
+    /// The pipeline's Rhai source, shown to the program describer.
+    pub source: String,
+    /// The base context: the task LM and the student's current state.
     pub ctx: RunContext,
+    /// The LM that writes instructions (DSPy's `prompt_model`); `None`: the task LM.
+    pub prompt_lm: Option<Arc<Lm>>,
     /// Scores predictions (called with the trace while bootstrapping).
     pub metric: Metric,
-    /// Worker threads.
+    /// Worker threads (the size of [`Compiler::budget`]).
     pub threads: usize,
+    /// Extra speculative attempts beyond the sequential algorithm's
+    /// (`--speculation`); `None`: the optimizer's default, `Some(0)`:
+    /// exactly the sequential algorithm's calls.
+    pub speculation: Option<usize>,
     /// Set by Ctrl-C.
     pub cancel: &'a AtomicBool,
     /// Receives progress events.
     pub observer: &'a (dyn Fn(&Event) + Sync),
+    /// Bounds pipeline runs and proposer calls in flight (`threads` slots).
+    pub budget: Arc<Budget>,
+    /// Speculative calls and errors, shared by nested optimizers.
+    pub stats: Arc<Stats>,
+}
+
+impl<'a> Compiler<'a> {
+    /// A compiler over `pipeline` with 8 threads, no prompt LM, no source,
+    /// default speculation and no progress output.
+    pub fn new(
+        pipeline: &'a dyn Pipeline,
+        program: Vec<(String, Predictor)>,
+        ctx: RunContext,
+        metric: Metric,
+        cancel: &'a AtomicBool,
+    ) -> Compiler<'a> {
+        Compiler {
+            pipeline,
+            predictors: program.iter().map(|(n, _)| n.clone()).collect(),
+            program,
+            source: String::new(),
+            ctx,
+            prompt_lm: None,
+            metric,
+            threads: 8,
+            speculation: None,
+            cancel,
+            observer: &quiet,
+            budget: Arc::new(Budget::new(8)),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Only predictor names (optimizers that never read signatures).
+    pub fn with_names(mut self, names: Vec<String>) -> Self {
+        self.predictors = names;
+        self
+    }
+
+    /// Sets the thread count and a fresh budget of that size.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self.budget = Arc::new(Budget::new(self.threads));
+        self
+    }
+
+    /// Sets the progress observer.
+    pub fn with_observer(mut self, observer: &'a (dyn Fn(&Event) + Sync)) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Sets the prompt LM (DSPy's `prompt_model`).
+    pub fn with_prompt_lm(mut self, lm: Option<Arc<Lm>>) -> Self {
+        self.prompt_lm = lm;
+        self
+    }
+
+    /// Sets the pipeline's source text.
+    pub fn with_source(mut self, source: String) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Sets the speculation allowance.
+    pub fn with_speculation(mut self, speculation: Option<usize>) -> Self {
+        self.speculation = speculation;
+        self
+    }
+
+    /// The LM proposals are written with: the prompt LM, else the task LM.
+    pub fn proposer_lm(&self) -> Option<Arc<Lm>> {
+        self.prompt_lm.clone().or_else(|| self.ctx.lm.clone())
+    }
+
+    /// The pipeline behind the budget: every run waits for a slot.
+    pub fn task(&self) -> Budgeted<'_> {
+        Budgeted {
+            inner: self.pipeline,
+            budget: &self.budget,
+        }
+    }
+
+    /// Runs the program once under `ctx`, inside the budget.
+    pub fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let _slot = self.budget.acquire();
+        self.pipeline.run(inputs, ctx)
+    }
+
+    /// Reports progress.
+    pub fn progress(&self, phase: &str, done: usize, total: usize, status: String) {
+        (self.observer)(&Event::progress(phase, done, total, status));
+    }
+
+    /// Reports a line worth keeping.
+    pub fn note(&self, phase: &str, line: String) {
+        (self.observer)(&Event::note(phase, line));
+    }
+
+    /// `Err(Interrupted)` once Ctrl-C was pressed.
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A pipeline whose runs each hold a slot of a [`Budget`] (from
+/// [`Compiler::task`]); scoring delegates to the wrapped pipeline.
+pub struct Budgeted<'c> {
+    inner: &'c dyn Pipeline,
+    budget: &'c Budget,
+}
+
+impl Pipeline for Budgeted<'_> {
+    fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+        let _slot = self.budget.acquire();
+        self.inner.run(inputs, ctx)
+    }
+
+    fn inner(&self) -> Option<&dyn Pipeline> {
+        Some(self.inner)
+    }
 }

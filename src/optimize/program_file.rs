@@ -133,6 +133,8 @@ pub struct Loaded {
     pub state: ProgramState,
     /// KNN or ensemble behaviour, if any.
     pub mode: Mode,
+    /// `metadata.dspy_rhai` (null for files DSPy wrote).
+    pub metadata: Value,
 }
 
 /// Like [`load`], also reading KNN and ensemble settings from the metadata.
@@ -152,16 +154,35 @@ pub fn load_full(path: &Path, predictors: &[(String, Predictor)]) -> Result<Load
     };
     let state = from_json(&root, predictors).map_err(mismatch)?;
     let ours = root.get("metadata").and_then(|m| m.get("dspy_rhai"));
-    let mode = if let Some(knn) = ours.and_then(|m| m.get("knn")) {
-        let k = knn.get("k").and_then(Value::as_u64).unwrap_or(3) as usize;
+    let bad = |field: &str, what: &str| {
+        Error::data(path, 0, format!("`metadata.dspy_rhai.{field}` {what}"))
+    };
+    let mode = if let Some(knn) = ours.and_then(|m| m.get("knn")).filter(|v| !v.is_null()) {
+        let knn = knn
+            .as_object()
+            .ok_or_else(|| bad("knn", "is not an object"))?;
+        let k = match knn.get("k") {
+            None => 3,
+            Some(v) => v
+                .as_u64()
+                .filter(|k| *k > 0)
+                .ok_or_else(|| bad("knn.k", "is not a positive integer"))?
+                as usize,
+        };
         let trainset: Vec<Example> = serde_json::from_value(
-            knn.get("trainset").cloned().unwrap_or_default(),
+            knn.get("trainset")
+                .cloned()
+                .ok_or_else(|| bad("knn.trainset", "is missing"))?,
         )
-        .map_err(|e| Error::data(path, 0, format!("metadata.dspy_rhai.knn.trainset: {e}")))?;
-        let bootstrap = knn
-            .get("bootstrap")
-            .and_then(Value::as_u64)
-            .map(|n| n as usize);
+        .map_err(|e| bad("knn.trainset", &format!("is not a list of examples: {e}")))?;
+        let bootstrap = match knn.get("bootstrap") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| bad("knn.bootstrap", "is not an integer or null"))?
+                    as usize,
+            ),
+        };
         Mode::Knn {
             k,
             trainset,
@@ -169,18 +190,38 @@ pub fn load_full(path: &Path, predictors: &[(String, Predictor)]) -> Result<Load
         }
     } else if let Some(members) = ours
         .and_then(|m| m.get("ensemble"))
-        .and_then(Value::as_array)
+        .filter(|v| !v.is_null())
     {
         let members = members
+            .as_array()
+            .ok_or_else(|| bad("ensemble", "is not a list of member programs"))?;
+        if members.is_empty() {
+            return Err(bad("ensemble", "has no members"));
+        }
+        let members = members
             .iter()
-            .filter_map(Value::as_object)
-            .map(|m| from_json(m, predictors).map_err(mismatch))
+            .enumerate()
+            .map(|(i, m)| {
+                let m = m
+                    .as_object()
+                    .ok_or_else(|| bad(&format!("ensemble[{i}]"), "is not an object"))?;
+                from_json(m, predictors).map_err(|problems| {
+                    bad(
+                        &format!("ensemble[{i}]"),
+                        &format!("does not match the script: {}", problems.join("; ")),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         Mode::Ensemble { members }
     } else {
         Mode::Fixed
     };
-    Ok(Loaded { state, mode })
+    Ok(Loaded {
+        state,
+        mode,
+        metadata: ours.cloned().unwrap_or(Value::Null),
+    })
 }
 
 /// The metadata entries that make a saved program KNN or an ensemble.
@@ -259,37 +300,50 @@ fn entry_state(
 ) -> std::result::Result<PredictorState, String> {
     let sig = predictor.signature();
     let mut instructions = None;
-    if let Some(saved) = entry.get("signature").and_then(Value::as_object) {
-        if let Some(fields) = saved.get("fields").and_then(Value::as_array) {
-            check_fields(fields, predictor)?;
-        }
-        if let Some(i) = saved.get("instructions").and_then(Value::as_str) {
-            if i != sig.instructions() {
-                instructions = Some(i.to_string());
+    match entry.get("signature") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(saved)) => {
+            match saved.get("fields") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(fields)) => check_fields(fields, predictor)?,
+                Some(_) => return Err("`signature.fields` is not a list".into()),
+            }
+            match saved.get("instructions") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(i)) => {
+                    if *i != sig.instructions() {
+                        instructions = Some(i.to_string());
+                    }
+                }
+                Some(_) => return Err("`signature.instructions` is not a string".into()),
             }
         }
+        Some(_) => return Err("`signature` is not an object".into()),
     }
-    let demos = entry
-        .get("demos")
-        .and_then(Value::as_array)
-        .map(|demos| {
-            demos
-                .iter()
-                .filter_map(Value::as_object)
-                .map(|d| {
-                    let augmented = d.get("augmented").and_then(Value::as_bool).unwrap_or(false);
-                    let fields: Fields = d
-                        .iter()
-                        .filter(|(k, _)| !BOOKKEEPING_KEYS.contains(&k.as_str()))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    Demo { fields, augmented }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let lm = entry
-        .get("lm")
+    let demos = match entry.get("demos") {
+        Some(Value::Array(demos)) => demos
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = d
+                    .as_object()
+                    .ok_or_else(|| format!("`demos[{i}]` is not an object"))?;
+                let augmented = d.get("augmented").and_then(Value::as_bool).unwrap_or(false);
+                let fields: Fields = d
+                    .iter()
+                    .filter(|(k, _)| !BOOKKEEPING_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Ok(Demo { fields, augmented })
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?,
+        _ => return Err("`demos` is not a list".into()),
+    };
+    let lm = match entry.get("lm") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => entry.get("lm"),
+        Some(_) => return Err("`lm` is not an object or null".into()),
+    };
+    let lm = lm
         .and_then(Value::as_object)
         .map(|m| LmSettings {
             temperature: m.get("temperature").and_then(Value::as_f64),

@@ -7,7 +7,10 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use super::{bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiler, Event};
+use super::{
+    bootstrap_few_shot, labeled_few_shot, BootstrapConfig, Compiled, Compiler, Data, Mode,
+    Optimizer,
+};
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate_when_ready, EvalOptions};
@@ -79,8 +82,14 @@ pub fn random_search(
 ) -> Result<SearchOutcome> {
     let valset = valset.unwrap_or(trainset);
     let seeds: Vec<i64> = (-3..config.num_candidate_programs as i64).collect();
+    // With `stop_at_score`, later candidates of a batch are speculative;
+    // `--speculation 0` builds them one at a time.
     let batch = if config.stop_at_score.is_some() {
-        4
+        if c.speculation == Some(0) {
+            1
+        } else {
+            4
+        }
     } else {
         seeds.len()
     };
@@ -117,26 +126,28 @@ pub fn random_search(
                 )
             });
             evaluate_when_ready(
-                c.pipeline,
+                &c.task(),
                 valset,
                 &c.metric,
                 ready,
                 &options,
                 c.cancel,
-                &mut |_, p| {
-                    (c.observer)(&Event::Validate {
-                        done: p.done,
-                        total: p.total,
-                        score: p.percent(),
-                    })
-                },
+                &mut |_, p| c.progress("validate", p.done, p.total, format!("{:.1}%", p.percent())),
             )
         });
         let states = built
             .into_iter()
             .map(|b| b.unwrap_or(Err(Error::Interrupted)))
             .collect::<Result<Vec<_>>>()?;
+        let mut stopped = false;
         for ((seed, state), report) in chunk.iter().zip(states).zip(reports) {
+            if stopped {
+                // Built and validated beyond DSPy's stopping point.
+                c.stats
+                    .speculative_calls
+                    .fetch_add(report.results.len(), std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             if report.interrupted {
                 return Err(Error::Interrupted);
             }
@@ -147,10 +158,10 @@ pub fn random_search(
                     report.first_error().unwrap_or_default()
                 )));
             }
-            (c.observer)(&Event::Scored {
-                seed: *seed,
-                score: report.score,
-            });
+            c.note(
+                "candidate",
+                format!("candidate {seed:>3}: {:.2}%", report.score),
+            );
             let demos = c
                 .predictors
                 .iter()
@@ -163,8 +174,11 @@ pub fn random_search(
                 state,
             });
             if config.stop_at_score.is_some_and(|s| report.score >= s) {
-                break 'search;
+                stopped = true;
             }
+        }
+        if stopped {
+            break 'search;
         }
     }
     // DSPy keeps the first candidate whose score beats all earlier ones.
@@ -195,19 +209,13 @@ fn build_candidates(
 ) {
     let zero_shot = student.filter_demos(|_| false);
     let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
-    let inner = Compiler {
-        pipeline: c.pipeline,
-        predictors: c.predictors.clone(),
-        ctx: c.ctx.clone(),
-        metric: c.metric.clone(),
-        threads: (c.threads / bootstraps).max(1),
-        cancel: c.cancel,
-        observer: c.observer,
-    };
+    // The shared budget bounds the bootstraps together; each gets a share
+    // of the threads so they progress side by side.
+    let mut inner = c.clone();
+    inner.threads = (c.threads / bootstraps).max(1);
     let max_samples = config.bootstrap.max_bootstrapped_demos;
     let build = |i: usize| -> Result<ProgramState> {
         let seed = seeds[i];
-        (c.observer)(&Event::Candidate { seed });
         Ok(match seed {
             -3 => zero_shot.clone(),
             -2 => labeled_few_shot(
@@ -237,4 +245,117 @@ fn build_candidates(
         on_built(i, state);
         true
     });
+}
+
+/// `random-search` settings: DSPy `BootstrapFewShotWithRandomSearch`'s
+/// parameter names and defaults (`dspy/teleprompt/random_search.py`).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RandomSearchConfig {
+    /// Upper bound of each candidate's bootstrapped demos.
+    pub max_bootstrapped_demos: usize,
+    /// Total demos per predictor.
+    pub max_labeled_demos: usize,
+    /// Bootstrap attempts per example.
+    pub max_rounds: usize,
+    /// A trace counts when the metric is at least this.
+    pub metric_threshold: Option<f64>,
+    /// Errors tolerated.
+    pub max_errors: usize,
+    /// Candidates with seeds 0..N besides the three fixed ones.
+    pub num_candidate_programs: usize,
+    /// Stop once a candidate scores at least this (percent).
+    pub stop_at_score: Option<f64>,
+    /// Save the best N candidates as a majority-vote ensemble (dspy-rhai).
+    pub ensemble: Option<usize>,
+    /// Seed of the RNGs DSPy fixes at 0.
+    pub seed: u64,
+}
+
+impl Default for RandomSearchConfig {
+    fn default() -> Self {
+        let b = BootstrapConfig::default();
+        RandomSearchConfig {
+            max_bootstrapped_demos: b.max_bootstrapped_demos,
+            max_labeled_demos: b.max_labeled_demos,
+            max_rounds: b.max_rounds,
+            metric_threshold: None,
+            max_errors: b.max_errors,
+            num_candidate_programs: 16,
+            stop_at_score: None,
+            ensemble: None,
+            seed: 0,
+        }
+    }
+}
+
+impl RandomSearchConfig {
+    /// The search settings these keys describe.
+    pub fn search(&self) -> SearchConfig {
+        SearchConfig {
+            bootstrap: BootstrapConfig {
+                max_bootstrapped_demos: self.max_bootstrapped_demos,
+                max_labeled_demos: self.max_labeled_demos,
+                max_rounds: self.max_rounds,
+                metric_threshold: self.metric_threshold,
+                max_errors: self.max_errors,
+                seed: self.seed,
+            },
+            num_candidate_programs: self.num_candidate_programs,
+            stop_at_score: self.stop_at_score,
+        }
+    }
+}
+
+/// The `random-search` optimizer: [`random_search`] on the valset (default:
+/// the trainset, as in DSPy); with `ensemble: N`, the best N candidates vote.
+pub struct RandomSearch(pub RandomSearchConfig);
+
+impl Optimizer for RandomSearch {
+    fn name(&self) -> &'static str {
+        "random-search"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or_default()
+    }
+
+    fn compile(&self, cx: &Compiler, student: &ProgramState, data: &Data) -> Result<Compiled> {
+        if data.trainset.is_empty() {
+            return Err(Error::Config("random-search: the trainset is empty".into()));
+        }
+        let out = random_search(
+            cx,
+            student,
+            &data.trainset,
+            data.valset.as_deref(),
+            &self.0.search(),
+            data.teacher.as_ref(),
+        )?;
+        let mut summary = vec![format!(
+            "best candidate: seed {} with {:.2}%",
+            out.best_seed, out.best_score
+        )];
+        let mut mode = Mode::Fixed;
+        if let Some(n) = self.0.ensemble {
+            let mut ranked = out.candidates.clone();
+            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+            let members: Vec<ProgramState> =
+                ranked.into_iter().take(n.max(1)).map(|c| c.state).collect();
+            summary.push(format!(
+                "ensemble of the best {} candidates (majority vote)",
+                members.len()
+            ));
+            mode = Mode::Ensemble { members };
+        }
+        Ok(Compiled {
+            state: out.best,
+            mode,
+            metadata: serde_json::json!({
+                "best_seed": out.best_seed, "best_score": out.best_score,
+                "candidates": out.candidates,
+            }),
+            summary,
+        })
+    }
 }

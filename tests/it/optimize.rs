@@ -83,16 +83,14 @@ fn compiler<'a>(
     threads: usize,
     cancel: &'a AtomicBool,
 ) -> Compiler<'a> {
-    static NOOP: fn(&dspy_rhai::optimize::Event) = |_| {};
-    Compiler {
+    Compiler::new(
         pipeline,
-        predictors: host.predictors().into_iter().map(|(n, _)| n).collect(),
-        ctx: (*host.session()).clone(),
-        metric: Metric::Script("metric".into()),
-        threads,
+        host.predictors(),
+        (*host.session()).clone(),
+        Metric::Script("metric".into()),
         cancel,
-        observer: &NOOP,
-    }
+    )
+    .with_threads(threads)
 }
 
 #[test]

@@ -1,12 +1,18 @@
-//! Compiling from scripts and the REPL:
+//! Compiling from scripts and the REPL, through the optimizer registry:
 //!
 //! ```rhai
 //! let trainset = load_dataset("train.jsonl", ["question"]);
 //! let compiled = compile("bootstrap", trainset, #{ metric: Fn("metric"), max_bootstrapped_demos: 2 });
-//! use_program(compiled);              // later calls use the demos
+//! let better = compile("mipro_v2", trainset, #{ valset: devset, auto: "light" });
+//! use_program(compiled);              // later calls use the demos and instructions
 //! save_program(compiled, "program.json");
-//! load_program("program.json");       // installs a saved program
+//! let p = load_program("program.json");  // installs a saved program
+//! p.call(#{ question: "..." })        // runs it as `run --load` does (KNN, ensemble)
 //! ```
+//!
+//! Option keys besides the optimizer's own (DSPy's parameter names, see
+//! [`crate::optimize::registry`]): `metric`, `valset`, `threads`,
+//! `speculation`, `teacher` (a program), `programs` (ensemble members).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,33 +22,23 @@ use serde_json::json;
 
 use super::evaluate::{examples_of, metric_of};
 use super::script_error;
+use crate::evaluate::Metric;
 use crate::host::{ScriptPipeline, Target};
 use crate::host::{ScriptRef, Shared};
-use crate::optimize::{
-    bootstrap_few_shot, labeled_few_shot, program_file, random_search, BootstrapConfig, Compiler,
-    Event, SearchConfig,
-};
+use crate::optimize::{registry, Compiler, Data, Program};
 use crate::predict::{ProgramState, RunContext};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
-/// A compiled program state as a script value.
+/// A compiled or loaded program as a script value.
 #[derive(Clone, Debug)]
 pub struct CompiledProgram {
-    /// The state to install.
-    pub state: ProgramState,
-    /// What produced it (optimizer, settings, scores).
-    pub metadata: serde_json::Value,
+    /// The program: state, run mode and metadata.
+    pub program: Program,
 }
 
 fn int(v: &Dynamic) -> Option<usize> {
     v.as_int().ok().filter(|n| *n >= 0).map(|n| n as usize)
-}
-
-fn number(v: &Dynamic) -> Option<f64> {
-    v.as_float()
-        .ok()
-        .or_else(|| v.as_int().ok().map(|i| i as f64))
 }
 
 fn compile(
@@ -57,13 +53,7 @@ fn compile(
         engine: ctx.engine(),
         shared,
     };
-    let names: Vec<String> = shared
-        .predictors
-        .read()
-        .expect("predictors lock")
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
+    let predictors = shared.predictors.read().expect("predictors lock").clone();
     let target = Target::Script("forward".into());
     if script.params("forward").is_none() {
         return Err(err(format!(
@@ -72,113 +62,122 @@ fn compile(
         )));
     }
     let inputs = target.input_names(&script);
-    let trainset = examples_of(ctx, &trainset, &inputs)?;
-    let mut bootstrap = BootstrapConfig::default();
-    let mut search = SearchConfig::default();
+    let mut data = Data::train(examples_of(ctx, &trainset, &inputs)?);
     let mut metric = None;
-    let mut valset = None;
     let mut threads = 8;
-    let mut k = 16;
+    let mut speculation = None;
+    let mut config = serde_json::Map::new();
     for (key, v) in &options {
         let bad = || err(format!("compile: invalid value for `{key}`"));
         match key.as_str() {
             "metric" => metric = Some(metric_of(v).ok_or_else(bad)?),
-            "valset" => valset = Some(examples_of(ctx, &v.clone().into_array().map_err(|_| bad())?, &inputs)?),
+            "valset" => {
+                let rows = v.clone().into_array().map_err(|_| bad())?;
+                data.valset = Some(examples_of(ctx, &rows, &inputs)?);
+            }
             "threads" => threads = int(v).ok_or_else(bad)?.max(1),
-            "k" => k = int(v).ok_or_else(bad)?,
-            "max_bootstrapped_demos" => bootstrap.max_bootstrapped_demos = int(v).ok_or_else(bad)?,
-            "max_labeled_demos" => bootstrap.max_labeled_demos = int(v).ok_or_else(bad)?,
-            "max_rounds" => bootstrap.max_rounds = int(v).ok_or_else(bad)?,
-            "max_errors" => bootstrap.max_errors = int(v).ok_or_else(bad)?,
-            "seed" => bootstrap.seed = int(v).ok_or_else(bad)? as u64,
-            "metric_threshold" => bootstrap.metric_threshold = Some(number(v).ok_or_else(bad)?),
-            "num_candidate_programs" => search.num_candidate_programs = int(v).ok_or_else(bad)?,
-            "stop_at_score" => search.stop_at_score = Some(number(v).ok_or_else(bad)?),
+            "speculation" => speculation = Some(int(v).ok_or_else(bad)?),
+            "teacher" => {
+                let p = v.clone().try_cast::<CompiledProgram>().ok_or_else(bad)?;
+                data.teacher = Some(p.program.state);
+            }
+            "programs" => {
+                for p in v.clone().into_array().map_err(|_| bad())? {
+                    let p = p.try_cast::<CompiledProgram>().ok_or_else(bad)?;
+                    data.programs.push(p.program.state);
+                }
+            }
             other => {
-                return Err(err(format!(
-                    "compile: unknown option `{other}` (known: metric, valset, threads, k, max_bootstrapped_demos, \
-                     max_labeled_demos, max_rounds, max_errors, seed, metric_threshold, num_candidate_programs, stop_at_score)"
-                )))
+                config.insert(other.to_string(), crate::host::convert::to_json(v));
             }
         }
     }
+    let fail = |e: crate::Error| err(format!("compile: {e}"));
+    let entry = registry::find(optimizer).map_err(fail)?;
+    let config = serde_json::Value::Object(config);
+    let opt = (entry.build)(&config).map_err(fail)?;
     let metric =
         match metric {
             Some(m) => m,
-            None if script.params("metric").is_some() => {
-                crate::evaluate::Metric::Script("metric".into())
+            None if script.params("metric").is_some() || !opt.needs_metric() => {
+                Metric::Script("metric".into())
             }
-            None if optimizer == "labeled" => crate::evaluate::Metric::Script("metric".into()),
             None => return Err(err(
                 "compile: pass #{ metric: Fn(\"name\") } or define fn metric(example, pred, trace)"
                     .into(),
             )),
         };
     let run: RunContext = (*shared.context(ctx.tag())).clone();
-    let base = ProgramState::default();
+    if opt.needs_lm() && run.lm.is_none() {
+        return Err(fail(crate::lm::LmError::NotConfigured.into()));
+    }
+    let lm = run.lm.as_ref().map(|l| l.model().to_string());
     let pipeline = ScriptPipeline { script, target };
-    let noop = |_: &Event| {};
-    let compiler = Compiler {
-        pipeline: &pipeline,
-        predictors: names.clone(),
-        ctx: run,
-        metric,
-        threads,
-        cancel: &shared.cancel,
-        observer: &noop,
-    };
-    let fail = |e: crate::Error| err(format!("compile: {e}"));
-    let (state, result) = match optimizer {
-        "labeled" => (
-            labeled_few_shot(&base, &names, &trainset, k, true, bootstrap.seed),
-            json!({"k": k}),
-        ),
-        "bootstrap" => {
-            let out =
-                bootstrap_few_shot(&compiler, &base, &trainset, &bootstrap, None).map_err(fail)?;
-            let r = json!({"bootstrapped": out.bootstrapped, "attempts": out.attempts});
-            (out.state, r)
-        }
-        "random_search" | "random-search" => {
-            search.bootstrap = bootstrap;
-            let out = random_search(
-                &compiler,
-                &base,
-                &trainset,
-                valset.as_deref(),
-                &search,
-                None,
-            )
-            .map_err(fail)?;
-            let r = json!({"best_seed": out.best_seed, "best_score": out.best_score, "candidates": out.candidates});
-            (out.best, r)
-        }
-        other => {
-            return Err(err(format!(
-                "compile: unknown optimizer `{other}` (labeled, bootstrap, random_search)"
-            )))
-        }
-    };
+    let source = shared.source.read().expect("source lock").1.clone();
+    let compiler = Compiler::new(&pipeline, predictors, run, metric, &shared.cancel)
+        .with_threads(threads)
+        .with_source(source)
+        .with_speculation(speculation);
+    let compiled = opt
+        .compile(&compiler, &ProgramState::default(), &data)
+        .map_err(fail)?;
+    let metadata = json!({
+        "optimizer": entry.name,
+        "dspy": entry.dspy,
+        "lm": lm,
+        "config": opt.config(),
+        "result": compiled.metadata,
+        "speculative_calls": compiler.stats.speculative(),
+    });
     Ok(CompiledProgram {
-        state,
-        metadata: json!({"optimizer": optimizer, "result": result}),
+        program: Program::from_compiled(compiled, metadata),
     })
 }
 
-/// Registers `compile`, `use_program`, `save_program` and `load_program`.
+/// Runs a program on one input map under the session's LM, as `run --load` does.
+fn call_program(
+    shared: &Shared,
+    ctx: &NativeCallContext,
+    p: &CompiledProgram,
+    inputs: Map,
+) -> R<Dynamic> {
+    let script = ScriptRef {
+        engine: ctx.engine(),
+        shared,
+    };
+    let names = shared
+        .predictors
+        .read()
+        .expect("predictors lock")
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    let pipeline = ScriptPipeline {
+        script,
+        target: Target::Script("forward".into()),
+    };
+    let wrapped = p
+        .program
+        .wrap(pipeline, names)
+        .map_err(|e| script_error(e, ctx.call_position()))?;
+    let mut run = (*shared.context(ctx.tag())).clone();
+    run.state = Arc::new(p.program.state.clone());
+    let inputs = crate::host::convert::map_to_fields(&inputs);
+    let out = wrapped
+        .run(&inputs, &run)
+        .map_err(|e| script_error(e, ctx.call_position()))?;
+    Ok(Dynamic::from_map(crate::host::convert::fields_to_map(&out)))
+}
+
+/// Registers `compile`, `use_program`, `save_program`, `load_program`
+/// and the program methods `call` and `metadata`.
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine
-        .register_type_with_name::<CompiledProgram>("CompiledProgram")
-        .register_fn("to_string", |p: &mut CompiledProgram| {
-            let demos: Vec<String> = p
-                .state
-                .iter()
-                .map(|(n, s)| format!("{n}: {} demos", s.demos.len()))
-                .collect();
-            format!("CompiledProgram({})", demos.join(", "))
-        })
+        .register_type_with_name::<CompiledProgram>("Program")
+        .register_fn("to_string", |p: &mut CompiledProgram| p.program.summary())
+        .register_fn("to_debug", |p: &mut CompiledProgram| p.program.summary())
         .register_get("metadata", |p: &mut CompiledProgram| {
-            crate::host::convert::to_dynamic(&p.metadata)
+            crate::host::convert::to_dynamic(&p.program.metadata)
         });
     let s = shared.clone();
     engine.register_fn(
@@ -195,9 +194,16 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         },
     );
     let s = shared.clone();
+    engine.register_fn(
+        "call",
+        move |ctx: NativeCallContext, p: &mut CompiledProgram, inputs: Map| {
+            call_program(&s, &ctx, p, inputs)
+        },
+    );
+    let s = shared.clone();
     engine.register_fn("use_program", move |p: CompiledProgram| {
         let mut session = (*s.context(None)).clone();
-        session.state = Arc::new(p.state);
+        session.state = Arc::new(p.program.state);
         *s.session.write().expect("session lock") = Arc::new(session);
     });
     let s = shared.clone();
@@ -205,8 +211,8 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         "save_program",
         move |ctx: NativeCallContext, p: CompiledProgram, path: &str| -> R<()> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
-            let json = program_file::to_json(&predictors, &p.state, p.metadata.clone());
-            program_file::save(&PathBuf::from(path), &json)
+            p.program
+                .save(&PathBuf::from(path), &predictors)
                 .map_err(|e| script_error(e, ctx.call_position()))
         },
     );
@@ -215,15 +221,15 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         "load_program",
         move |ctx: NativeCallContext, path: &str| -> R<CompiledProgram> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
-            let state = program_file::load(&PathBuf::from(path), &predictors)
+            let mut program = Program::load(&PathBuf::from(path), &predictors)
                 .map_err(|e| script_error(e, ctx.call_position()))?;
             let mut session = (*s.context(None)).clone();
-            session.state = Arc::new(state.clone());
+            session.state = Arc::new(program.state.clone());
             *s.session.write().expect("session lock") = Arc::new(session);
-            Ok(CompiledProgram {
-                state,
-                metadata: json!({"loaded_from": path}),
-            })
+            if program.metadata.is_null() {
+                program.metadata = json!({ "loaded_from": path });
+            }
+            Ok(CompiledProgram { program })
         },
     );
 }
