@@ -334,9 +334,9 @@ impl Scored {
     /// The feedback, or DSPy GEPA's default for metrics that give none:
     /// `This trajectory got a score of {score}.` (the score as Python prints a float).
     pub fn feedback_or_default(&self) -> String {
-        self.feedback.clone().unwrap_or_else(|| {
-            format!("This trajectory got a score of {}.", py_float(self.score))
-        })
+        self.feedback
+            .clone()
+            .unwrap_or_else(|| format!("This trajectory got a score of {}.", py_float(self.score)))
     }
 }
 
@@ -379,7 +379,11 @@ impl BuiltinMetric {
                 show(example.get("answer")),
                 show(pred.get("context")),
             ),
-            _ => ("answer", show(example.get("answer")), show(pred.get("answer"))),
+            _ => (
+                "answer",
+                show(example.get("answer")),
+                show(pred.get("answer")),
+            ),
         };
         format!(
             "Expected {what}: {expected}. Got: {got}. Score: {}.",

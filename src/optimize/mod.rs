@@ -17,12 +17,15 @@
 mod bootstrap;
 pub mod config;
 mod ensemble;
+pub mod feedback;
+pub mod gepa;
 mod knn;
 mod labeled;
 pub mod program;
 pub mod program_file;
 mod random_search;
 pub mod registry;
+pub mod simba;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -55,6 +55,18 @@ pub const REGISTRY: &[Entry] = &[
         about: "saved programs voting by majority",
         build: |c| Ok(Box::new(Ensemble(parse("ensemble", c)?))),
     },
+    Entry {
+        name: "gepa",
+        dspy: "GEPA",
+        about: "reflective instruction evolution on a Pareto front (budget: --auto)",
+        build: |c| Ok(Box::new(super::gepa::Gepa(parse("gepa", c)?))),
+    },
+    Entry {
+        name: "simba",
+        dspy: "SIMBA",
+        about: "demos and rules from the examples whose runs differ most",
+        build: |c| Ok(Box::new(super::simba::Simba(parse("simba", c)?))),
+    },
 ];
 
 /// The registered names.

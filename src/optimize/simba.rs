@@ -85,15 +85,24 @@ pub fn offer_feedback_signature() -> Signature {
     let trajectory = "The trajectory of the program's execution, showing each module's I/O";
     let outputs = "The outputs of the program that we are analyzing";
     let reward = "The reward value assigned to the program's outputs";
-    let info = "Additional information that might be helpful to understanding the assigned reward value.";
+    let info =
+        "Additional information that might be helpful to understanding the assigned reward value.";
     let inputs = vec![
-        f("program_code", FieldType::Str, "The code of the program that we are analyzing"),
+        f(
+            "program_code",
+            FieldType::Str,
+            "The code of the program that we are analyzing",
+        ),
         f(
             "modules_defn",
             FieldType::Str,
             "The definition of each module in the program, including its I/O",
         ),
-        f("program_inputs", FieldType::Str, "The inputs to the program that we are analyzing"),
+        f(
+            "program_inputs",
+            FieldType::Str,
+            "The inputs to the program that we are analyzing",
+        ),
         f(
             "oracle_metadata",
             FieldType::Str,
@@ -350,9 +359,8 @@ pub fn offer_feedback_inputs(
     let example = &input.trainset[good.example];
     let na = |t: &mut Trajectory| {
         t.run.trace.clear();
-        t.run.prediction = Some(
-            serde_json::from_value(json!({"N/A": "Prediction not available"})).expect("map"),
-        );
+        t.run.prediction =
+            Some(serde_json::from_value(json!({"N/A": "Prediction not available"})).expect("map"));
     };
     let (mut good_value, mut bad_value) = (json!(good.run.score), json!(bad.run.score));
     if good.run.score <= bad.run.score {
@@ -488,7 +496,11 @@ fn instructions_of(cx: &Compiler, system: &ProgramState, name: &str) -> String {
 ///
 /// # Errors
 /// The LM call's error; the candidate is then dropped, as in DSPy.
-pub fn append_a_rule(cx: &Compiler, system: &mut ProgramState, input: &StrategyInput) -> Result<bool> {
+pub fn append_a_rule(
+    cx: &Compiler,
+    system: &mut ProgramState,
+    input: &StrategyInput,
+) -> Result<bool> {
     let Some(inputs) = offer_feedback_inputs(cx, system, input) else {
         return Ok(false);
     };
@@ -507,7 +519,9 @@ pub fn append_a_rule(cx: &Compiler, system: &mut ProgramState, input: &StrategyI
         ));
     };
     for name in &cx.predictors {
-        let Some(text) = advice.get(name) else { continue };
+        let Some(text) = advice.get(name) else {
+            continue;
+        };
         let text = match text {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -591,7 +605,10 @@ pub fn simba(
             "simba",
             step,
             config.max_steps,
-            format!("{} programs, {metric_calls} metric calls", pool.programs.len()),
+            format!(
+                "{} programs, {metric_calls} metric calls",
+                pool.programs.len()
+            ),
         );
         // 1) The next minibatch.
         if instance + bsize > trainset.len() {
@@ -650,7 +667,11 @@ pub fn simba(
                     .map(|n| system.get(n).map_or(0, |p| p.demos.len()))
                     .max()
                     .unwrap_or(0);
-                let max_demos = if config.max_demos > 0 { config.max_demos } else { 3 };
+                let max_demos = if config.max_demos > 0 {
+                    config.max_demos
+                } else {
+                    3
+                };
                 let drop = poisson(&mut rng_np, num_demos as f64 / max_demos as f64)
                     .max(usize::from(num_demos >= max_demos))
                     .min(num_demos);
@@ -678,7 +699,8 @@ pub fn simba(
                 });
                 next_bucket += 1;
             }
-            let mut results: Vec<Option<Result<ProgramState>>> = (0..plans.len()).map(|_| None).collect();
+            let mut results: Vec<Option<Result<ProgramState>>> =
+                (0..plans.len()).map(|_| None).collect();
             let apply = |i: usize| -> Result<ProgramState> {
                 let plan = &plans[i];
                 let mut system = plan.system.clone();
@@ -734,7 +756,9 @@ pub fn simba(
             .collect();
 
         // 6-8) The step's winner; every candidate joins the pool.
-        if let Some(best) = (0..averages.len()).reduce(|b, i| if averages[i] > averages[b] { i } else { b }) {
+        if let Some(best) =
+            (0..averages.len()).reduce(|b, i| if averages[i] > averages[b] { i } else { b })
+        {
             winners.push(built[best].1.clone());
         }
         trial_logs.push(json!({
@@ -775,7 +799,12 @@ pub fn simba(
         seen.push(*i);
         new
     });
-    cx.progress("simba", config.max_steps, config.max_steps, "final evaluation".into());
+    cx.progress(
+        "simba",
+        config.max_steps,
+        config.max_steps,
+        "final evaluation".into(),
+    );
     let jobs: Vec<(RunContext, &Example)> = idxs
         .iter()
         .flat_map(|&i| {
@@ -872,7 +901,9 @@ mod tests {
     #[test]
     fn offer_feedback_matches_dspy() {
         let sig = offer_feedback_signature();
-        assert!(sig.instructions().starts_with("You will be given two trajectories"));
+        assert!(sig
+            .instructions()
+            .starts_with("You will be given two trajectories"));
         let names: Vec<&str> = sig.inputs().iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names.len(), 13);
         assert_eq!(names[0], "program_code");

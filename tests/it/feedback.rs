@@ -76,7 +76,14 @@ fn a_five_parameter_metric_gets_the_predictor_name_and_its_trace() {
     let ctx = host.session();
     let steps = [step];
     let with_target = metric
-        .judge(&pipeline, &ex, &pred, Some(&steps), Some(("qa", &steps)), &ctx)
+        .judge(
+            &pipeline,
+            &ex,
+            &pred,
+            Some(&steps),
+            Some(("qa", &steps)),
+            &ctx,
+        )
         .unwrap();
     assert_eq!(
         with_target,
@@ -86,9 +93,14 @@ fn a_five_parameter_metric_gets_the_predictor_name_and_its_trace() {
         }
     );
     // Without a target the last two arguments are `()`, as DSPy passes None.
-    let plain = metric.judge(&pipeline, &ex, &pred, None, None, &ctx).unwrap();
+    let plain = metric
+        .judge(&pipeline, &ex, &pred, None, None, &ctx)
+        .unwrap();
     assert_eq!(plain, Scored::score(0.5));
-    assert_eq!(plain.feedback_or_default(), "This trajectory got a score of 0.5.");
+    assert_eq!(
+        plain.feedback_or_default(),
+        "This trajectory got a score of 0.5."
+    );
     // The score-only path reads the same metric.
     let score = pipeline
         .script_metric("per_predictor", &ex, &pred, None, &ctx)
@@ -112,7 +124,10 @@ fn a_metric_returning_text_is_an_error_naming_the_shapes() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bad returned"), "{err}");
-    assert!(err.contains("#{ score: number, feedback: string }"), "{err}");
+    assert!(
+        err.contains("#{ score: number, feedback: string }"),
+        "{err}"
+    );
 }
 
 #[test]

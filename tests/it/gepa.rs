@@ -23,8 +23,10 @@ use crate::common::{fields, host_with, scripted_lm};
 fn examples(range: std::ops::Range<usize>) -> Vec<Example> {
     range
         .map(|i| {
-            Example::new(fields(json!({"question": format!("q{i}"), "answer": format!("a{i}")})))
-                .with_inputs(&["question"])
+            Example::new(fields(
+                json!({"question": format!("q{i}"), "answer": format!("a{i}")}),
+            ))
+            .with_inputs(&["question"])
         })
         .collect()
 }
@@ -46,7 +48,11 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
         let user = &req.messages.last().unwrap().content;
         let n = number_in(user);
         let right = n % 2 == 0 || system.contains("exact");
-        let answer = if right { format!("a{n}") } else { "wrong".into() };
+        let answer = if right {
+            format!("a{n}")
+        } else {
+            "wrong".into()
+        };
         Ok(chat::reply(&fields(json!({"answer": answer}))))
     }))
 }
@@ -54,7 +60,9 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
 /// The reflection LM: always proposes `instruction`.
 fn reflection_lm(instruction: &'static str) -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(move |_| {
-        Ok(chat::reply(&fields(json!({"new_instruction": instruction}))))
+        Ok(chat::reply(&fields(
+            json!({"new_instruction": instruction}),
+        )))
     }))
 }
 
@@ -128,8 +136,13 @@ fn a_child_that_does_not_improve_its_minibatch_is_rejected() {
     let (reflect, reflections) = reflection_lm("Be vague.");
     let out = run(&host, reflect, &budget(40), 2);
     assert_eq!(out.metadata["num_candidates"], json!(1));
-    assert_eq!(out.state.get("qa").and_then(|s| s.instructions.clone()).as_deref(),
-        Some("Given the fields `question`, produce the fields `answer`."));
+    assert_eq!(
+        out.state
+            .get("qa")
+            .and_then(|s| s.instructions.clone())
+            .as_deref(),
+        Some("Given the fields `question`, produce the fields `answer`.")
+    );
     assert!(!reflections.requests().is_empty(), "proposals were made");
 }
 
@@ -161,7 +174,10 @@ fn a_rerun_with_the_same_log_dir_resumes() {
     let first = run(&host, reflect, &with_log(20), 2);
     let first_calls = first.metadata["total_metric_calls"].as_u64().unwrap();
     let lines = std::fs::read_to_string(dir.path().join("candidates.jsonl")).unwrap();
-    assert_eq!(lines.lines().count() as u64, first.metadata["num_candidates"].as_u64().unwrap());
+    assert_eq!(
+        lines.lines().count() as u64,
+        first.metadata["num_candidates"].as_u64().unwrap()
+    );
 
     // A larger budget on the same log_dir continues: the student is not scored again.
     let (lm, backend) = task_lm();
@@ -177,15 +193,30 @@ fn a_rerun_with_the_same_log_dir_resumes() {
 
     // Another program on the same log_dir is refused.
     let (lm, _) = task_lm();
-    let other = host_with(&QA.replace("let qa", "let other").replace("qa.call", "other.call"), Some(lm));
+    let other = host_with(
+        &QA.replace("let qa", "let other")
+            .replace("qa.call", "other.call"),
+        Some(lm),
+    );
     let (reflect, _) = reflection_lm("Be exact.");
     let pipeline = other.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(&pipeline, other.predictors(), (*other.session()).clone(),
-        Metric::Script("metric".into()), &cancel).with_prompt_lm(Some(reflect));
-    let err = gepa(&cx, &ProgramState::default(), &Data::train(examples(0..6)), &with_log(40))
-        .unwrap_err()
-        .to_string();
+    let cx = Compiler::new(
+        &pipeline,
+        other.predictors(),
+        (*other.session()).clone(),
+        Metric::Script("metric".into()),
+        &cancel,
+    )
+    .with_prompt_lm(Some(reflect));
+    let err = gepa(
+        &cx,
+        &ProgramState::default(),
+        &Data::train(examples(0..6)),
+        &with_log(40),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("log_dir"), "{err}");
 }
 
@@ -213,8 +244,13 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     let host = host_with(TWO, Some(lm));
     let pipeline = host.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(&pipeline, host.predictors(), (*host.session()).clone(),
-        Metric::Script("metric".into()), &cancel);
+    let cx = Compiler::new(
+        &pipeline,
+        host.predictors(),
+        (*host.session()).clone(),
+        Metric::Script("metric".into()),
+        &cancel,
+    );
     let batch = examples(0..2);
     let ctx: RunContext = (*host.session()).clone();
     let jobs: Vec<(RunContext, &Example)> = batch.iter().map(|e| (ctx.clone(), e)).collect();

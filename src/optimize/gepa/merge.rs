@@ -96,7 +96,10 @@ fn find_pair(
 fn subsample(a: &[f64], b: &[f64], rng: &mut PyRandom) -> Vec<usize> {
     let ids: Vec<usize> = (0..a.len()).collect();
     let buckets = [
-        ids.iter().copied().filter(|&k| a[k] > b[k]).collect::<Vec<_>>(),
+        ids.iter()
+            .copied()
+            .filter(|&k| a[k] > b[k])
+            .collect::<Vec<_>>(),
         ids.iter().copied().filter(|&k| b[k] > a[k]).collect(),
         ids.iter().copied().filter(|&k| a[k] == b[k]).collect(),
     ];
@@ -106,13 +109,21 @@ fn subsample(a: &[f64], b: &[f64], rng: &mut PyRandom) -> Vec<usize> {
         if chosen.len() >= SUBSAMPLE {
             break;
         }
-        let free: Vec<usize> = bucket.iter().copied().filter(|k| !chosen.contains(k)).collect();
+        let free: Vec<usize> = bucket
+            .iter()
+            .copied()
+            .filter(|k| !chosen.contains(k))
+            .collect();
         let take = free.len().min(each).min(SUBSAMPLE - chosen.len());
         chosen.extend(rng.sample(&free, take));
     }
     let rest = SUBSAMPLE - chosen.len();
     if rest > 0 {
-        let unused: Vec<usize> = ids.iter().copied().filter(|k| !chosen.contains(k)).collect();
+        let unused: Vec<usize> = ids
+            .iter()
+            .copied()
+            .filter(|k| !chosen.contains(k))
+            .collect();
         if unused.len() >= rest {
             chosen.extend(rng.sample(&unused, rest));
         }
@@ -184,7 +195,8 @@ pub(super) fn attempt(
     };
     let ids = subsample(&s.val_subscores[i], &s.val_subscores[j], rng);
     let ctx = state_of(&merged);
-    let jobs: Vec<(RunContext, &Example)> = ids.iter().map(|&k| (ctx.clone(), &valset[k])).collect();
+    let jobs: Vec<(RunContext, &Example)> =
+        ids.iter().map(|&k| (ctx.clone(), &valset[k])).collect();
     let runs = rollouts(cx, &jobs, Tracing::Off, config.failure_score)?;
     s.total_metric_calls += runs.len();
     let new: f64 = runs.iter().map(|r| r.score).sum();
@@ -237,7 +249,10 @@ mod tests {
     #[test]
     fn a_triplet_is_desirable_when_one_side_kept_the_ancestor() {
         let c = |x: &str, y: &str| -> Candidate {
-            BTreeMap::from([("p".to_string(), x.to_string()), ("q".to_string(), y.to_string())])
+            BTreeMap::from([
+                ("p".to_string(), x.to_string()),
+                ("q".to_string(), y.to_string()),
+            ])
         };
         let cands = vec![c("a", "a"), c("b", "a"), c("a", "b"), c("b", "b")];
         assert!(desirable(&cands, 0, 1, 2));

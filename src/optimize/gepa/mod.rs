@@ -192,14 +192,16 @@ impl GepaConfig {
                 self.auto, self.max_full_evals, self.max_metric_calls
             )));
         }
-        Ok(match (self.auto, self.max_full_evals, self.max_metric_calls) {
-            (Some(auto), _, _) => {
-                auto_budget(num_preds.max(1), auto.candidates(), val.unwrap_or(train))
-            }
-            (_, Some(n), _) => n * (train + val.unwrap_or(0)),
-            (_, _, Some(n)) => n,
-            _ => unreachable!("one is set"),
-        })
+        Ok(
+            match (self.auto, self.max_full_evals, self.max_metric_calls) {
+                (Some(auto), _, _) => {
+                    auto_budget(num_preds.max(1), auto.candidates(), val.unwrap_or(train))
+                }
+                (_, Some(n), _) => n * (train + val.unwrap_or(0)),
+                (_, _, Some(n)) => n,
+                _ => unreachable!("one is set"),
+            },
+        )
     }
 }
 
@@ -472,7 +474,12 @@ pub fn gepa(
                 valset.iter().map(|e| (ctx.clone(), e)).collect();
             let scored = rollouts(cx, &jobs, Tracing::Off, config.failure_score)?;
             s.total_metric_calls += scored.len();
-            s.add(seed_candidate.clone(), Vec::new(), &scored, config.track_stats);
+            s.add(
+                seed_candidate.clone(),
+                Vec::new(),
+                &scored,
+                config.track_stats,
+            );
             save(log, &s, 0)?;
             s
         }
@@ -501,14 +508,7 @@ pub fn gepa(
         if config.use_merge && state.merges_due > 0 && state.last_found_new {
             state.last_found_new = false;
             if merge::attempt(
-                cx,
-                &mut state,
-                &mut rng,
-                valset,
-                budget,
-                config,
-                &state_of,
-                log,
+                cx, &mut state, &mut rng, valset, budget, config, &state_of, log,
             )? {
                 report(&state);
                 continue;
@@ -617,10 +617,16 @@ pub fn gepa(
             }
             (child != state.candidates[tasks[n].parent]).then_some(child)
         };
-        crate::parallel::run_indexed(tasks.len(), cx.threads, &[cx.cancel], propose_one, |n, p| {
-            proposals[n] = p;
-            true
-        });
+        crate::parallel::run_indexed(
+            tasks.len(),
+            cx.threads,
+            &[cx.cancel],
+            propose_one,
+            |n, p| {
+                proposals[n] = p;
+                true
+            },
+        );
         cx.check_cancel()?;
         for (t, p) in tasks.iter_mut().zip(proposals) {
             t.child = p;
@@ -634,7 +640,10 @@ pub fn gepa(
             .iter()
             .flat_map(|&n| {
                 let ctx = state_of(tasks[n].child.as_ref().expect("child"));
-                tasks[n].minibatch.iter().map(move |&i| (ctx.clone(), &trainset[i]))
+                tasks[n]
+                    .minibatch
+                    .iter()
+                    .map(move |&i| (ctx.clone(), &trainset[i]))
             })
             .collect();
         let after = rollouts(cx, &jobs, Tracing::Off, config.failure_score)?;

@@ -157,7 +157,10 @@ mod tests {
             .iter()
             .map(|s| s.iter().copied().collect())
             .collect();
-        assert_eq!(sets, vec![vec![1, 3], vec![2, 3], vec![0, 1], vec![0, 1, 2, 3]]);
+        assert_eq!(
+            sets,
+            vec![vec![1, 3], vec![2, 3], vec![0, 1], vec![0, 1, 2, 3]]
+        );
     }
 
     #[test]
@@ -185,10 +188,14 @@ mod tests {
         assert!(counts[1] > 200 && counts[3] > 200, "{counts:?}");
         let again: Vec<usize> = {
             let mut rng = PyRandom::from_u64(0);
-            (0..5).map(|_| front.select(&means, &mut rng).unwrap()).collect()
+            (0..5)
+                .map(|_| front.select(&means, &mut rng).unwrap())
+                .collect()
         };
         let mut rng = PyRandom::from_u64(0);
-        let first: Vec<usize> = (0..5).map(|_| front.select(&means, &mut rng).unwrap()).collect();
+        let first: Vec<usize> = (0..5)
+            .map(|_| front.select(&means, &mut rng).unwrap())
+            .collect();
         assert_eq!(again, first);
         assert_eq!(ParetoFront::new(2).select(&[], &mut rng), None);
     }

@@ -93,9 +93,17 @@ pub fn reflective_example(step: &TraceStep, feedback: &str) -> Value {
 /// only one, or one drawn at random when it ran several times (DSPy's
 /// `rng.choice(trace_instances)`). `None` when the run failed or the
 /// predictor did not run.
-pub fn pick_step<'r>(rollout: &'r Rollout, name: &str, rng: &mut PyRandom) -> Option<&'r TraceStep> {
+pub fn pick_step<'r>(
+    rollout: &'r Rollout,
+    name: &str,
+    rng: &mut PyRandom,
+) -> Option<&'r TraceStep> {
     rollout.prediction.as_ref()?;
-    let calls: Vec<&TraceStep> = rollout.trace.iter().filter(|s| s.predictor == name).collect();
+    let calls: Vec<&TraceStep> = rollout
+        .trace
+        .iter()
+        .filter(|s| s.predictor == name)
+        .collect();
     match calls.len() {
         0 => None,
         1 => Some(calls[0]),
@@ -129,7 +137,10 @@ pub fn propose(
         inputs.insert("length_limit".into(), limit.clone().into());
     }
     inputs.insert("current_instruction".into(), current_instruction.into());
-    inputs.insert("examples_with_feedback".into(), Value::Array(examples.to_vec()));
+    inputs.insert(
+        "examples_with_feedback".into(),
+        Value::Array(examples.to_vec()),
+    );
     let out = predict::call(&proposer, &ctx, &inputs)?;
     let draft = text_of(out.get("new_instruction"));
     if draft.is_empty() {
@@ -203,10 +214,16 @@ mod tests {
         assert_eq!(new, "Be exact.");
         let request = &backend.requests()[0];
         let system = &request.messages[0].content;
-        assert!(system.contains("I provided an assistant with instructions"), "{system}");
+        assert!(
+            system.contains("I provided an assistant with instructions"),
+            "{system}"
+        );
         let user = &request.messages.last().unwrap().content;
         assert!(user.contains("Answer."), "{user}");
-        assert!(user.contains("Generated Outputs") && user.contains("Expected a1."), "{user}");
+        assert!(
+            user.contains("Generated Outputs") && user.contains("Expected a1."),
+            "{user}"
+        );
     }
 
     #[test]
@@ -224,7 +241,14 @@ mod tests {
         assert_eq!(propose(&lm, "Old.", &[], Some(10)).unwrap(), "Short.");
         let requests = backend.requests();
         assert_eq!(requests.len(), 2);
-        assert!(requests[0].messages.last().unwrap().content.contains("at most 10 characters"));
-        assert!(requests[1].messages[0].content.contains("Shorten the instruction"));
+        assert!(requests[0]
+            .messages
+            .last()
+            .unwrap()
+            .content
+            .contains("at most 10 characters"));
+        assert!(requests[1].messages[0]
+            .content
+            .contains("Shorten the instruction"));
     }
 }
