@@ -277,3 +277,84 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     assert_eq!(items[0]["Inputs"], json!({"question": "q0", "draft": "a0"}));
     assert_eq!(items[0]["Feedback"], "check saw q0 in 2 steps");
 }
+
+#[test]
+fn the_cli_compiles_with_gepa_and_simba_by_name() {
+    let pairs: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("Question {i}?"), format!("Answer {i}")))
+        .collect();
+    let server = crate::common::qa_server(&pairs, std::time::Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|(q, a)| json!({"question": q, "answer": a}).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let base = server.base_url();
+    for (optimizer, settings) in [
+        ("gepa", vec!["max_metric_calls=20"]),
+        ("simba", vec!["bsize=4", "max_steps=1", "num_candidates=2"]),
+    ] {
+        let program = dir.path().join(format!("{optimizer}.json"));
+        let mut cmd = crate::common::cli();
+        cmd.args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            optimizer,
+            "--train",
+        ])
+        .arg(&data)
+        .args([
+            "--metric",
+            "answer_exact_match",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &base,
+        ])
+        .args(["--reflection-lm", "openai/m", "--no-cache", "--out"])
+        .arg(&program);
+        for s in settings {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{optimizer}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let saved: Value =
+            serde_json::from_str(&std::fs::read_to_string(&program).unwrap()).unwrap();
+        assert!(saved.get("answer").is_some(), "{optimizer}: {saved}");
+    }
+    // A GEPA run needs exactly one budget.
+    let out = crate::common::cli()
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "gepa",
+            "--train",
+        ])
+        .arg(&data)
+        .args([
+            "--metric",
+            "answer_exact_match",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &base,
+        ])
+        .args(["--no-cache", "--out"])
+        .arg(dir.path().join("none.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exactly one of auto, max_full_evals, max_metric_calls"),
+        "{err}"
+    );
+}
