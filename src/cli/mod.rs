@@ -27,7 +27,7 @@ enum Command {
     /// Run a pipeline once and print its prediction.
     Run(run::Args),
     /// Compile a pipeline with an optimizer and save the program as JSON.
-    Compile(compile::Args),
+    Compile(Box<compile::Args>),
     /// Score a pipeline on a dataset with a metric, in parallel.
     Eval(eval::Args),
     /// Experiment interactively: a Rhai REPL with the pipeline API.
@@ -67,7 +67,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Repl(args) => repl::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Compile(args) => compile::run(args),
+        Command::Compile(args) => compile::run(*args),
         Command::Index(args) => index::run(args),
         Command::Search(args) => search::run(args),
     }

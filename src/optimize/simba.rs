@@ -512,7 +512,10 @@ pub fn append_a_rule(
         LmSettings::default(),
     )?;
     predictor.assign_name("simba.offer_feedback");
-    let out = predict::call(&predictor, &ctx, &inputs)?;
+    let out = {
+        let _slot = cx.budget.acquire();
+        predict::call(&predictor, &ctx, &inputs)?
+    };
     let Some(Value::Object(advice)) = out.get("module_advice") else {
         return Err(Error::Config(
             "OfferFeedback returned no module_advice map".into(),
@@ -726,7 +729,7 @@ pub fn simba(
             });
             cx.check_cancel()?;
             for (plan, result) in plans.iter().zip(results) {
-                if built.len() >= n_cand + 1 {
+                if built.len() > n_cand {
                     break;
                 }
                 match result.expect("every strategy ran") {

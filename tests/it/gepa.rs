@@ -47,7 +47,7 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
         let system = &req.messages[0].content;
         let user = &req.messages.last().unwrap().content;
         let n = number_in(user);
-        let right = n % 2 == 0 || system.contains("exact");
+        let right = n.is_multiple_of(2) || system.contains("exact");
         let answer = if right {
             format!("a{n}")
         } else {

@@ -50,7 +50,7 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let system = &req.messages[0].content;
         let n = number_in(&req.messages.last().unwrap().content);
-        let right = n % 2 == 0 || system.contains("exact") || req.rollout_id == Some(1);
+        let right = n.is_multiple_of(2) || system.contains("exact") || req.rollout_id == Some(1);
         let answer = if right {
             format!("a{n}")
         } else {

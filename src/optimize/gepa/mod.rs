@@ -423,7 +423,7 @@ pub fn gepa(
                 return Err(Error::Config(format!(
                     "gepa: log_dir {} holds a run of predictors {:?} on {} validation examples; \
                      this run has {:?} and {} (use another log_dir)",
-                    log.map(Path::display).expect("log_dir").to_string(),
+                    log.map(Path::display).expect("log_dir"),
                     s.predictors,
                     s.valset_size,
                     names,
@@ -600,6 +600,7 @@ pub fn gepa(
             let mut child = state.candidates[tasks[n].parent].clone();
             for (name, examples) in &datasets[n] {
                 let current = child.get(name).cloned().unwrap_or_default();
+                let _slot = cx.budget.acquire();
                 match propose(
                     &reflection_lm,
                     &current,
