@@ -20,8 +20,9 @@
 //! run resumed from `log_dir` continues exactly where it stopped.
 //!
 //! The budget counts metric calls (one per program run scored, as GEPA
-//! counts rollouts) and is never exceeded: an iteration starts only when its
-//! minibatch runs fit, and a full validation only when it fits.
+//! counts rollouts) and is never exceeded (DSPy may overshoot it by an
+//! iteration): an iteration starts only when its proposals' minibatch runs
+//! and one full validation fit, and each further validation only when it fits.
 
 mod merge;
 mod pareto;
@@ -499,7 +500,9 @@ pub fn gepa(
     };
     report(&state);
 
-    while state.total_metric_calls + 2 * mb <= budget {
+    // An iteration starts only when a proposal's minibatch runs and one
+    // full validation still fit.
+    while state.total_metric_calls + 2 * mb + valset.len() <= budget {
         cx.check_cancel()?;
         state.iteration += 1;
         let mut rng = rng_for(config.seed, &[state.iteration]);
@@ -517,7 +520,7 @@ pub fn gepa(
         state.last_found_new = false;
 
         // 2) Reflective mutation: draw parents and minibatches.
-        let room = (budget - state.total_metric_calls) / (2 * mb);
+        let room = (budget - state.total_metric_calls - valset.len()) / (2 * mb);
         let k = config.num_proposals.max(1).min(room);
         let scores = state.aggregate_scores();
         let mut tasks: Vec<Task> = Vec::with_capacity(k);
