@@ -40,6 +40,11 @@ pub struct PythonMock {
 impl PythonMock {
     /// Starts the mock with a latency and a gold file; `None` without `../shared` or python3.
     pub fn start(latency_ms: u64, gold: &Path) -> Option<PythonMock> {
+        Self::start_with(latency_ms, gold, &[])
+    }
+
+    /// Like [`PythonMock::start`] with extra mock options (`--instruction-keys a,b,c`).
+    pub fn start_with(latency_ms: u64, gold: &Path, extra: &[&str]) -> Option<PythonMock> {
         let tool = shared_dir()?.join("tools/mock_lm.py");
         let mut child = Command::new("python3")
             .arg(&tool)
@@ -51,6 +56,7 @@ impl PythonMock {
                 "--gold",
             ])
             .arg(gold)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

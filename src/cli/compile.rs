@@ -41,8 +41,9 @@ pub struct Args {
     /// Optimizer settings as a JSON object file (applied before --set).
     #[arg(long, value_name = "OPT.json")]
     pub config: Option<PathBuf>,
-    /// The model that writes instructions (DSPy's prompt_model); default: --lm.
-    #[arg(long, value_name = "MODEL")]
+    /// The model that writes instructions (DSPy's prompt_model; GEPA's
+    /// reflection_lm, also spelled --reflection-lm); default: --lm.
+    #[arg(long, value_name = "MODEL", visible_alias = "reflection-lm")]
     pub prompt_lm: Option<String>,
     /// Built-in metric name or script function; default: the script's `metric`.
     #[arg(long)]

@@ -28,7 +28,7 @@ pub struct Args {
     /// Install a compiled program (saved by `compile`) first.
     #[arg(long, value_name = "PROGRAM.json")]
     pub load: Option<PathBuf>,
-    /// Write per-example results (inputs, prediction, score, error) as JSONL.
+    /// Write per-example results (inputs, prediction, score, feedback, error) as JSONL.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Stop after this many examples have errored.

@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use icu_normalizer::DecomposingNormalizerBorrowed;
 use regex::Regex;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::data::Example;
@@ -305,6 +306,97 @@ impl BuiltinMetric {
             BuiltinMetric::AnswerPassageMatch => pass(answer_passage_match(example, pred)),
             BuiltinMetric::GoldPassagesRetrieved => pass(gold_passages_retrieved(example, pred)),
             BuiltinMetric::Gsm8k => pass(gsm8k_metric(example, pred)),
+        }
+    }
+}
+
+/// A metric's verdict on one prediction: a score and, when the metric gives
+/// one, textual feedback (DSPy's `ScoreWithFeedback`, `dspy/teleprompt/gepa/gepa_utils.py`).
+/// Feedback-driven optimizers (GEPA, SIMBA) show the feedback to the reflection LM.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scored {
+    /// The score, usually in `[0, 1]`.
+    pub score: f64,
+    /// Feedback text, if the metric gave any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+}
+
+impl Scored {
+    /// A score without feedback.
+    pub fn score(score: f64) -> Scored {
+        Scored {
+            score,
+            feedback: None,
+        }
+    }
+
+    /// The feedback, or DSPy GEPA's default for metrics that give none:
+    /// `This trajectory got a score of {score}.` (the score as Python prints a float).
+    pub fn feedback_or_default(&self) -> String {
+        self.feedback
+            .clone()
+            .unwrap_or_else(|| format!("This trajectory got a score of {}.", py_float(self.score)))
+    }
+}
+
+/// Python's `str(float)` for the values metrics give (`1.0`, `0.5`, `0.3333333333333333`).
+pub fn py_float(x: f64) -> String {
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}
+
+impl BuiltinMetric {
+    /// The default feedback of a built-in metric: what was expected versus
+    /// what the program produced, and the score. Fields follow the metric:
+    /// `answer` for answer metrics, `gold_titles` against the titles of the
+    /// predicted `context` for [`gold_passages_retrieved`], the answers
+    /// against the predicted `context` for [`answer_passage_match`].
+    pub fn feedback(&self, example: &Example, pred: &Map<String, Value>, score: f64) -> String {
+        let show = |v: Option<&Value>| match v {
+            None | Some(Value::Null) => "nothing".to_string(),
+            Some(Value::String(s)) => format!("{s:?}"),
+            Some(other) => other.to_string(),
+        };
+        let (what, expected, got) = match self {
+            BuiltinMetric::GoldPassagesRetrieved => {
+                let titles: Option<Value> = field_list(pred.get("context")).map(|ps| {
+                    ps.iter()
+                        .map(|p| Value::String(p.split(" | ").next().unwrap_or("").to_string()))
+                        .collect()
+                });
+                (
+                    "passage titles",
+                    show(example.get("gold_titles")),
+                    show(titles.as_ref()),
+                )
+            }
+            BuiltinMetric::AnswerPassageMatch => (
+                "a passage containing the answer",
+                show(example.get("answer")),
+                show(pred.get("context")),
+            ),
+            _ => (
+                "answer",
+                show(example.get("answer")),
+                show(pred.get("answer")),
+            ),
+        };
+        format!(
+            "Expected {what}: {expected}. Got: {got}. Score: {}.",
+            py_float(score)
+        )
+    }
+
+    /// Scores one prediction and gives the default [`BuiltinMetric::feedback`].
+    pub fn judge(&self, example: &Example, pred: &Map<String, Value>) -> Scored {
+        let score = self.score(example, pred);
+        Scored {
+            score,
+            feedback: Some(self.feedback(example, pred, score)),
         }
     }
 }

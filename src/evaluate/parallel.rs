@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::metrics::BuiltinMetric;
+use super::metrics::{BuiltinMetric, Scored};
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::Result;
@@ -45,6 +45,30 @@ pub trait Pipeline: Sync {
             ))),
         }
     }
+
+    /// Calls the script metric `name` and keeps its feedback: the metric may
+    /// return a bool, a number or `#{ score, feedback }`. A metric with five
+    /// parameters is called as DSPy's feedback metric
+    /// `name(example, pred, trace, pred_name, pred_trace)`, with `target`
+    /// (a predictor's name and its part of the trace) when given, `()` otherwise.
+    fn script_metric_feedback(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        target: Option<(&str, &[TraceStep])>,
+        ctx: &RunContext,
+    ) -> Result<Scored> {
+        match self.inner() {
+            Some(inner) => {
+                inner.script_metric_feedback(name, example, prediction, trace, target, ctx)
+            }
+            None => Err(crate::Error::Config(format!(
+                "no script to call the metric `{name}` in"
+            ))),
+        }
+    }
 }
 
 /// How predictions are scored.
@@ -72,6 +96,28 @@ impl Metric {
             Metric::Builtin(m) => Ok(m.score(example, prediction)),
             Metric::Script(name) => pipeline.script_metric(name, example, prediction, trace, ctx),
             Metric::AcceptAll => Ok(1.0),
+        }
+    }
+
+    /// Scores one prediction with feedback: a script metric's own feedback,
+    /// a built-in metric's "expected versus got" text, none for
+    /// [`Metric::AcceptAll`]. `target` asks a five-parameter script metric for
+    /// feedback on one predictor (GEPA's `pred_name`, `pred_trace`).
+    pub fn judge(
+        &self,
+        pipeline: &dyn Pipeline,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        target: Option<(&str, &[TraceStep])>,
+        ctx: &RunContext,
+    ) -> Result<Scored> {
+        match self {
+            Metric::Builtin(m) => Ok(m.judge(example, prediction)),
+            Metric::Script(name) => {
+                pipeline.script_metric_feedback(name, example, prediction, trace, target, ctx)
+            }
+            Metric::AcceptAll => Ok(Scored::score(1.0)),
         }
     }
 }
@@ -112,6 +158,9 @@ pub struct ExampleResult {
     pub score: f64,
     /// The error, if the run or the metric failed.
     pub error: Option<String>,
+    /// The metric's feedback (see [`Metric::judge`]), when it gave any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
 }
 
 /// Running totals, passed to the progress callback after each example.
@@ -252,6 +301,7 @@ pub fn evaluate_when_ready(
                 prediction: None,
                 score: options.failure_score,
                 error: Some("the program could not be built".into()),
+                feedback: None,
             },
         };
         if result.error.is_some() {
@@ -330,11 +380,15 @@ fn run_one(
         prediction: None,
         score: failure_score,
         error: None,
+        feedback: None,
     };
     match pipeline.run(&result.inputs, ctx) {
         Ok(prediction) => {
-            match metric.score(pipeline, example, &prediction, None, ctx) {
-                Ok(score) => result.score = score,
+            match metric.judge(pipeline, example, &prediction, None, None, ctx) {
+                Ok(scored) => {
+                    result.score = scored.score;
+                    result.feedback = scored.feedback;
+                }
                 Err(e) => result.error = Some(format!("metric: {e}")),
             }
             result.prediction = Some(prediction);

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
+use crate::evaluate::metrics::Scored;
 use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
 
 pub use limits::Limits;
@@ -314,7 +315,8 @@ impl ScriptRef<'_> {
         Ok(prediction_fields(&result))
     }
 
-    /// Calls the metric function `name(example, pred, trace)`.
+    /// Calls the metric function `name(example, pred, trace)` for its score
+    /// (see [`ScriptRef::metric_feedback_fn`]).
     pub fn metric_fn(
         &self,
         name: &str,
@@ -323,15 +325,45 @@ impl ScriptRef<'_> {
         trace: Option<&[TraceStep]>,
         ctx: &RunContext,
     ) -> Result<f64> {
-        let trace = match trace {
-            Some(steps) => convert::to_dynamic(&serde_json::to_value(steps).unwrap_or(Value::Null)),
-            None => Dynamic::UNIT,
+        self.metric_feedback_fn(name, example, prediction, trace, None, ctx)
+            .map(|s| s.score)
+    }
+
+    /// Calls the metric function `name`: as `name(example, pred, trace)`, or,
+    /// when it takes five parameters, as DSPy's feedback metric
+    /// `name(example, pred, trace, pred_name, pred_trace)` with `target` (a
+    /// predictor name and its trace steps, each `#{ predictor, inputs,
+    /// outputs }`) or `()` for both. The metric may return a bool, a number
+    /// or `#{ score, feedback }`.
+    pub fn metric_feedback_fn(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        target: Option<(&str, &[TraceStep])>,
+        ctx: &RunContext,
+    ) -> Result<Scored> {
+        let steps = |steps: &[TraceStep]| {
+            convert::to_dynamic(&serde_json::to_value(steps).unwrap_or(Value::Null))
         };
+        let trace = trace.map_or(Dynamic::UNIT, steps);
         let pred = Dynamic::from_map(convert::fields_to_map(prediction));
-        let value = self.call(name, vec![Dynamic::from(example.clone()), pred, trace], ctx)?;
-        score_of(&value).ok_or_else(|| {
+        let mut args = vec![Dynamic::from(example.clone()), pred, trace];
+        if self.params(name).is_some_and(|p| p.len() == 5) {
+            match target {
+                Some((pred_name, pred_trace)) => {
+                    args.push(pred_name.into());
+                    args.push(steps(pred_trace));
+                }
+                None => args.extend([Dynamic::UNIT, Dynamic::UNIT]),
+            }
+        }
+        let value = self.call(name, args, ctx)?;
+        scored_of(&value).ok_or_else(|| {
             Error::Script(format!(
-                "{name} returned {} `{value}`; it must return a bool or a number",
+                "{name} returned {} `{value}`; a metric must return a bool, a number \
+                 or #{{ score: number, feedback: string }}",
                 value.type_name()
             ))
         })
@@ -376,4 +408,18 @@ fn score_of(value: &Dynamic) -> Option<f64> {
         return Some(i as f64);
     }
     value.as_float().ok()
+}
+
+/// A metric's value with its feedback: a score, or `#{ score, feedback }`
+/// (`feedback` may be missing or `()`; other values are shown as text).
+fn scored_of(value: &Dynamic) -> Option<Scored> {
+    if let Some(map) = value.read_lock::<rhai::Map>() {
+        let score = score_of(map.get("score")?)?;
+        let feedback = map
+            .get("feedback")
+            .filter(|f| !f.is_unit())
+            .map(|f| f.clone().into_string().unwrap_or_else(|_| f.to_string()));
+        return Some(Scored { score, feedback });
+    }
+    score_of(value).map(Scored::score)
 }

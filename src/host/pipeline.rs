@@ -4,6 +4,7 @@
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::Result;
+use crate::evaluate::metrics::Scored;
 use crate::evaluate::Pipeline;
 use crate::predict::{self, Predictor, RunContext, TraceStep};
 
@@ -55,5 +56,18 @@ impl Pipeline for ScriptPipeline<'_> {
         ctx: &RunContext,
     ) -> Result<f64> {
         self.script.metric_fn(name, example, prediction, trace, ctx)
+    }
+
+    fn script_metric_feedback(
+        &self,
+        name: &str,
+        example: &Example,
+        prediction: &Fields,
+        trace: Option<&[TraceStep]>,
+        target: Option<(&str, &[TraceStep])>,
+        ctx: &RunContext,
+    ) -> Result<Scored> {
+        self.script
+            .metric_feedback_fn(name, example, prediction, trace, target, ctx)
     }
 }

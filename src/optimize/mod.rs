@@ -18,6 +18,8 @@ mod bootstrap;
 pub mod config;
 pub mod copro;
 mod ensemble;
+pub mod feedback;
+pub mod gepa;
 mod knn;
 mod labeled;
 pub mod mipro;
@@ -27,6 +29,7 @@ pub mod propose;
 mod random_search;
 pub mod registry;
 pub mod tpe;
+pub mod simba;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

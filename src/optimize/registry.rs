@@ -68,6 +68,16 @@ pub const REGISTRY: &[Entry] = &[
         dspy: "MIPROv2",
         about: "instructions and demo sets searched together with a TPE",
         build: |c| Ok(Box::new(MiproV2(parse("mipro-v2", c)?))),
+        name: "gepa",
+        dspy: "GEPA",
+        about: "reflective instruction evolution on a Pareto front (budget: --auto)",
+        build: |c| Ok(Box::new(super::gepa::Gepa(parse("gepa", c)?))),
+    },
+    Entry {
+        name: "simba",
+        dspy: "SIMBA",
+        about: "demos and rules from the examples whose runs differ most",
+        build: |c| Ok(Box::new(super::simba::Simba(parse("simba", c)?))),
     },
 ];
 
