@@ -1,12 +1,15 @@
 //! Host CPU per `Predict` call: formatting, HTTP to a zero-latency mock
-//! server on loopback, parsing, and the Rhai call around it.
+//! server on loopback, parsing, and the Rhai call around it; then the LM
+//! transport alone (`Lm::call`, no Rhai) from 1, 16 and 64 threads, with
+//! the TCP connections the run opened.
 //!
 //! `cargo bench --bench predict [-- CALLS]`. The mock server runs in a child
-//! process (this binary with `--serve`) so its CPU is not counted.
+//! process (this binary with `--serve`) so its CPU is not counted; it prints
+//! how many connections it accepted when its stdin closes.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +17,7 @@ use std::time::Instant;
 use dspy_rhai::host::{Host, HostOptions};
 use dspy_rhai::lm::config::LmConfig;
 use dspy_rhai::lm::scripted::ScriptedLm;
-use dspy_rhai::lm::Lm;
+use dspy_rhai::lm::{Lm, Message};
 use dspy_rhai::predict::{ProgramState, RunContext};
 use dspy_rhai::testing::{MockReply, MockServer};
 use serde_json::json;
@@ -32,8 +35,56 @@ fn serve() {
         .start(|_| MockReply::chat(REPLY))
         .expect("mock server");
     println!("LISTENING {}", server.addr().port());
-    // Serve until the parent closes our stdin.
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    // Serve until the parent closes our stdin (or sends a line: report).
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {
+        println!(
+            "CONNECTIONS {} REQUESTS {}",
+            server.connection_count(),
+            server.request_count()
+        );
+        line.clear();
+    }
+}
+
+/// The transport alone: `threads` workers sharing one `Lm`, `calls` in all.
+fn measure_transport(base: &str, threads: usize, calls: usize) -> (f64, f64) {
+    let lm = Arc::new(
+        LmConfig {
+            model: Some("openai/bench".into()),
+            api_base: Some(base.to_string()),
+            no_cache: true,
+            max_concurrency: Some(64),
+            ..LmConfig::default()
+        }
+        .build()
+        .unwrap(),
+    );
+    let request = lm.request(
+        vec![
+            Message::new("system", "Answer the question."),
+            Message::new("user", "[[ ## question ## ]]\nWho wrote Dune?"),
+        ],
+        &Default::default(),
+    );
+    let per_thread = calls / threads;
+    let run = |n: usize| {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..n {
+                        lm.call(&request).unwrap();
+                    }
+                });
+            }
+        })
+    };
+    run(20);
+    let (cpu0, t0) = (common::cpu_seconds(), Instant::now());
+    run(per_thread);
+    let (cpu, wall) = (common::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let n = (per_thread * threads) as f64;
+    (cpu * 1e6 / n, wall * 1e6 / n)
 }
 
 fn measure(label: &str, lm: Lm, calls: usize) {
@@ -78,10 +129,16 @@ fn main() {
         .spawn()
         .expect("spawn mock server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut from_mock = BufReader::new(child.stdout.take().unwrap());
+    from_mock.read_line(&mut line).unwrap();
     let port = line.trim().strip_prefix("LISTENING ").unwrap().to_string();
+    let mut to_mock = child.stdin.take().unwrap();
+    let mut mock_counts = move || {
+        writeln!(to_mock, "report").unwrap();
+        let mut line = String::new();
+        from_mock.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
     let base = format!("http://127.0.0.1:{port}/v1");
 
     println!("# Predict CPU per call ({})", common::machine());
@@ -102,13 +159,24 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let cached = LmConfig {
         model: Some("openai/bench".into()),
-        api_base: Some(base),
+        api_base: Some(base.clone()),
         cache_dir: Some(dir.path().to_path_buf()),
         ..LmConfig::default()
     }
     .build()
     .unwrap();
     measure("persistent cache hit", cached, calls);
-    drop(child.stdin.take());
+
+    println!("\n# LM transport alone (Lm::call, no cache), CPU and wall per call");
+    for threads in [1, 16, 64] {
+        let before = mock_counts();
+        let (cpu, wall) = measure_transport(&base, threads, calls);
+        println!(
+            "{threads:>2} threads {calls:>6} calls  CPU {cpu:>6.1} µs/call  wall {wall:>6.1} µs/call  \
+             mock before: {before}, after: {}",
+            mock_counts()
+        );
+    }
+    drop(mock_counts);
     let _ = child.wait();
 }

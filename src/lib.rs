@@ -15,7 +15,8 @@
 //! - [`data`], [`evaluate`], [`optimize`]: datasets, metrics, parallel
 //!   evaluation and DSPy's few-shot optimizers; [`parallel`] is their worker pool.
 //! - [`repl`], [`cli`]: the interactive REPL and the command line.
-//! - [`testing`]: the mock OpenAI-compatible server for tests and benchmarks.
+//! - `testing` (cargo feature `testing`, on for tests and benches): the mock
+//!   OpenAI-compatible server.
 //!
 //! See `ARCHITECTURE.md` for how a predictor call flows through these.
 
@@ -35,6 +36,7 @@ pub mod predict;
 pub mod repl;
 pub mod retrieve;
 pub mod signature;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{Error, Result};

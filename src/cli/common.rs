@@ -12,19 +12,33 @@ use crate::lm::config::LmConfig;
 use crate::lm::{Lm, LmSettings};
 
 /// How to reach the LM.
+///
+/// Every flag backed by an environment variable has `hide_env_values`: a
+/// value such as `DSPY_API_BASE=http://user:KEY@host/v1` must never show in
+/// `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LmArgs {
     /// Model: openai/<name>, ollama/<name>, or <provider>/<name> with --api-base.
-    #[arg(long, env = "DSPY_LM", value_name = "MODEL")]
+    #[arg(long, env = "DSPY_LM", hide_env_values = true, value_name = "MODEL")]
     pub lm: Option<String>,
     /// Base URL of an OpenAI-compatible server (e.g. http://localhost:8000/v1).
-    #[arg(long, env = "DSPY_API_BASE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "DSPY_API_BASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub api_base: Option<String>,
     /// Do not read or write the persistent LM response cache.
     #[arg(long)]
     pub no_cache: bool,
     /// Where the LM response cache lives (default: the platform cache dir).
-    #[arg(long, env = "DSPY_CACHE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "DSPY_CACHE_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub cache_dir: Option<PathBuf>,
     /// Per-request timeout in seconds.
     #[arg(long, value_name = "SECS")]
@@ -32,9 +46,18 @@ pub struct LmArgs {
     /// Retries after a failed request (429, 5xx, timeouts, connection errors).
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// Most LM requests in flight at once.
+    /// Most LM requests in flight, and connections open, at once [default: 64].
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
+    /// Largest LM reply accepted, in bytes; a larger one is that call's error.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::lm::openai::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
+    /// LM calls kept for inspect_history / :history.
+    #[arg(long = "history", value_name = "N", default_value_t = crate::lm::History::DEFAULT_CAPACITY)]
+    pub history: usize,
+    /// The Ctrl-C flag, shared by the host and every LM built from these flags.
+    #[arg(skip)]
+    pub cancel: Arc<AtomicBool>,
     /// Default sampling temperature.
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -54,6 +77,9 @@ impl LmArgs {
             timeout: self.timeout.map(Duration::from_secs_f64),
             max_retries: self.max_retries,
             max_concurrency: self.max_concurrency,
+            max_response_bytes: Some(self.max_response_bytes),
+            history: Some(self.history),
+            cancel: Some(Arc::clone(&self.cancel)),
             settings: LmSettings {
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
@@ -99,6 +125,7 @@ impl HostArgs {
         let options = HostOptions {
             print_to_stderr,
             index_dir: self.index.clone(),
+            cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()
         };
         let session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));

@@ -36,6 +36,9 @@ pub struct HostOptions {
     pub print_to_stderr: bool,
     /// The retrieval index to use (default: [`crate::retrieve::default_index_dir`]).
     pub index_dir: Option<PathBuf>,
+    /// The cancel flag (Ctrl-C) to use, shared with the LM so calls in
+    /// flight stop too (default: a new flag, see [`Host::cancel_flag`]).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The per-call context handed to native functions through Rhai's call tag.
@@ -88,7 +91,7 @@ impl Host {
             session: RwLock::new(Arc::new(session)),
             program: RwLock::new(Arc::new(AST::empty())),
             source: RwLock::new(("<script>".into(), String::new())),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: options.cancel.clone().unwrap_or_default(),
             index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
             options,
         });

@@ -17,9 +17,12 @@
 //! needs no locking: an entry is written to a temporary file in its shard
 //! directory and atomically renamed into place, so readers in any thread or
 //! process see either the old entry, the new one, or none. A file that does not
-//! parse or carries the wrong key (truncated by a crash, edited by hand) is a
-//! miss, and the next [`Cache::put`] replaces it. Write errors are reported
-//! once on stderr and otherwise ignored: the cache never fails a run.
+//! parse, carries the wrong key (truncated by a crash, edited by hand) or has
+//! no choices is a miss, and the next [`Cache::put`] replaces it; so is
+//! anything that is not a regular file (a FIFO or a device is never opened,
+//! so a read can never block). Write errors are reported once on stderr and
+//! otherwise ignored, and a cache directory that cannot be created is a
+//! warning from [`crate::lm::config::LmConfig`]: the cache never fails a run.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -79,11 +82,16 @@ impl Cache {
         hex::encode(hasher.finalize())
     }
 
-    /// Looks a key up; a missing, unreadable or corrupt entry is a miss.
+    /// Looks a key up; a missing, unreadable, corrupt or empty entry, or a
+    /// path that is not a regular file, is a miss.
     pub fn get(&self, key: &str) -> Option<LmResponse> {
-        let bytes = std::fs::read(self.path(key)?).ok()?;
+        let path = self.path(key)?;
+        if !std::fs::metadata(&path).ok()?.is_file() {
+            return None;
+        }
+        let bytes = read_regular_file(&path).ok()?;
         let entry: EntryIn = serde_json::from_slice(&bytes).ok()?;
-        (entry.key == key).then_some(entry.response)
+        (entry.key == key && !entry.response.choices.is_empty()).then_some(entry.response)
     }
 
     /// Stores a response, replacing any previous entry. Never fails: the first
@@ -128,4 +136,26 @@ impl Cache {
         path.push(format!("{key}.json"));
         Some(path)
     }
+}
+
+/// Reads a file that was a regular file a moment ago. Opened non-blocking on
+/// Unix, so a FIFO swapped in since the check cannot stall the caller, and
+/// checked again once open.
+fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,8 +52,15 @@ pub struct LmConfig {
     pub timeout: Option<Duration>,
     /// Retries after the first attempt (default 3).
     pub max_retries: Option<u32>,
-    /// Cap on requests in flight at once (default 64).
+    /// Cap on requests in flight, and connections open, at once (default 64).
     pub max_concurrency: Option<usize>,
+    /// Largest reply accepted, in bytes (default 4 MiB).
+    pub max_response_bytes: Option<usize>,
+    /// LM calls kept in the history (default 1,000).
+    pub history: Option<usize>,
+    /// Cancels calls in flight when set (the host's Ctrl-C flag; default: a
+    /// flag of the LM's own).
+    pub cancel: Option<Arc<AtomicBool>>,
     /// Default generation settings.
     pub settings: LmSettings,
 }
@@ -69,6 +77,8 @@ impl fmt::Debug for LmConfig {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("history", &self.history)
             .field("settings", &self.settings)
             .finish()
     }
@@ -102,14 +112,23 @@ impl LmConfig {
     }
 
     /// Builds the LM, reading unset settings through `env` (a variable lookup).
+    ///
+    /// Errors: [`LmError::NotConfigured`] without a model, [`LmError::Config`]
+    /// for a bad endpoint or price file, [`LmError::InvalidSetting`] for bad
+    /// default settings. A cache directory that cannot be created is a
+    /// warning on stderr, and the LM runs without a cache.
     pub fn build_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Lm, LmError> {
         let env = non_empty(env);
+        self.settings.validate()?;
         let endpoint = self.endpoint(&env)?;
         let defaults = ClientOptions::default();
         let options = ClientOptions {
             timeout: self.timeout.unwrap_or(defaults.timeout),
             max_retries: self.max_retries.unwrap_or(defaults.max_retries),
             max_concurrency: self.max_concurrency.unwrap_or(defaults.max_concurrency),
+            max_response_bytes: self
+                .max_response_bytes
+                .unwrap_or(defaults.max_response_bytes),
             ..defaults
         };
         let client = OpenAiClient::new(&endpoint.base_url, endpoint.api_key.as_deref(), options)?;
@@ -122,10 +141,17 @@ impl LmConfig {
         {
             prices = prices.with_overrides_from_file(&path)?;
         }
-        Ok(Lm::new(endpoint.model, Arc::new(client))
+        let mut lm = Lm::new(endpoint.model, Arc::new(client))
             .with_cache(cache)
             .with_defaults(self.settings.clone())
-            .with_prices(prices))
+            .with_prices(prices);
+        if let Some(calls) = self.history {
+            lm = lm.with_history_capacity(calls);
+        }
+        if let Some(cancel) = &self.cancel {
+            lm = lm.with_cancel_flag(Arc::clone(cancel));
+        }
+        Ok(lm)
     }
 
     /// Resolves the model string to an endpoint (see the module table).
@@ -217,13 +243,17 @@ impl LmConfig {
                 })?
                 .join("dspy-rhai"),
         };
-        let cache = Cache::open(&dir).map_err(|e| {
-            LmError::Config(format!(
-                "cannot open the LM cache at {}: {e} (pass --cache-dir DIR or --no-cache)",
-                dir.display()
-            ))
-        })?;
-        Ok(Some(Arc::new(cache)))
+        match Cache::open(&dir) {
+            Ok(cache) => Ok(Some(Arc::new(cache))),
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot use the LM cache at {}: {e}; running without a cache \
+                     (pass --cache-dir DIR or --no-cache)",
+                    dir.display()
+                );
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 //! history and usage/cost accounting on top of any backend.
 //!
 //! The interface is synchronous: Rhai scripts are synchronous, so a predictor
-//! call blocks its worker thread. The HTTP backend drives an async client on
-//! its own Tokio runtime; parallelism comes from many worker threads.
+//! call blocks its worker thread, and parallelism comes from many worker
+//! threads. The HTTP backend ([`openai`]) lets each worker drive its own
+//! pooled connection; a shared cancel flag (Ctrl-C) stops calls in flight.
 
 pub mod cache;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod history;
 pub mod openai;
 pub mod scripted;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::Cache;
 pub use cost::PriceTable;
-pub use history::{History, HistoryEntry};
+pub use history::{History, HistoryEntry, HistoryMessage};
 
 /// One chat message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,12 +166,103 @@ pub enum LmError {
     /// A scripted test LM ran out of answers or was asked something unexpected.
     #[error("test LM: {0}")]
     Scripted(String),
+    /// The reply was larger than the configured cap (`--max-response-bytes`).
+    #[error(
+        "the LM reply is larger than {limit} bytes (raise --max-response-bytes if it is expected)"
+    )]
+    ResponseTooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// A generation setting is out of range (e.g. a NaN temperature).
+    #[error("invalid LM setting: {0}")]
+    InvalidSetting(String),
+    /// The run was interrupted (Ctrl-C) while the call waited or was in flight.
+    #[error("the LM call was cancelled (interrupted)")]
+    Cancelled,
+}
+
+/// Counters a transport keeps over its lifetime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TransportStats {
+    /// HTTP requests sent (first attempts and retries).
+    pub requests: u64,
+    /// Retries among them.
+    pub retries: u64,
 }
 
 /// A transport that can answer chat requests (HTTP, or the scripted test LM).
 pub trait Backend: Send + Sync {
     /// Sends one request and waits for the answer (including any retries).
     fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError>;
+
+    /// Like [`Backend::complete`], but gives up with [`LmError::Cancelled`]
+    /// soon after `cancel` is set, also while a request is in flight or a
+    /// retry is pending. The default checks the flag once, before calling.
+    fn complete_cancellable(
+        &self,
+        request: &LmRequest,
+        cancel: &AtomicBool,
+    ) -> Result<LmResponse, LmError> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LmError::Cancelled);
+        }
+        self.complete(request)
+    }
+
+    /// Requests and retries sent so far (zero for transports without HTTP).
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
+}
+
+/// The largest `n` (completions per request) accepted; OpenAI's own limit is 128.
+pub const MAX_N: u32 = 128;
+
+impl LmSettings {
+    /// Checks the values a provider would reject or misread: `temperature`
+    /// must be finite and in 0..=2 is not enforced (providers differ), `n`
+    /// must be 1..=[`MAX_N`], `max_tokens` above 0.
+    pub fn validate(&self) -> Result<(), LmError> {
+        check_settings(self.temperature, self.max_tokens, self.n)
+    }
+}
+
+fn check_settings(
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    n: Option<u32>,
+) -> Result<(), LmError> {
+    if let Some(t) = temperature {
+        if !t.is_finite() || t < 0.0 {
+            return Err(LmError::InvalidSetting(format!(
+                "temperature must be a finite number ≥ 0, got {t}"
+            )));
+        }
+    }
+    if let Some(n) = n {
+        if n == 0 || n > MAX_N {
+            return Err(LmError::InvalidSetting(format!(
+                "n (completions per call) must be between 1 and {MAX_N}, got {n}"
+            )));
+        }
+    }
+    if max_tokens == Some(0) {
+        return Err(LmError::InvalidSetting(
+            "max_tokens must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The first `max` characters of `text`, trimmed, with `…` when cut: how
+/// much raw LM or server text an error message quotes.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
 }
 
 /// The result of [`Lm::call`]: the answer plus bookkeeping.
@@ -190,6 +283,10 @@ pub struct UsageTotals {
     pub calls: u64,
     /// Calls answered from the cache.
     pub cache_hits: u64,
+    /// HTTP requests sent, retries included (failed calls count too).
+    pub requests: u64,
+    /// Retries among the requests.
+    pub retries: u64,
     /// Tokens spent on calls that reached the provider.
     pub usage: Usage,
     /// Dollar cost, when the model's price is known.
@@ -204,9 +301,12 @@ impl UsageTotals {
             None => String::new(),
         };
         format!(
-            "{} LM calls ({} cached), {} prompt + {} completion tokens{}",
+            "{} LM calls ({} cached), {} requests sent ({} retries), \
+             {} prompt + {} completion tokens{}",
             self.calls,
             self.cache_hits,
+            self.requests,
+            self.retries,
             self.usage.prompt_tokens,
             self.usage.completion_tokens,
             cost
@@ -225,6 +325,7 @@ pub struct Lm {
     defaults: LmSettings,
     prices: PriceTable,
     totals: Mutex<UsageTotals>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Lm {
@@ -244,7 +345,28 @@ impl Lm {
             defaults: LmSettings::default(),
             prices: PriceTable::builtin(),
             totals: Mutex::new(UsageTotals::default()),
+            cancel: Arc::default(),
         }
+    }
+
+    /// Gives up calls when `cancel` is set (builder style): the host's
+    /// Ctrl-C flag, [`crate::host::Host::cancel_flag`]. Calls in flight and
+    /// pending retries end with [`LmError::Cancelled`].
+    pub fn with_cancel_flag(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Keeps at most `calls` calls in the history (builder style; default
+    /// [`History::DEFAULT_CAPACITY`]; 0 keeps none).
+    pub fn with_history_capacity(mut self, calls: usize) -> Self {
+        self.history = History::with_capacity(calls);
+        self
+    }
+
+    /// The flag that cancels this LM's calls.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
     }
 
     /// Uses `cache` for responses (builder style).
@@ -280,9 +402,14 @@ impl Lm {
         &self.history
     }
 
-    /// Usage summed over every call so far.
+    /// Usage summed over every call so far, with the transport's request
+    /// and retry counts.
     pub fn totals(&self) -> UsageTotals {
-        *self.totals.lock().expect("usage lock")
+        let mut totals = *self.totals.lock().expect("usage lock");
+        let stats = self.backend.stats();
+        totals.requests = stats.requests;
+        totals.retries = stats.retries;
+        totals
     }
 
     /// Builds a request for this model from messages and settings.
@@ -300,7 +427,12 @@ impl Lm {
     }
 
     /// Answers a request, from the cache when possible, recording history and usage.
+    ///
+    /// Errors: [`LmError::InvalidSetting`] for a NaN/infinite temperature or
+    /// `n` outside 1..=[`MAX_N`]; [`LmError::Cancelled`] once the cancel
+    /// flag is set; otherwise the backend's error.
     pub fn call(&self, request: &LmRequest) -> Result<Completion, LmError> {
+        check_settings(request.temperature, request.max_tokens, Some(request.n))?;
         let started = Instant::now();
         let key = self.cache.as_ref().map(|_| Cache::key(request));
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
@@ -314,7 +446,7 @@ impl Lm {
                 return Ok(completion);
             }
         }
-        let response = self.backend.complete(request)?;
+        let response = self.backend.complete_cancellable(request, &self.cancel)?;
         if response.choices.is_empty() {
             return Err(LmError::BadResponse("the response has no choices".into()));
         }
@@ -340,13 +472,13 @@ impl Lm {
             totals.usage.add(&completion.usage);
             totals.cost_usd = self.prices.cost(&self.model, &totals.usage);
         }
-        self.history.push(HistoryEntry {
-            model: self.model.clone(),
-            messages: request.messages.clone(),
-            choices: completion.choices.clone(),
-            usage: completion.usage,
+        self.history.record(
+            &self.model,
+            &request.messages,
+            &completion.choices,
+            completion.usage,
             latency,
-            cache_hit: completion.cache_hit,
-        });
+            completion.cache_hit,
+        );
     }
 }

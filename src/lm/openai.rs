@@ -1,32 +1,62 @@
 //! OpenAI-compatible chat-completions client.
 //!
 //! [`OpenAiClient`] posts to `<base>/chat/completions` with reqwest. The
-//! [`Backend`] interface is synchronous, so the client owns a small Tokio
-//! runtime and each call blocks its (plain OS) worker thread on it; many
-//! threads may call at once and share one warm keep-alive connection pool.
-//! A call is one request body serialized once, sent with retries: 429, 5xx,
-//! connection errors and timeouts are retried with exponential backoff and
-//! jitter (or after the server's `Retry-After`); other 4xx are returned at once.
+//! [`Backend`] interface is synchronous: a predictor call blocks its (plain
+//! OS) worker thread, and many worker threads call one shared client.
+//!
+//! # Transport: a pool of connection slots
+//!
+//! The client holds at most `max_concurrency` *slots*. A slot is one
+//! keep-alive HTTP connection with its own small current-thread Tokio
+//! runtime; a worker checks a slot out for one attempt, drives that
+//! runtime itself (`block_on`), and returns it. So:
+//! - no thread ever wakes another to do its I/O (the old design shared one
+//!   runtime between all workers, and whichever held it woke the others:
+//!   futex calls and context switches per call grew with the thread count);
+//! - requests in flight and open connections are both bounded by
+//!   `max_concurrency`, and a returned slot keeps its connection warm for
+//!   the next worker (the old shared pool opened ~2 connections per worker
+//!   at 64 threads, as connections went back to the pool late);
+//! - slots are made on demand, so a one-thread run makes one.
+//!
+//! `BENCHMARKS.md` ("LM transport") has the measurements behind this choice
+//! against the old design and a multi-thread runtime.
+//!
+//! # Retries, limits and cancellation
+//! One request body is serialized once and sent with retries: 429, 5xx,
+//! connection errors, timeouts, and a 200 whose body is not a usable chat
+//! completion (invalid JSON, no `choices`) are retried with exponential
+//! backoff and jitter, or after the server's `Retry-After`; other 4xx are
+//! returned at once. Each retry prints one line on stderr (attempt, cause,
+//! wait). A reply larger than `max_response_bytes` is an error, never
+//! buffered whole. The caller's cancel flag (Ctrl-C) is checked while
+//! waiting for a slot, every 50 ms while a request is in flight, and during
+//! backoff: a cancelled call returns [`LmError::Cancelled`] within ~50 ms
+//! and sends nothing more.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 
-use super::{Backend, LmError, LmRequest, LmResponse, Message, Usage};
+use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 
-/// Retry, timeout and concurrency settings of an [`OpenAiClient`].
+/// How often a waiting or in-flight call looks at the cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// Retry, timeout, size and concurrency settings of an [`OpenAiClient`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Limit on one attempt (connect, send, and read the whole answer). Default 120 s.
     pub timeout: Duration,
     /// Retries after the first attempt. Default 3, DSPy's `num_retries` default.
     pub max_retries: u32,
-    /// Requests in flight at once through this client. Default 64.
+    /// Requests in flight, and open connections, at most. Default 64.
     pub max_concurrency: usize,
     /// Wait before the first retry; doubles per retry, with jitter. Default 1 s.
     pub backoff_base: Duration,
@@ -34,7 +64,18 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured; longer values are cut to this. Default 60 s.
     pub retry_after_max: Duration,
+    /// Largest reply body accepted, in bytes; a larger one is
+    /// [`LmError::ResponseTooLarge`] (not retried). Default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`] (4 MiB).
+    pub max_response_bytes: usize,
+    /// Print one line on stderr per retry. Default on.
+    pub log_retries: bool,
 }
+
+/// Default [`ClientOptions::max_response_bytes`]: 4 MiB, far above any chat
+/// completion a predictor asks for (OpenAI's largest outputs are ~100k tokens
+/// ≈ 400 KB of text).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -45,31 +86,46 @@ impl Default for ClientOptions {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(60),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            log_retries: true,
         }
     }
 }
 
 /// A [`Backend`] speaking the OpenAI chat-completions protocol over HTTP.
 ///
-/// Build one per endpoint and share it: it holds the connection pool and a
-/// current-thread Tokio runtime (whichever caller holds it drives the I/O, so
-/// a lone caller pays no cross-thread wake-ups). Must not be called from
-/// inside a Tokio runtime.
+/// Build one per endpoint and share it between worker threads (see the
+/// module docs for the slot pool). Must not be called from inside a Tokio
+/// runtime.
 pub struct OpenAiClient {
+    inner: Arc<Inner>,
+    slots: SlotPool,
+    // MEASUREMENT ONLY (removed after the transport comparison): the
+    // multi-thread-runtime candidate, chosen by DSPY_RHAI_TRANSPORT=multi.
+    multi: Option<Multi>,
+}
+
+struct Multi {
+    runtime: Runtime,
+    http: reqwest::Client,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// What every attempt needs, shared with the slots.
+struct Inner {
     url: reqwest::Url,
     auth: Option<HeaderValue>,
-    http: reqwest::Client,
-    permits: Semaphore,
     options: ClientOptions,
-    runtime: Runtime,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl fmt::Debug for OpenAiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiClient")
-            .field("url", &self.url.as_str())
-            .field("api_key", &self.auth.as_ref().map(|_| "<redacted>"))
-            .field("options", &self.options)
+            .field("url", &self.inner.url.as_str())
+            .field("api_key", &self.inner.auth.as_ref().map(|_| "<redacted>"))
+            .field("options", &self.inner.options)
             .finish()
     }
 }
@@ -77,6 +133,9 @@ impl fmt::Debug for OpenAiClient {
 impl OpenAiClient {
     /// A client for `base_url` (e.g. `https://api.openai.com/v1`), sending
     /// `api_key` as a bearer token when given.
+    ///
+    /// Errors: [`LmError::Config`] for a malformed URL or a key that cannot
+    /// be sent in a header.
     pub fn new(
         base_url: &str,
         api_key: Option<&str>,
@@ -85,6 +144,11 @@ impl OpenAiClient {
         let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
         let url = reqwest::Url::parse(&url)
             .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(LmError::Config(format!(
+                "invalid API base URL {base_url:?}: the scheme must be http or https"
+            )));
+        }
         let auth = match api_key {
             Some(key) => {
                 let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
@@ -97,52 +161,66 @@ impl OpenAiClient {
             }
             None => None,
         };
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("dspy-rhai/", env!("CARGO_PKG_VERSION")))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(options.timeout.min(Duration::from_secs(30)));
-        if is_loopback(&url) {
-            // A proxy from the environment never makes sense for a local server.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        let max = options.max_concurrency.max(1);
+        let no_proxy = is_loopback(&url);
         Ok(OpenAiClient {
-            url,
-            auth,
-            http,
-            permits: Semaphore::new(options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS)),
-            options,
-            runtime,
+            inner: Arc::new(Inner {
+                url,
+                auth,
+                options,
+                requests: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            }),
+            slots: SlotPool::new(max, no_proxy),
+            multi: match std::env::var("DSPY_RHAI_TRANSPORT").as_deref() {
+                Ok("multi") => {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .map_err(|e| LmError::Config(e.to_string()))?;
+                    let mut b = reqwest::Client::builder()
+                        .tcp_nodelay(true)
+                        .pool_idle_timeout(Duration::from_secs(90));
+                    if no_proxy {
+                        b = b.no_proxy();
+                    }
+                    let http = b.build().map_err(|e| LmError::Config(e.to_string()))?;
+                    Some(Multi {
+                        runtime,
+                        http,
+                        permits: Arc::new(tokio::sync::Semaphore::new(max)),
+                    })
+                }
+                _ => None,
+            },
         })
     }
 
     /// The full chat-completions URL.
     pub fn url(&self) -> &str {
-        self.url.as_str()
+        self.inner.url.as_str()
     }
 
     /// The retry, timeout and concurrency settings.
     pub fn options(&self) -> &ClientOptions {
-        &self.options
+        &self.inner.options
     }
 
-    async fn send_with_retries(&self, body: Bytes) -> Result<LmResponse, LmError> {
+    /// Sends `body` with retries, giving up early when `cancel` is set.
+    fn send_with_retries(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, LmError> {
+        let options = &self.inner.options;
         let mut attempts = 1;
         loop {
-            let (error, retry_after) = match self.send_once(body.clone()).await {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LmError::Cancelled);
+            }
+            let (error, retry_after) = match self.attempt(body.clone(), cancel) {
                 Ok(response) => return Ok(response),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry { error, retry_after }) => (error, retry_after),
             };
-            if attempts > self.options.max_retries {
+            if attempts > options.max_retries {
                 return Err(if attempts == 1 {
                     error
                 } else {
@@ -152,80 +230,325 @@ impl OpenAiClient {
                     }
                 });
             }
-            tokio::time::sleep(self.wait_before_retry(attempts, retry_after)).await;
+            let wait = wait_before_retry(options, attempts, retry_after);
+            if options.log_retries {
+                eprintln!(
+                    "{}",
+                    retry_line(&error, attempts, options.max_retries, wait)
+                );
+            }
+            self.inner.retries.fetch_add(1, Ordering::Relaxed);
+            sleep_unless_cancelled(wait, cancel)?;
             attempts += 1;
         }
     }
 
-    /// The wait after failed attempt number `attempt` (1-based).
-    fn wait_before_retry(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        match retry_after {
-            // Honour the server, plus up to 10% so a burst of throttled
-            // callers does not come back at the same instant.
-            Some(after) => {
-                let after = after.min(self.options.retry_after_max);
-                after + after.mul_f64(0.1 * fastrand::f64())
-            }
-            None => {
-                let exp = self
-                    .options
-                    .backoff_base
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(self.options.backoff_max);
-                // "Equal jitter": between half and all of the exponential wait.
-                exp.mul_f64(0.5 + 0.5 * fastrand::f64())
+    /// One attempt on a checked-out slot, abandoned when `cancel` is set.
+    fn attempt(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, Failure> {
+        if let Some(multi) = &self.multi {
+            let inner = Arc::clone(&self.inner);
+            let http = multi.http.clone();
+            let permits = Arc::clone(&multi.permits);
+            let timeout = inner.options.timeout;
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let handle = multi.runtime.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = tokio::time::timeout(timeout, send_once(&inner, &http, body))
+                    .await
+                    .unwrap_or(Err(Failure::Retry {
+                        error: LmError::Timeout(timeout),
+                        retry_after: None,
+                    }));
+                let _ = tx.send(result);
+            });
+            loop {
+                match rx.recv_timeout(CANCEL_POLL) {
+                    Ok(result) => return result,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if cancel.load(Ordering::Relaxed) {
+                            handle.abort();
+                            return Err(Failure::Fatal(LmError::Cancelled));
+                        }
+                    }
+                    Err(_) => return Err(Failure::Fatal(LmError::Cancelled)),
+                }
             }
         }
-    }
-
-    async fn send_once(&self, body: Bytes) -> Result<LmResponse, Failure> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let attempt = async {
-            let mut request = self
-                .http
-                .post(self.url.clone())
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body);
-            if let Some(auth) = &self.auth {
-                request = request.header(AUTHORIZATION, auth.clone());
+        let slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
+        let inner = &self.inner;
+        let timeout = inner.options.timeout;
+        slot.slot().runtime.block_on(async {
+            let attempt = tokio::time::timeout(timeout, send_once(inner, &slot.slot().http, body));
+            tokio::select! {
+                result = attempt => result.unwrap_or(Err(Failure::Retry {
+                    error: LmError::Timeout(timeout),
+                    retry_after: None,
+                })),
+                () = cancelled(cancel) => Err(Failure::Fatal(LmError::Cancelled)),
             }
-            let response = request.send().await.map_err(transport_failure)?;
-            let status = response.status();
-            let retry_after = retry_after(response.headers());
-            let bytes = response.bytes().await.map_err(transport_failure)?;
-            if status.is_success() {
-                return parse_response(&bytes).map_err(Failure::Fatal);
-            }
-            let error = LmError::Http {
-                status: status.as_u16(),
-                body: excerpt(&bytes),
-            };
-            if status.as_u16() == 429 || status.is_server_error() {
-                Err(Failure::Retry { error, retry_after })
-            } else {
-                Err(Failure::Fatal(error))
-            }
-        };
-        match tokio::time::timeout(self.options.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Retry {
-                error: LmError::Timeout(self.options.timeout),
-                retry_after: None,
-            }),
-        }
+        })
     }
 }
 
 impl Backend for OpenAiClient {
     fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
+        self.complete_cancellable(request, &AtomicBool::new(false))
+    }
+
+    fn complete_cancellable(
+        &self,
+        request: &LmRequest,
+        cancel: &AtomicBool,
+    ) -> Result<LmResponse, LmError> {
         let body = serde_json::to_vec(&ChatBody::new(request))
             .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
-        self.runtime
-            .block_on(self.send_with_retries(Bytes::from(body)))
+        self.send_with_retries(Bytes::from(body), cancel)
+    }
+
+    fn stats(&self) -> TransportStats {
+        TransportStats {
+            requests: self.inner.requests.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Resolves once `cancel` is set (polled every [`CANCEL_POLL`]).
+async fn cancelled(cancel: &AtomicBool) {
+    while !cancel.load(Ordering::Relaxed) {
+        tokio::time::sleep(CANCEL_POLL).await;
+    }
+}
+
+/// Sleeps `wait` in [`CANCEL_POLL`] slices; `Err(Cancelled)` as soon as `cancel` is set.
+fn sleep_unless_cancelled(wait: Duration, cancel: &AtomicBool) -> Result<(), LmError> {
+    let until = Instant::now() + wait;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LmError::Cancelled);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(CANCEL_POLL));
+    }
+}
+
+/// The line printed before a retry: which attempt failed, why, and the wait.
+fn retry_line(error: &LmError, attempt: u32, max_retries: u32, wait: Duration) -> String {
+    let cause = match error {
+        LmError::Http { status, .. } => format!("HTTP {status}"),
+        LmError::Timeout(t) => format!("timed out after {:.1}s", t.as_secs_f64()),
+        LmError::Connect(e) => format!("connection failed: {}", excerpt(e, 120)),
+        LmError::BadResponse(e) => format!("malformed response: {}", excerpt(e, 120)),
+        other => excerpt(&other.to_string(), 120),
+    };
+    format!(
+        "LM request attempt {attempt} of {} failed ({cause}); retrying in {:.1}s",
+        max_retries + 1,
+        wait.as_secs_f64()
+    )
+}
+
+/// The wait after failed attempt number `attempt` (1-based).
+fn wait_before_retry(
+    options: &ClientOptions,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    match retry_after {
+        // Honour the server, plus up to 10% so a burst of throttled
+        // callers does not come back at the same instant.
+        Some(after) => {
+            let after = after.min(options.retry_after_max);
+            after + after.mul_f64(0.1 * fastrand::f64())
+        }
+        None => {
+            let exp = options
+                .backoff_base
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(options.backoff_max);
+            // "Equal jitter": between half and all of the exponential wait.
+            exp.mul_f64(0.5 + 0.5 * fastrand::f64())
+        }
+    }
+}
+
+/// One attempt: send, read at most `max_response_bytes`, classify.
+async fn send_once(
+    inner: &Inner,
+    http: &reqwest::Client,
+    body: Bytes,
+) -> Result<LmResponse, Failure> {
+    let mut request = http
+        .post(inner.url.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(body);
+    if let Some(auth) = &inner.auth {
+        request = request.header(AUTHORIZATION, auth.clone());
+    }
+    inner.requests.fetch_add(1, Ordering::Relaxed);
+    let mut response = request.send().await.map_err(transport_failure)?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let limit = inner.options.max_response_bytes;
+    let too_large = || Failure::Fatal(LmError::ResponseTooLarge { limit });
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.map_or(16 << 10, |n| n as usize));
+    while let Some(chunk) = response.chunk().await.map_err(transport_failure)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if status.is_success() {
+        // A 200 that is not a chat completion is a server hiccup (a proxy's
+        // error page, a truncated body): worth another attempt like a 5xx.
+        return parse_response(&bytes).map_err(|error| Failure::Retry {
+            error,
+            retry_after: None,
+        });
+    }
+    let error = LmError::Http {
+        status: status.as_u16(),
+        body: excerpt(
+            &String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]),
+            200,
+        ),
+    };
+    if status.as_u16() == 429 || status.is_server_error() {
+        Err(Failure::Retry { error, retry_after })
+    } else {
+        Err(Failure::Fatal(error))
+    }
+}
+
+/// A keep-alive connection and the runtime that drives it.
+struct Slot {
+    runtime: Runtime,
+    http: reqwest::Client,
+}
+
+impl Slot {
+    /// `no_proxy`: ignore proxies from the environment (for a local server,
+    /// where one never makes sense).
+    fn new(no_proxy: bool) -> Result<Slot, LmError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        // A slot has one request in flight at a time, so its pool never
+        // holds more than one connection.
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("dspy-rhai/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1)
+            .connect_timeout(Duration::from_secs(30));
+        if no_proxy {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Slot { runtime, http })
+    }
+}
+
+/// At most `max` slots, made on demand; a checkout waits for a free one.
+struct SlotPool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+    no_proxy: bool,
+}
+
+struct PoolState {
+    free: Vec<Slot>,
+    made: usize,
+}
+
+impl SlotPool {
+    fn new(max: usize, no_proxy: bool) -> Self {
+        SlotPool {
+            no_proxy,
+            state: Mutex::new(PoolState {
+                free: Vec::new(),
+                made: 0,
+            }),
+            freed: Condvar::new(),
+            max,
+        }
+    }
+
+    /// A free slot (the most recently used, whose connection is warmest), a
+    /// new one while fewer than `max` exist, or the next one returned.
+    fn checkout<'a>(&'a self, cancel: &AtomicBool) -> Result<SlotGuard<'a>, LmError> {
+        let mut state = self.state.lock().expect("slot pool lock");
+        loop {
+            if let Some(slot) = state.free.pop() {
+                return Ok(SlotGuard {
+                    pool: self,
+                    slot: Some(slot),
+                });
+            }
+            if state.made < self.max {
+                state.made += 1;
+                drop(state);
+                return match Slot::new(self.no_proxy) {
+                    Ok(slot) => Ok(SlotGuard {
+                        pool: self,
+                        slot: Some(slot),
+                    }),
+                    Err(e) => {
+                        self.state.lock().expect("slot pool lock").made -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LmError::Cancelled);
+            }
+            state = self
+                .freed
+                .wait_timeout(state, CANCEL_POLL)
+                .expect("slot pool lock")
+                .0;
+        }
+    }
+}
+
+/// A checked-out slot; goes back to the pool on drop.
+struct SlotGuard<'a> {
+    pool: &'a SlotPool,
+    slot: Option<Slot>,
+}
+
+impl SlotGuard<'_> {
+    fn slot(&self) -> &Slot {
+        self.slot
+            .as_ref()
+            .expect("a guard holds its slot until dropped")
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool
+                .state
+                .lock()
+                .expect("slot pool lock")
+                .free
+                .push(slot);
+            self.pool.freed.notify_one();
+        }
     }
 }
 
@@ -288,17 +611,6 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The first 200 characters of a body, for error messages.
-fn excerpt(bytes: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4 * MAX)]);
-    let text = text.trim();
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 /// The wire form of a request; borrows everything from the [`LmRequest`].
@@ -366,13 +678,16 @@ struct WireUsage {
 }
 
 fn parse_response(bytes: &[u8]) -> Result<LmResponse, LmError> {
+    let quote = || {
+        excerpt(
+            &String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]),
+            200,
+        )
+    };
     let parsed: ChatResponse = serde_json::from_slice(bytes)
-        .map_err(|e| LmError::BadResponse(format!("{e} in {:?}", excerpt(bytes))))?;
+        .map_err(|e| LmError::BadResponse(format!("{e} in {:?}", quote())))?;
     if parsed.choices.is_empty() {
-        return Err(LmError::BadResponse(format!(
-            "no choices in {:?}",
-            excerpt(bytes)
-        )));
+        return Err(LmError::BadResponse(format!("no choices in {:?}", quote())));
     }
     let usage = parsed.usage.map_or(Usage::default(), |u| Usage {
         prompt_tokens: u.prompt_tokens.unwrap_or(0),
@@ -402,6 +717,11 @@ mod tests {
             parse_response(br#"{"choices":[]}"#),
             Err(LmError::BadResponse(_))
         ));
+        let huge = format!("{{\"oops\": \"{}\"", "y".repeat(1 << 20));
+        match parse_response(huge.as_bytes()) {
+            Err(LmError::BadResponse(text)) => assert!(text.len() < 400, "{}", text.len()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -420,9 +740,46 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_is_short_and_char_safe() {
-        let long = "é".repeat(1000);
-        let e = excerpt(long.as_bytes());
-        assert_eq!(e.chars().count(), 201);
+    fn retry_lines_name_attempt_cause_and_wait() {
+        let line = retry_line(
+            &LmError::Http {
+                status: 503,
+                body: "busy".into(),
+            },
+            1,
+            3,
+            Duration::from_millis(1500),
+        );
+        assert_eq!(
+            line,
+            "LM request attempt 1 of 4 failed (HTTP 503); retrying in 1.5s"
+        );
+        let line = retry_line(
+            &LmError::BadResponse("x".repeat(1000)),
+            2,
+            3,
+            Duration::ZERO,
+        );
+        assert!(line.starts_with("LM request attempt 2 of 4 failed (malformed response: xxx"));
+        assert!(line.len() < 250, "{line}");
+    }
+
+    #[test]
+    fn backoff_doubles_and_retry_after_wins() {
+        let options = ClientOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(300),
+            ..ClientOptions::default()
+        };
+        for (attempt, max) in [(1, 100), (2, 200), (3, 300), (9, 300)] {
+            let wait = wait_before_retry(&options, attempt, None);
+            assert!(wait <= Duration::from_millis(max), "{attempt}: {wait:?}");
+            assert!(
+                wait >= Duration::from_millis(max / 2),
+                "{attempt}: {wait:?}"
+            );
+        }
+        let wait = wait_before_retry(&options, 1, Some(Duration::from_secs(2)));
+        assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2200));
     }
 }

@@ -157,6 +157,18 @@ impl MockReply {
         self
     }
 
+    /// Never answers in practice (an hour's delay): a hanging LM. The
+    /// connection is dropped when the client gives up or the server stops.
+    pub fn hang() -> Self {
+        Self::chat("too late").delay(Duration::from_secs(3600))
+    }
+
+    /// A 200 chat completion whose one choice is `bytes` long (`x` repeated):
+    /// a huge reply.
+    pub fn huge(bytes: usize) -> Self {
+        Self::choices(["x".repeat(bytes)])
+    }
+
     fn with_body(status: u16, body: ReplyBody) -> Self {
         MockReply {
             status,
@@ -233,6 +245,9 @@ struct Shared {
     record: bool,
     requests: Mutex<Vec<MockRequest>>,
     count: AtomicUsize,
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// Settings of a [`MockServer`] before it starts.
@@ -273,6 +288,9 @@ impl MockServerBuilder {
             record: self.record,
             requests: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -351,6 +369,16 @@ impl MockServer {
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::SeqCst)
     }
+
+    /// How many TCP connections have been accepted.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockServer {
@@ -385,6 +413,7 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| answer(Arc::clone(&shared), req));
@@ -425,6 +454,7 @@ async fn answer(
         raw_body,
     };
     let id = shared.count.fetch_add(1, Ordering::SeqCst);
+    let in_flight = InFlight::enter(&shared);
     let reply = (shared.handler)(&request);
     let delay = shared.latency + reply.delay;
     let response = reply.into_response(&request, id);
@@ -434,5 +464,24 @@ async fn answer(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    drop(in_flight);
     Ok(response)
+}
+
+/// Counts a request as being answered until dropped (also when the client
+/// hangs up and the answer future is dropped).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }

@@ -1,6 +1,10 @@
 //! Helpers for tests and benchmarks: an in-process mock of an
-//! OpenAI-compatible server. Library code so benchmarks and downstream
-//! tests can use it too; it never runs in a normal `dspy-rhai` session.
+//! OpenAI-compatible server, with fault injection (malformed 200s, hangs,
+//! huge replies) and connection counting.
+//!
+//! Behind the cargo feature `testing`, which the crate's own tests and
+//! benches turn on (a self dev-dependency in `Cargo.toml`); a normal
+//! `cargo build` leaves it, and its HTTP server crates, out.
 
 pub mod mock_server;
 

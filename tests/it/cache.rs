@@ -274,6 +274,67 @@ fn write_errors_never_fail() {
 }
 
 #[test]
+fn an_entry_with_no_choices_is_a_miss() {
+    let server = MockServer::start(|_| MockReply::chat("fresh")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lm = lm(&server, dir.path(), None);
+    let req = request("gpt-4o-mini", "q");
+    let key = Cache::key(&req);
+    let cache = Cache::open(dir.path()).unwrap();
+    let empty = LmResponse {
+        choices: vec![],
+        ..response("unused")
+    };
+    cache.put(&key, &empty);
+    assert_eq!(cache.get(&key), None);
+
+    let completion = lm.call(&req).unwrap();
+    assert!(!completion.cache_hit);
+    assert_eq!(completion.choices, vec!["fresh"]);
+    assert_eq!(server.request_count(), 1);
+    assert!(
+        lm.call(&req).unwrap().cache_hit,
+        "the good answer replaced it"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_the_cache_is_skipped_not_read() {
+    let server = MockServer::start(|_| MockReply::chat("fresh")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lm = lm(&server, dir.path(), None);
+    let req = request("gpt-4o-mini", "q");
+    let key = Cache::key(&req);
+    let cache = Cache::open(dir.path()).unwrap();
+    let path = cache.root().join(&key[..2]).join(format!("{key}.json"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path and mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+
+    // Opening the FIFO for a blocking read would hang here forever.
+    assert_eq!(cache.get(&key), None);
+    let completion = lm.call(&req).unwrap();
+    assert!(!completion.cache_hit);
+    assert_eq!(server.request_count(), 1);
+}
+
+#[test]
+fn an_unusable_cache_directory_is_a_warning_not_a_failed_run() {
+    let server = MockServer::start(|_| MockReply::chat("fine")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A directory below a regular file can never be created (even by root).
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let lm = lm(&server, &blocker.join("cache"), None);
+    let req = request("gpt-4o-mini", "q");
+    assert_eq!(lm.call(&req).unwrap().choices, vec!["fine"]);
+    assert_eq!(lm.call(&req).unwrap().choices, vec!["fine"]);
+    assert_eq!(server.request_count(), 2, "no cache, so no hits");
+}
+
+#[test]
 fn the_api_key_never_reaches_the_cache() {
     const SECRET: &str = "sk-SECRET-never-store-me";
     let server = MockServer::start(|_| MockReply::chat("answer")).unwrap();

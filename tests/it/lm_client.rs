@@ -2,13 +2,13 @@
 //! resolution in `LmConfig`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dspy_rhai::lm::config::{LmConfig, OLLAMA_API_BASE, OPENAI_API_BASE};
 use dspy_rhai::lm::openai::{ClientOptions, OpenAiClient};
-use dspy_rhai::lm::{Backend, LmError, LmRequest, Message};
+use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, LmSettings, Message, TransportStats};
 use dspy_rhai::testing::{MockReply, MockServer};
 use serde_json::json;
 
@@ -35,6 +35,7 @@ fn fast(max_retries: u32) -> ClientOptions {
         max_retries,
         backoff_base: Duration::from_millis(2),
         backoff_max: Duration::from_millis(10),
+        log_retries: false,
         ..ClientOptions::default()
     }
 }
@@ -216,19 +217,340 @@ fn a_slow_server_times_out_after_retries() {
 }
 
 #[test]
-fn malformed_bodies_are_bad_responses() {
+fn malformed_200_bodies_are_retried_like_a_5xx() {
     for body in [
         "not json",
         r#"{"object": "chat.completion"}"#,
         r#"{"choices": []}"#,
     ] {
         let server = MockServer::start(move |_| MockReply::raw(200, body)).unwrap();
-        let err = client(&server, None, fast(3))
-            .complete(&request("m", "?"))
-            .unwrap_err();
-        assert!(matches!(err, LmError::BadResponse(_)), "{body}: {err}");
-        assert_eq!(server.request_count(), 1, "{body}: not retried");
+        let lm = client(&server, None, fast(2));
+        match lm.complete(&request("m", "?")).unwrap_err() {
+            LmError::RetriesExhausted { attempts: 3, last } => {
+                assert!(matches!(*last, LmError::BadResponse(_)), "{body}: {last}")
+            }
+            other => panic!("{body}: expected RetriesExhausted, got {other}"),
+        }
+        assert_eq!(server.request_count(), 3, "{body}");
+        assert_eq!(
+            lm.stats(),
+            TransportStats {
+                requests: 3,
+                retries: 2
+            }
+        );
     }
+    // Empty choices, then a good answer: the retry recovers.
+    let server = MockServer::start(sequence(vec![
+        MockReply::choices(Vec::<String>::new()),
+        MockReply::raw(200, "<html>bad gateway</html>"),
+        MockReply::chat("ok"),
+    ]))
+    .unwrap();
+    let response = client(&server, None, fast(3))
+        .complete(&request("m", "?"))
+        .unwrap();
+    assert_eq!(response.choices, vec!["ok"]);
+    assert_eq!(server.request_count(), 3);
+}
+
+#[test]
+fn a_reply_over_the_size_cap_is_a_clear_error_and_not_retried() {
+    let server = MockServer::start(|_| MockReply::huge(3 << 20)).unwrap();
+    let options = ClientOptions {
+        max_response_bytes: 1 << 20,
+        ..fast(3)
+    };
+    let err = client(&server, None, options)
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(
+        matches!(err, LmError::ResponseTooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--max-response-bytes"), "{err}");
+    assert_eq!(server.request_count(), 1);
+    // An error status with a huge body is capped the same way.
+    let server = MockServer::start(|_| MockReply::raw(500, "e".repeat(2 << 20))).unwrap();
+    let options = ClientOptions {
+        max_response_bytes: 1 << 20,
+        ..fast(0)
+    };
+    let err = client(&server, None, options)
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(matches!(err, LmError::ResponseTooLarge { .. }), "{err}");
+    // Under the cap, a big reply arrives whole; error bodies are quoted short.
+    let server = MockServer::start(|_| MockReply::huge(900 << 10)).unwrap();
+    let options = ClientOptions {
+        max_response_bytes: 1 << 20,
+        ..fast(0)
+    };
+    let response = client(&server, None, options)
+        .complete(&request("m", "?"))
+        .unwrap();
+    assert_eq!(response.choices[0].len(), 900 << 10);
+    let server = MockServer::start(|_| MockReply::raw(400, "b".repeat(100_000))).unwrap();
+    let err = client(&server, None, fast(0))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+}
+
+/// Sets `flag` after `after`, from another thread.
+fn cancel_after(flag: &Arc<AtomicBool>, after: Duration) -> std::thread::JoinHandle<()> {
+    let flag = Arc::clone(flag);
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        flag.store(true, Ordering::SeqCst);
+    })
+}
+
+#[test]
+fn cancelling_stops_a_request_in_flight_against_a_hanging_lm() {
+    let server = MockServer::start(|_| MockReply::hang()).unwrap();
+    // Without cancellation this call would wait the whole 5 minutes.
+    let options = ClientOptions {
+        timeout: Duration::from_secs(300),
+        ..fast(3)
+    };
+    let lm = Arc::new(client(&server, None, options));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = cancel_after(&cancel, Duration::from_millis(200));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (lm, cancel) = (Arc::clone(&lm), Arc::clone(&cancel));
+            std::thread::spawn(move || lm.complete_cancellable(&request("m", "?"), &cancel))
+        })
+        .collect();
+    for w in workers {
+        let err = w.join().unwrap().unwrap_err();
+        assert!(matches!(err, LmError::Cancelled), "{err}");
+    }
+    setter.join().unwrap();
+    assert_eq!(server.request_count(), 4, "no retry after the cancel");
+    // A cancelled client sends nothing more.
+    let err = lm
+        .complete_cancellable(&request("m", "?"), &cancel)
+        .unwrap_err();
+    assert!(matches!(err, LmError::Cancelled), "{err}");
+    assert_eq!(server.request_count(), 4);
+}
+
+#[test]
+fn cancelling_drops_a_pending_retry() {
+    // The server asks for a 60 s pause; the cancel comes during it.
+    let server = MockServer::start(|_| MockReply::status(503).header("Retry-After", "60")).unwrap();
+    let lm = client(&server, None, fast(3));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = cancel_after(&cancel, Duration::from_millis(200));
+    let err = lm
+        .complete_cancellable(&request("m", "?"), &cancel)
+        .unwrap_err();
+    setter.join().unwrap();
+    assert!(matches!(err, LmError::Cancelled), "{err}");
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(
+        lm.stats(),
+        TransportStats {
+            requests: 1,
+            retries: 1
+        }
+    );
+}
+
+#[test]
+fn connections_are_kept_alive_reused_and_bounded_by_max_concurrency() {
+    // One thread, many calls: one connection.
+    let server = MockServer::start(|_| MockReply::chat("ok")).unwrap();
+    let lm = client(&server, None, fast(0));
+    for _ in 0..50 {
+        lm.complete(&request("m", "?")).unwrap();
+    }
+    assert_eq!(server.connection_count(), 1);
+
+    // 16 threads through 4 slots: never more than 4 connections or 4 in flight.
+    let server =
+        MockServer::with_latency(Duration::from_millis(2), |_| MockReply::chat("ok")).unwrap();
+    let options = ClientOptions {
+        max_concurrency: 4,
+        ..fast(0)
+    };
+    let lm = Arc::new(client(&server, None, options));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let lm = Arc::clone(&lm);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    lm.complete(&request("m", "?")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.request_count(), 320);
+    assert!(
+        server.connection_count() <= 4,
+        "{}",
+        server.connection_count()
+    );
+    assert!(server.max_in_flight() <= 4, "{}", server.max_in_flight());
+    assert_eq!(
+        lm.stats(),
+        TransportStats {
+            requests: 320,
+            retries: 0
+        }
+    );
+}
+
+#[test]
+fn usage_counts_requests_and_retries_beside_calls() {
+    let server = MockServer::start(sequence(vec![
+        MockReply::status(500),
+        MockReply::raw(200, "{}"),
+        MockReply::chat("ok"),
+    ]))
+    .unwrap();
+    let backend = Arc::new(client(&server, None, fast(3)));
+    let lm = Lm::new("m", backend);
+    lm.call(&request("m", "?")).unwrap();
+    let totals = lm.totals();
+    assert_eq!((totals.calls, totals.requests, totals.retries), (1, 3, 2));
+    assert!(
+        totals
+            .summary()
+            .starts_with("1 LM calls (0 cached), 3 requests sent (2 retries)"),
+        "{}",
+        totals.summary()
+    );
+}
+
+#[test]
+fn out_of_range_settings_are_errors_before_anything_is_sent() {
+    let server = MockServer::start(|_| MockReply::chat("ok")).unwrap();
+    let lm = Lm::new("m", Arc::new(client(&server, None, fast(0))));
+    for (temperature, n) in [
+        (f64::NAN, 1),
+        (f64::INFINITY, 1),
+        (-1.0, 1),
+        (0.5, 0),
+        (0.5, 100_000),
+    ] {
+        let mut req = request("m", "?");
+        req.temperature = Some(temperature);
+        req.n = n;
+        let err = lm.call(&req).unwrap_err();
+        assert!(
+            matches!(err, LmError::InvalidSetting(_)),
+            "{temperature} {n}: {err}"
+        );
+    }
+    assert_eq!(server.request_count(), 0);
+    let config = LmConfig {
+        model: Some("openai/m".into()),
+        api_base: Some(server.base_url()),
+        no_cache: true,
+        settings: LmSettings {
+            temperature: Some(f64::NAN),
+            ..LmSettings::default()
+        },
+        ..LmConfig::default()
+    };
+    let err = config.build_with_env(&|_| None).unwrap_err();
+    assert!(err.to_string().contains("temperature"), "{err}");
+}
+
+#[test]
+fn the_history_keeps_the_configured_number_of_calls() {
+    let server = MockServer::start(|req| {
+        MockReply::chat(format!("echo {}", req.last_user_message().unwrap_or("")))
+    })
+    .unwrap();
+    let config = LmConfig {
+        model: Some("openai/m".into()),
+        api_base: Some(server.base_url()),
+        no_cache: true,
+        history: Some(3),
+        ..LmConfig::default()
+    };
+    let lm = config.build_with_env(&|_| None).unwrap();
+    for i in 0..10 {
+        lm.call(&request("m", &format!("q{i}"))).unwrap();
+    }
+    let kept: Vec<String> = lm
+        .history()
+        .last(100)
+        .iter()
+        .map(|e| e.choices[0].clone())
+        .collect();
+    assert_eq!(kept, ["echo q7", "echo q8", "echo q9"]);
+}
+
+#[test]
+fn help_never_prints_environment_values() {
+    let out = crate::common::cli()
+        .args(["eval", "--help"])
+        .env("DSPY_API_BASE", "http://user:sk-SECRET-KEY@host/v1")
+        .env("DSPY_LM", "openai/secret-model-name")
+        .env("DSPY_CACHE_DIR", "/secret/cache/dir")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--api-base"), "{help}");
+    for secret in ["sk-SECRET-KEY", "secret-model-name", "/secret/cache/dir"] {
+        assert!(!help.contains(secret), "{secret} in --help:\n{help}");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_an_eval_against_a_hanging_lm_without_new_requests() {
+    let server = MockServer::start(|_| MockReply::hang()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev.jsonl");
+    let rows: Vec<String> = (0..50)
+        .map(|i| format!(r#"{{"question": "Q{i}?", "answer": "A{i}"}}"#))
+        .collect();
+    std::fs::write(&data, rows.join("\n") + "\n").unwrap();
+    let mut child = crate::common::cli()
+        .args(["eval", "scripts/qa.rhai", "--data"])
+        .arg(&data)
+        .args(["--threads", "4", "--lm", "openai/m", "--api-base"])
+        .arg(server.base_url())
+        .args(["--no-cache", "--timeout", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.request_count() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        server.request_count(),
+        4,
+        "four workers, four hanging requests"
+    );
+    // SAFETY: `kill` with a child's pid and a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // Without cancellation the workers would wait out the 300 s timeout;
+    // give up (and fail) long before that.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("eval still running 20 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    assert_eq!(server.request_count(), 4, "no request after Ctrl-C");
 }
 
 #[test]
