@@ -62,6 +62,8 @@ pub struct OpenAiClient {
     permits: Semaphore,
     options: ClientOptions,
     runtime: Runtime,
+    /// Which `response_format` this endpoint accepts (learned from its 400s).
+    response_format: super::response_format::StepDown,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -121,6 +123,7 @@ impl OpenAiClient {
             permits: Semaphore::new(options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS)),
             options,
             runtime,
+            response_format: super::response_format::StepDown::new(),
         })
     }
 
@@ -222,10 +225,12 @@ impl OpenAiClient {
 
 impl Backend for OpenAiClient {
     fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
-        let body = serde_json::to_vec(&ChatBody::new(request))
-            .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
-        self.runtime
-            .block_on(self.send_with_retries(Bytes::from(body)))
+        self.response_format.send(request, |response_format| {
+            let body = serde_json::to_vec(&ChatBody::new(request, response_format))
+                .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
+            self.runtime
+                .block_on(self.send_with_retries(Bytes::from(body)))
+        })
     }
 }
 
@@ -312,27 +317,20 @@ struct ChatBody<'a> {
     max_tokens: Option<u32>,
     n: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat>,
-}
-
-#[derive(Serialize)]
-struct ResponseFormat {
-    #[serde(rename = "type")]
-    kind: &'static str,
+    response_format: Option<serde_json::Value>,
 }
 
 impl<'a> ChatBody<'a> {
-    /// Everything but `rollout_id`, which only distinguishes cache entries.
-    fn new(request: &'a LmRequest) -> Self {
+    /// Everything but `rollout_id`, which only distinguishes cache entries;
+    /// `response_format` as the endpoint's step-down chose it.
+    fn new(request: &'a LmRequest, response_format: Option<serde_json::Value>) -> Self {
         ChatBody {
             model: &request.model,
             messages: &request.messages,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
             n: request.n,
-            response_format: request.json_mode.then_some(ResponseFormat {
-                kind: "json_object",
-            }),
+            response_format,
         }
     }
 }

@@ -215,7 +215,7 @@ fn json_adapter_formats_and_parses() {
 fn reply_round_trips_through_the_parser() {
     let sig = Signature::parse("q -> answer, score: float").unwrap();
     let out = fields(json!({"answer": "multi\nline", "score": 0.5}));
-    assert_eq!(chat::parse(&sig, &chat::reply(&out)).unwrap(), out);
+    assert_eq!(chat::parse(&sig, &crate::common::reply(&out)).unwrap(), out);
 }
 
 #[test]
@@ -243,7 +243,7 @@ In adhering to this structure, your objective is: \n        Given the fields `qu
     }
     let err = chat::parse(&sig, "[[ ## verdict ## ]]\nmaybe").unwrap_err();
     assert!(
-        err.message.contains("not one of yes, no"),
+        err.message.contains("not one of yes; no"),
         "{}",
         err.message
     );
