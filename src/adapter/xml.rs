@@ -241,8 +241,10 @@ pub fn parse(sig: &Signature, reply: &str) -> Result<Fields, ParseError> {
         if fields.contains_key(el.name) {
             continue;
         }
-        let Some(inner) = el.inner else {
-            continue; // never closed: cut off
+        let inner = match (el.inner, el.self_closing) {
+            (Some(inner), _) => inner,
+            (None, true) => "",
+            (None, false) => continue, // never closed: cut off
         };
         let value =
             element_value(&field.ty, inner).map_err(|e| field_error(NAME, el.name, e, reply))?;
