@@ -145,11 +145,17 @@ fn split_sections(reply: &str) -> Vec<(&str, &str)> {
             _ => from = start + 1,
         }
     }
+    // A reply cut off inside a header (`... [[ ## ans`) ends before it.
+    let tail = headers.last().map_or(0, |h| h.1);
+    let end = match reply[tail..].find("[[ ##") {
+        Some(i) if !reply[tail + i..].contains(" ## ]]") => tail + i,
+        _ => reply.len(),
+    };
     headers
         .iter()
         .enumerate()
         .map(|(i, &(_, stop, name))| {
-            let next = headers.get(i + 1).map_or(reply.len(), |h| h.0);
+            let next = headers.get(i + 1).map_or(end.max(stop), |h| h.0);
             (name, &reply[stop..next])
         })
         .collect()

@@ -110,7 +110,7 @@ fn write_python_json(value: &Value, out: &mut String) {
 pub struct ValueError {
     /// The declared type, as DSPy prints it (`int`, `list[str]`, `Literal[1, 2]`).
     pub expected: String,
-    /// What is wrong (`"7 apples" is not an integer`).
+    /// What is wrong (`not an integer`).
     pub reason: String,
     /// The text (or JSON) that failed, cut to 200 characters.
     pub text: String,
@@ -135,8 +135,8 @@ impl fmt::Display for ValueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "expected {}: {} (the text was {:?})",
-            self.expected, self.reason, self.text
+            "expected {}, got {:?} ({})",
+            self.expected, self.text, self.reason
         )
     }
 }
@@ -205,23 +205,23 @@ pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, ValueError> {
         (FieldType::Int, Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => Ok(Value::from(i)),
             (None, Some(f)) if f == f.trunc() && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-            _ => fail(&Value::Number(n.clone()), format!("{n} is not a whole number")),
+            _ => fail(&Value::Number(n.clone()), "not a whole number".into()),
         },
         (FieldType::Int, Value::String(s)) => match lenient_number(&s) {
             Some(f) if f == f.trunc() && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-            Some(_) => fail(&Value::String(s.clone()), format!("{s:?} is not a whole number")),
-            None => fail(&Value::String(s.clone()), format!("{s:?} is not an integer")),
+            Some(_) => fail(&Value::String(s.clone()), "not a whole number".into()),
+            None => fail(&Value::String(s.clone()), "not an integer".into()),
         },
         (FieldType::Float, Value::Number(n)) => Ok(Value::Number(n)),
         (FieldType::Float, Value::String(s)) => match lenient_number(&s).and_then(Number::from_f64)
         {
             Some(n) => Ok(Value::Number(n)),
-            None => fail(&Value::String(s.clone()), format!("{s:?} is not a number")),
+            None => fail(&Value::String(s.clone()), "not a number".into()),
         },
         (FieldType::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
         (FieldType::Bool, Value::String(s)) => match lenient_bool(&s) {
             Some(b) => Ok(Value::Bool(b)),
-            None => fail(&Value::String(s.clone()), format!("{s:?} is not True or False")),
+            None => fail(&Value::String(s.clone()), "not True or False".into()),
         },
         (FieldType::List(inner), Value::Array(items)) => items
             .into_iter()
@@ -241,7 +241,7 @@ pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, ValueError> {
                 Value::Array(_) => "a list",
                 Value::Object(_) => "an object",
             };
-            fail(&v, format!("got {got}, not a {ty}"))
+            fail(&v, format!("{got}, not a {ty}"))
         }
     }
 }

@@ -269,7 +269,11 @@ fn element_value(ty: &FieldType, inner: &str) -> Result<Value, super::value::Val
             items
                 .into_iter()
                 .map(|item| match item.inner {
-                    None if item.self_closing => Ok(Value::Null),
+                    // `<item />` is None, or an empty list for a list item.
+                    None if item.self_closing => Ok(match **item_ty {
+                        FieldType::List(_) => Value::Array(Vec::new()),
+                        _ => Value::Null,
+                    }),
                     None => Err(super::value::ValueError {
                         expected: ty.to_string(),
                         reason: "an <item> is not closed".into(),

@@ -328,7 +328,7 @@ fn xml_parsing_forgives_what_a_strict_parser_would_not() {
         .unwrap_err();
     assert!(
         err.message
-            .contains("field `answer`: expected int: \"many\" is not an integer"),
+            .contains("field `answer`: expected int, got \"many\" (not an integer)"),
         "{}",
         err.message
     );

@@ -11,6 +11,7 @@ mod host;
 mod lm_client;
 mod metrics;
 mod modules;
+mod parsing;
 mod optimize;
 mod predict;
 mod pyrandom;
