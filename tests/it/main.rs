@@ -3,6 +3,7 @@
 mod common;
 
 mod adapter;
+mod adapter_calls;
 mod cache;
 mod cli;
 mod data;
