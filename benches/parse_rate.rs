@@ -40,7 +40,11 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
     let path = std::env::var("PARSE_RATE_DATA").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/hotpotqa_dev.jsonl").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/hotpotqa_dev.jsonl"
+        )
+        .into()
     });
     let Ok(text) = std::fs::read_to_string(&path) else {
         println!("parse_rate: {path} not found; skipped");
@@ -72,7 +76,8 @@ fn main() {
             let mut ok = false;
             for (step, kind) in chain.iter().enumerate() {
                 let adapter = kind.adapter();
-                let mut request = lm.request(adapter.format(&sig, &[], &inputs), &LmSettings::default());
+                let mut request =
+                    lm.request(adapter.format(&sig, &[], &inputs), &LmSettings::default());
                 adapter.prepare(&sig, &mut request);
                 match lm.call_parsed(&request, |c| adapter.parse(&sig, &c[0])) {
                     Ok((_, Ok(_))) => {

@@ -150,11 +150,15 @@ pub fn parse(sig: &Signature, completion: &str) -> Result<Fields, ParseError> {
         raw: completion.to_string(),
     };
     let object = find_object(completion).ok_or_else(|| {
-        err(if completion.contains('{') && is_truncated(&completion[completion.find('{').unwrap_or(0)..]) {
-            "the JSON object is cut off before its end".to_string()
-        } else {
-            "the LM response is not a JSON object".to_string()
-        })
+        err(
+            if completion.contains('{')
+                && is_truncated(&completion[completion.find('{').unwrap_or(0)..])
+            {
+                "the JSON object is cut off before its end".to_string()
+            } else {
+                "the LM response is not a JSON object".to_string()
+            },
+        )
     })?;
     let mut fields = Fields::new();
     for f in sig.outputs() {

@@ -127,9 +127,7 @@ impl FromStr for AdapterKind {
             "chat" | "chatadapter" => Ok(AdapterKind::Chat),
             "json" | "jsonadapter" => Ok(AdapterKind::Json),
             "xml" | "xmladapter" => Ok(AdapterKind::Xml),
-            _ => Err(format!(
-                "unknown adapter `{s}` (known: chat, json, xml)"
-            )),
+            _ => Err(format!("unknown adapter `{s}` (known: chat, json, xml)")),
         }
     }
 }
@@ -371,7 +369,9 @@ fn field_error(
 ///
 /// # Errors
 /// When a key is not a valid field name or there are no fields.
-pub fn signature_for_outputs(outputs: &Fields) -> Result<Signature, crate::signature::SignatureError> {
+pub fn signature_for_outputs(
+    outputs: &Fields,
+) -> Result<Signature, crate::signature::SignatureError> {
     fn infer(v: &Value) -> FieldType {
         match v {
             Value::String(_) => FieldType::Str,

@@ -178,9 +178,15 @@ pub fn parse_value(ty: &FieldType, text: &str) -> Result<Value, ValueError> {
                 Err(e) => match ty {
                     FieldType::List(_) => match bullet_list(body) {
                         Some(items) => coerce(ty, Value::Array(items)),
-                        None => Err(ValueError { text: text.into(), ..e }),
+                        None => Err(ValueError {
+                            text: text.into(),
+                            ..e
+                        }),
                     },
-                    _ => Err(ValueError { text: text.into(), ..e }),
+                    _ => Err(ValueError {
+                        text: text.into(),
+                        ..e
+                    }),
                 },
             }
         }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::value::{format_value, parse_value, python_str};
 use super::{
-    complete_fields, field_description, field_error, field_placeholder, messages,
-    task_description, Adapter, Fields, ParseError, Turns,
+    complete_fields, field_description, field_error, field_placeholder, messages, task_description,
+    Adapter, Fields, ParseError, Turns,
 };
 use crate::lm::Message;
 use crate::signature::{Field, FieldType, Signature};
@@ -138,9 +138,13 @@ fn output_requirements(sig: &Signature) -> String {
         .filter(|f| uses_nested_xml(&f.ty))
         .map(|f| xml_schema(&f.name, &f.ty))
         .collect();
-    let mut text = format!("Respond with the corresponding output fields wrapped in XML tags {fields}.");
+    let mut text =
+        format!("Respond with the corresponding output fields wrapped in XML tags {fields}.");
     if !schemas.is_empty() {
-        text.push_str(&format!(" Use this nested XML structure: {}", schemas.join(" ")));
+        text.push_str(&format!(
+            " Use this nested XML structure: {}",
+            schemas.join(" ")
+        ));
     }
     text
 }
@@ -175,7 +179,10 @@ fn value_to_xml(value: &Value, tag: &str, key: Option<&str>) -> String {
     match value {
         Value::Array(items) if items.is_empty() => format!("<{tag}{attrs} />"),
         Value::Array(items) => {
-            let children: String = items.iter().map(|v| value_to_xml(v, "item", None)).collect();
+            let children: String = items
+                .iter()
+                .map(|v| value_to_xml(v, "item", None))
+                .collect();
             format!("<{tag}{attrs}>{children}</{tag}>")
         }
         Value::Object(map) => {

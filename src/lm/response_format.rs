@@ -182,7 +182,10 @@ mod tests {
         assert!(r.is_ok());
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].as_ref().unwrap()["type"], "json_object");
-        assert_eq!(sent[1].as_ref().unwrap()["schema"], json!({"type": "object"}));
+        assert_eq!(
+            sent[1].as_ref().unwrap()["schema"],
+            json!({"type": "object"})
+        );
         // Remembered: the next call starts at json_object with the schema.
         assert_eq!(s.form(&request(true)), Some(Form::JsonObjectWithSchema));
         assert_eq!(s.form(&request(false)), Some(Form::JsonObject));

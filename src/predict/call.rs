@@ -87,7 +87,9 @@ pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<
         }
     }
     let Some(outputs) = outputs else {
-        return Err(first_error.expect("a chain has at least one adapter").into());
+        return Err(first_error
+            .expect("a chain has at least one adapter")
+            .into());
     };
     let mut iter = outputs.into_iter();
     let mut prediction = iter.next().unwrap_or_default();
@@ -127,7 +129,9 @@ pub fn preview(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Vec<
 /// the script's (`Predict(sig, #{ adapter: "xml" })`), else the run's
 /// (`--adapter`), else the ChatAdapter.
 pub fn adapter_for(predictor: &Predictor, ctx: &RunContext) -> AdapterKind {
-    let state = predictor.name().and_then(|n| ctx.state.get(&n).and_then(|s| s.adapter));
+    let state = predictor
+        .name()
+        .and_then(|n| ctx.state.get(&n).and_then(|s| s.adapter));
     state
         .or(predictor.adapter())
         .or(ctx.adapter)

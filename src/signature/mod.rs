@@ -8,8 +8,8 @@ mod parse;
 
 use std::fmt;
 
-pub use field::{Field, FieldType};
 pub(crate) use field::literal_str;
+pub use field::{Field, FieldType};
 
 /// An invalid signature; the message quotes the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -268,8 +268,10 @@ fn xml_adapter_matches_dspy_exactly() {
     )
     .unwrap()
     .with_instructions("Answer with scores.");
-    let demo = fields(json!({"question": "Q1", "ctx": ["a", "b"], "answer": "A & <b>",
-                             "scores": [0.5, 1.0], "rating": 2, "ok": true}));
+    let demo = fields(
+        json!({"question": "Q1", "ctx": ["a", "b"], "answer": "A & <b>",
+                             "scores": [0.5, 1.0], "rating": 2, "ok": true}),
+    );
     let incomplete = fields(json!({"question": "Q0", "answer": "x"}));
     let msgs = XmlAdapter.format(
         &sig,
@@ -313,12 +315,18 @@ fn xml_parsing_forgives_what_a_strict_parser_would_not() {
         .unwrap();
     assert_eq!(parsed["tags"], json!([]));
     let parsed = XmlAdapter
-        .parse(&sig, "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item><item /></tags>")
+        .parse(
+            &sig,
+            "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item><item /></tags>",
+        )
         .unwrap();
     assert_eq!(parsed["tags"], json!(["x", null]));
     // An element cut off before its closing tag is missing, not guessed.
     let err = XmlAdapter
-        .parse(&sig, "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item>")
+        .parse(
+            &sig,
+            "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item>",
+        )
         .unwrap_err();
     assert!(err.message.contains("`tags` is missing"), "{}", err.message);
     assert_eq!(err.adapter, "XMLAdapter");
@@ -369,22 +377,37 @@ fn json_adapter_asks_for_structured_outputs_like_dspy() {
     assert!(request.json_mode);
     assert_eq!(request.response_schema, None);
     ChatAdapter.prepare(&sig, &mut request);
-    assert_eq!(request.response_schema, None, "the ChatAdapter changes nothing");
+    assert_eq!(
+        request.response_schema, None,
+        "the ChatAdapter changes nothing"
+    );
 }
 
 #[test]
 fn adapter_names_and_fallback_chains_are_data() {
     assert_eq!("xml".parse::<AdapterKind>().unwrap(), AdapterKind::Xml);
-    assert_eq!("JSONAdapter".parse::<AdapterKind>().unwrap(), AdapterKind::Json);
+    assert_eq!(
+        "JSONAdapter".parse::<AdapterKind>().unwrap(),
+        AdapterKind::Json
+    );
     assert_eq!(
         "yaml".parse::<AdapterKind>().unwrap_err(),
         "unknown adapter `yaml` (known: chat, json, xml)"
     );
-    assert_eq!(AdapterKind::Chat.chain(), [AdapterKind::Chat, AdapterKind::Json]);
-    assert_eq!(AdapterKind::Xml.chain(), [AdapterKind::Xml, AdapterKind::Json]);
+    assert_eq!(
+        AdapterKind::Chat.chain(),
+        [AdapterKind::Chat, AdapterKind::Json]
+    );
+    assert_eq!(
+        AdapterKind::Xml.chain(),
+        [AdapterKind::Xml, AdapterKind::Json]
+    );
     assert_eq!(AdapterKind::Json.chain(), [AdapterKind::Json]);
     for kind in ADAPTERS {
         assert_eq!(kind.as_str().parse::<AdapterKind>().unwrap(), kind);
-        assert_eq!(kind.adapter().name().to_lowercase(), format!("{kind}adapter"));
+        assert_eq!(
+            kind.adapter().name().to_lowercase(),
+            format!("{kind}adapter")
+        );
     }
 }

@@ -11,7 +11,9 @@ use dspy_rhai::adapter::AdapterKind;
 use dspy_rhai::lm::openai::{ClientOptions, OpenAiClient};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Cache, Lm};
-use dspy_rhai::predict::{self, Predictor, PredictorKind, PredictorState, ProgramState, RunContext};
+use dspy_rhai::predict::{
+    self, Predictor, PredictorKind, PredictorState, ProgramState, RunContext,
+};
 use dspy_rhai::signature::Signature;
 use dspy_rhai::testing::{MockReply, MockServer};
 
@@ -71,7 +73,10 @@ fn chat_falls_back_to_json_with_a_schema_and_repairs_python_style() {
         "The answer is 42, I think.".into(),
         "{'answer': 42, 'reasons': ['x'], 'ok': True,}".into(),
     ]));
-    let p = predictor("question -> answer: int, reasons: list[str], ok: bool", None);
+    let p = predictor(
+        "question -> answer: int, reasons: list[str], ok: bool",
+        None,
+    );
     let ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));
     let pred = predict::call(&p, &ctx, &fields(json!({"question": "?"}))).unwrap();
     assert_eq!(
@@ -147,10 +152,16 @@ fn react_finish_accepts_any_arguments() {
         Some(lm),
     );
     let pred = host
-        .forward(&fields(json!({"question": "Capital of France?"})), &host.session())
+        .forward(
+            &fields(json!({"question": "Capital of France?"})),
+            &host.session(),
+        )
         .unwrap();
     assert_eq!(pred["trajectory"]["observation_0"], "Completed.");
-    assert_eq!(pred["trajectory"]["tool_args_0"], json!({"answer": "Paris"}));
+    assert_eq!(
+        pred["trajectory"]["tool_args_0"],
+        json!({"answer": "Paris"})
+    );
     assert_eq!(pred["answer"], "Paris");
     assert_eq!(backend.requests().len(), 2, "no step was wasted");
 }
@@ -177,7 +188,9 @@ fn predictor_run_and_saved_program_choose_the_adapter() {
     assert_eq!(pred["answer"], "A & B");
     assert_eq!(pred["tags"], json!(["x", "y"]));
     let reqs = backend.requests();
-    assert!(reqs[0].messages[0].content.contains("<tags><item>...</item></tags>"));
+    assert!(reqs[0].messages[0]
+        .content
+        .contains("<tags><item>...</item></tags>"));
     assert_eq!(reqs[0].temperature, Some(0.0));
 
     // The script's choice is kept in saved programs and read back.
@@ -199,7 +212,8 @@ fn predictor_run_and_saved_program_choose_the_adapter() {
     dspy_rhai::optimize::program_file::save(&path, &edited).unwrap();
     let err = dspy_rhai::optimize::program_file::load(&path, &predictors).unwrap_err();
     assert!(
-        err.to_string().contains("`tag`: unknown adapter `yaml` (known: chat, json, xml)"),
+        err.to_string()
+            .contains("`tag`: unknown adapter `yaml` (known: chat, json, xml)"),
         "{err}"
     );
 
@@ -236,9 +250,9 @@ fn a_run_level_json_adapter_sends_json_requests() {
     let mut ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));
     ctx.adapter = Some(AdapterKind::Json);
     let preview = predict::preview(&p, &ctx, &fields(json!({"question": "Q"})));
-    assert!(preview[1].content.ends_with(
-        "Respond with a JSON object in the following order of fields: `answer`."
-    ));
+    assert!(preview[1]
+        .content
+        .ends_with("Respond with a JSON object in the following order of fields: `answer`."));
     let pred = predict::call(&p, &ctx, &fields(json!({"question": "Q"}))).unwrap();
     assert_eq!(pred["answer"], "Paris");
     let reqs = backend.requests();
@@ -253,13 +267,22 @@ fn bad_predict_options_are_script_errors_with_a_position() {
         RunContext::new(None, Arc::new(ProgramState::default())),
     );
     let err = host
-        .load_source("t.rhai", "let p = Predict(\"q -> a\", #{ adapter: \"yaml\" });")
+        .load_source(
+            "t.rhai",
+            "let p = Predict(\"q -> a\", #{ adapter: \"yaml\" });",
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown adapter `yaml` (known: chat, json, xml)"), "{err}");
+    assert!(
+        err.contains("unknown adapter `yaml` (known: chat, json, xml)"),
+        "{err}"
+    );
     assert!(err.contains("t.rhai:1:9"), "{err}");
     let err = host
-        .load_source("t.rhai", "let p = Predict(\"q -> a\", #{ adaptor: \"xml\" });")
+        .load_source(
+            "t.rhai",
+            "let p = Predict(\"q -> a\", #{ adaptor: \"xml\" });",
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown field `adaptor`"), "{err}");
@@ -287,8 +310,7 @@ fn response_format_steps_down_once_per_endpoint() {
         }
     })
     .unwrap();
-    let client =
-        OpenAiClient::new(&server.base_url(), None, ClientOptions::default()).unwrap();
+    let client = OpenAiClient::new(&server.base_url(), None, ClientOptions::default()).unwrap();
     let lm = Arc::new(Lm::new("m", Arc::new(client)));
     let p = predictor("question -> answer", Some(AdapterKind::Json));
     let ctx = RunContext::new(Some(lm), Arc::new(ProgramState::default()));

@@ -166,7 +166,9 @@ fn the_teacher_never_sees_the_example_it_is_tried_on() {
             .iter()
             .any(|m| m.content == format!("[[ ## question ## ]]\nq{n}"));
         log.lock().unwrap().push(demos_with_self);
-        Ok(crate::common::reply(&fields(json!({"answer": format!("a{n}")}))))
+        Ok(crate::common::reply(&fields(
+            json!({"answer": format!("a{n}")}),
+        )))
     }));
     let host = host_with(ONE, Some(lm));
     let cancel = AtomicBool::new(false);
@@ -621,7 +623,9 @@ fn knn_can_bootstrap_on_each_inputs_neighbours_like_dspy() {
         })
         .collect();
     let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|_| {
-        Ok(crate::common::reply(&fields(json!({"answer": "from the teacher"}))))
+        Ok(crate::common::reply(&fields(
+            json!({"answer": "from the teacher"}),
+        )))
     }));
     let host = host_with(ONE, Some(lm));
     let knn = dspy_rhai::optimize::KnnProgram::new(host.pipeline(), vec!["qa".into()], train, 2)

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
 use super::script_error;
+use crate::adapter::AdapterKind;
 use crate::host::convert::{fields_to_map, map_to_fields, to_dynamic, to_json};
 use crate::host::Shared;
-use crate::adapter::AdapterKind;
 use crate::lm::LmSettings;
 use crate::predict::{self, Predictor, PredictorKind};
 use crate::signature::Signature;
