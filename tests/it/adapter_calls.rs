@@ -327,3 +327,53 @@ fn response_format_steps_down_once_per_endpoint() {
     assert_eq!(formats[1]["schema"]["required"], json!(["answer"]));
     assert_eq!(formats[2], formats[1], "the step is remembered");
 }
+
+#[test]
+fn cli_adapter_flag_sets_the_runs_adapter() {
+    let server = MockServer::start(|req| {
+        let user = req.last_user_message().unwrap_or("");
+        if user.contains("Respond with the corresponding output fields wrapped in XML tags `<reasoning>`, then `<answer>`.") {
+            MockReply::chat("<reasoning>\nI recall it.\n</reasoning>\n<answer>\nFrank Herbert\n</answer>")
+        } else {
+            MockReply::chat("not the requested format")
+        }
+    })
+    .unwrap();
+    let base = server.base_url();
+    let run = |adapter: &str| {
+        crate::common::cli()
+            .args([
+                "run",
+                "scripts/qa.rhai",
+                "-i",
+                "question=Who wrote Dune?",
+                "--lm",
+                "openai/mock-model",
+                "--api-base",
+                &base,
+                "--no-cache",
+                "--json",
+                "--adapter",
+                adapter,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("xml");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pred: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(pred["answer"], "Frank Herbert");
+    assert_eq!(server.request_count(), 1);
+    let out = run("yaml");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown adapter `yaml` (known: chat, json, xml)"),
+        "{err}"
+    );
+}
