@@ -56,14 +56,6 @@ impl ScriptedLm {
         Self::texts(outputs.iter().map(|o| reply(adapter, o)).collect())
     }
 
-    /// Whatever `f(request)` returns, formatted by `adapter`; errors are passed on.
-    pub fn outputs_from_fn(
-        adapter: AdapterKind,
-        f: impl Fn(&LmRequest) -> Result<Fields, LmError> + Send + Sync + 'static,
-    ) -> Self {
-        Self::from_fn(move |request| f(request).map(|o| reply(adapter, &o)))
-    }
-
     /// Every request received so far.
     pub fn requests(&self) -> Vec<LmRequest> {
         self.requests.lock().expect("requests lock").clone()

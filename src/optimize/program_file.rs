@@ -5,10 +5,13 @@
 //! { "answer": { "traces": [], "train": [], "demos": [ {"augmented": true, "question": "...", ...} ],
 //!               "signature": { "instructions": "...",
 //!                              "fields": [ {"name": "question", "prefix": "Question:", "description": "${question}"}, ... ] },
-//!               "lm": null },
+//!               "lm": null, "adapter": "xml" },
 //!   "metadata": { "dependency_versions": {...}, "dspy_rhai": { "optimizer": ..., "scores": ... } } }
 //! ```
-//! DSPy writes fields without `name`; such files are matched by field count
+//! `adapter` is written only when the script or an optimizer chose one
+//! (`chat`, `json`, `xml`); DSPy keeps the adapter in its global settings,
+//! and its `load_state` keeps the key as an unused attribute. DSPy writes
+//! fields without `name`; such files are matched by field count
 //! and prefix. DSPy names a ChainOfThought's inner predictor `x.predict`;
 //! it is matched to the script's `x`.
 
