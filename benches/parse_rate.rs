@@ -63,31 +63,36 @@ fn main() {
         n: None,
     });
     println!("{}", common::machine());
-    for sig_text in SIGNATURES {
-        let sig = Signature::parse(sig_text).expect("signature");
-        let chain = AdapterKind::Chat.chain();
-        let mut parsed_at = vec![0usize; chain.len()];
-        let mut failed = 0;
-        let mut example_errors = Vec::new();
-        let started = Instant::now();
-        for (i, q) in questions.iter().enumerate() {
-            let mut inputs = Fields::new();
-            inputs.insert("question".into(), Value::String(q.clone()));
+    // Questions in the outer loop so a run stopped early still covers both
+    // signatures; a cumulative line is printed after every question.
+    let sigs: Vec<Signature> = SIGNATURES
+        .iter()
+        .map(|s| Signature::parse(s).expect("signature"))
+        .collect();
+    let chain = AdapterKind::Chat.chain();
+    let mut tallies = vec![Tally::new(chain.len()); sigs.len()];
+    let started = Instant::now();
+    for (i, q) in questions.iter().enumerate() {
+        let mut inputs = Fields::new();
+        inputs.insert("question".into(), Value::String(q.clone()));
+        for (sig, tally) in sigs.iter().zip(&mut tallies) {
             let mut ok = false;
             for (step, kind) in chain.iter().enumerate() {
                 let adapter = kind.adapter();
                 let mut request =
-                    lm.request(adapter.format(&sig, &[], &inputs), &LmSettings::default());
-                adapter.prepare(&sig, &mut request);
-                match lm.call_parsed(&request, |c| adapter.parse(&sig, &c[0])) {
+                    lm.request(adapter.format(sig, &[], &inputs), &LmSettings::default());
+                adapter.prepare(sig, &mut request);
+                match lm.call_parsed(&request, |c| adapter.parse(sig, &c[0])) {
                     Ok((_, Ok(_))) => {
-                        parsed_at[step] += 1;
+                        tally.parsed_at[step] += 1;
                         ok = true;
                         break;
                     }
                     Ok((_, Err(e))) => {
-                        if example_errors.len() < 3 && step == chain.len() - 1 {
-                            example_errors.push(e.message.clone());
+                        if tally.errors.len() < 3 && step == chain.len() - 1 {
+                            tally
+                                .errors
+                                .push(e.message.lines().next().unwrap_or("").to_string());
                         }
                     }
                     Err(e) => {
@@ -96,26 +101,56 @@ fn main() {
                     }
                 }
             }
-            if !ok {
-                failed += 1;
-            }
-            eprint!("\r{sig_text}: {}/{}", i + 1, questions.len());
+            tally.total += 1;
+            tally.failed += usize::from(!ok);
         }
-        eprintln!();
-        let total = questions.len();
-        let pct = |k: usize| 100.0 * k as f64 / total as f64;
         println!(
-            "{sig_text:<40} n={total}  ChatAdapter {}/{total} ({:.0}%)  then JSONAdapter {}/{} more  → {}/{total} ({:.0}%) parsed, {failed} failed  [{:.0}s]",
-            parsed_at[0],
-            pct(parsed_at[0]),
-            parsed_at.get(1).copied().unwrap_or(0),
-            total - parsed_at[0],
-            total - failed,
-            pct(total - failed),
-            started.elapsed().as_secs_f64(),
+            "after {} questions, {:.0}s:",
+            i + 1,
+            started.elapsed().as_secs_f64()
         );
-        for e in example_errors {
-            println!("    e.g. {}", e.lines().next().unwrap_or(""));
+        for (text, tally) in SIGNATURES.iter().zip(&tallies) {
+            println!("  {text:<40} {}", tally.line());
         }
+    }
+    for (text, tally) in SIGNATURES.iter().zip(&tallies) {
+        for e in &tally.errors {
+            println!("  {text}: e.g. {e}");
+        }
+    }
+}
+
+/// Parse counts of one signature.
+#[derive(Clone)]
+struct Tally {
+    total: usize,
+    parsed_at: Vec<usize>,
+    failed: usize,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    fn new(steps: usize) -> Self {
+        Tally {
+            total: 0,
+            parsed_at: vec![0; steps],
+            failed: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let t = self.total;
+        let pct = |k: usize| 100.0 * k as f64 / t.max(1) as f64;
+        format!(
+            "n={t}  ChatAdapter {}/{t} ({:.0}%)  then JSONAdapter {}/{} more  → {}/{t} ({:.0}%) parsed, {} failed",
+            self.parsed_at[0],
+            pct(self.parsed_at[0]),
+            self.parsed_at.get(1).copied().unwrap_or(0),
+            t - self.parsed_at[0],
+            t - self.failed,
+            pct(t - self.failed),
+            self.failed
+        )
     }
 }
