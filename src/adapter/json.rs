@@ -5,7 +5,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::value::{coerce, is_truncated, python_json, read_python_literal, repair_json};
+use super::value::{
+    balanced_block, coerce, is_truncated, python_json, read_python_literal, repair_json,
+};
 use super::{
     chat, field_description, field_error, field_placeholder, messages, output_requirements,
     task_description, Adapter, Fields, ParseError, Turns,
@@ -192,38 +194,6 @@ fn find_object(text: &str) -> Option<Map<String, Value>> {
         };
         if let Some(Value::Object(m)) = read_python_literal(block).or_else(|| repair_json(block)) {
             return Some(m);
-        }
-    }
-    None
-}
-
-/// The text from an opening `{` to its matching `}` (quotes respected);
-/// `None` when it never closes.
-fn balanced_block(text: &str) -> Option<&str> {
-    let mut depth = 0i32;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' => quote = Some(c),
-            '{' | '[' => depth += 1,
-            '}' | ']' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&text[..=i]);
-                }
-            }
-            _ => {}
         }
     }
     None

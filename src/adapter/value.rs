@@ -169,10 +169,16 @@ pub fn parse_value(ty: &FieldType, text: &str) -> Result<Value, ValueError> {
                     "the JSON text is cut off (unclosed bracket or string)",
                 ));
             }
-            let candidate = structured
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Value::String(body.to_string()));
+            let mut structured = structured.ok().flatten();
+            if structured.is_none() && *ty == FieldType::Dict {
+                // One object with prose around it (`Here: {"q": 1}`).
+                structured = body
+                    .find('{')
+                    .and_then(|i| balanced_block(&body[i..]))
+                    .and_then(|block| read_structured(block).ok().flatten())
+                    .filter(Value::is_object);
+            }
+            let candidate = structured.unwrap_or_else(|| Value::String(body.to_string()));
             match coerce(ty, candidate) {
                 Ok(v) => Ok(v),
                 Err(e) => match ty {
@@ -465,6 +471,38 @@ pub(crate) fn is_truncated(text: &str) -> bool {
         }
     }
     quote.is_some() || depth > 0
+}
+
+/// The text from an opening `{` to its matching `}` (quotes respected);
+/// `None` when it never closes.
+pub(crate) fn balanced_block(text: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&text[..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `- a` / `* a` / `• a` / `1. a` / `1) a` lines → the items (blank lines

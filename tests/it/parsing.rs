@@ -138,6 +138,7 @@ fn table() -> Vec<Row> {
         (Chat, NUMS, "[[ ## xs ## ]]\n```json\n[1, 2, 3]\n```", Ok(json!({"xs": [1, 2, 3]}))),
         (Json, TYPED, "```json\n{\"answer\": 1, \"sure\": true}\n```", Ok(json!({"answer": 1, "sure": true}))),
         (Chat, DICT, "[[ ## meta ## ]]\n```\n{\"k\": [1]}\n```", Ok(json!({"meta": {"k": [1]}}))),
+        (Chat, DICT, "[[ ## meta ## ]]\nThe arguments are {'query': 'coffee'}.", Ok(json!({"meta": {"query": "coffee"}}))),
         (Chat, QA, "[[ ## answer ## ]]\n```py\nprint(1)\n```", Ok(json!({"answer": "```py\nprint(1)\n```"}))),
         // Python literals.
         (Chat, LIST, "[[ ## items ## ]]\n['a', \"b\"]", Ok(json!({"items": ["a", "b"]}))),
