@@ -1,14 +1,37 @@
-//! DSPy's ChatAdapter: `[[ ## field ## ]]` sections ending in `[[ ## completed ## ]]`.
-
-use serde_json::Value;
+//! DSPy's ChatAdapter (`dspy/adapters/chat_adapter.py`): `[[ ## field ## ]]`
+//! sections ending in `[[ ## completed ## ]]`.
 
 use super::value::{format_value, parse_value};
 use super::{
-    field_description, field_placeholder, messages, output_requirements, task_description, Fields,
-    ParseError, Turns,
+    complete_fields, field_description, field_error, field_placeholder, messages,
+    output_requirements, task_description, Adapter, Fields, ParseError, Turns,
 };
 use crate::lm::Message;
 use crate::signature::{Field, Signature};
+
+/// DSPy's ChatAdapter, the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChatAdapter;
+
+const NAME: &str = "ChatAdapter";
+
+impl Adapter for ChatAdapter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn format(&self, sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message> {
+        format(sig, demos, inputs)
+    }
+
+    fn parse(&self, sig: &Signature, reply: &str) -> Result<Fields, ParseError> {
+        parse(sig, reply)
+    }
+
+    fn format_reply(&self, sig: &Signature, outputs: &Fields, missing: &str) -> String {
+        assistant_message(sig, outputs, missing)
+    }
+}
 
 /// The system message: field descriptions, structure, objective.
 pub fn system_message(sig: &Signature) -> String {
@@ -58,8 +81,7 @@ pub fn user_message(sig: &Signature, inputs: &Fields, prefix: &str, main: bool) 
     parts.join("\n\n").trim().to_string()
 }
 
-/// The assistant turn for a demo (or a reply the test LM gives): output
-/// sections then `[[ ## completed ## ]]`.
+/// The assistant turn: output sections then `[[ ## completed ## ]]`.
 pub fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> String {
     let body = sections(sig.outputs().iter().map(|f| {
         let v = match outputs.get(&f.name) {
@@ -81,90 +103,64 @@ pub fn format(sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Messag
     messages(&turns, sig, demos, inputs)
 }
 
-/// Parses a reply: a `[[ ## name ## ]]` header on any (stripped) line starts a
-/// section; the first section of each output field wins; values are converted
-/// to the declared types. Missing fields are an error that keeps the raw text.
-pub fn parse(sig: &Signature, completion: &str) -> Result<Fields, ParseError> {
-    let mut sections: Vec<(Option<&str>, Vec<&str>)> = vec![(None, Vec::new())];
-    for line in completion.lines() {
-        match header(line.trim()) {
-            Some((name, rest)) => {
-                let rest = rest.trim();
-                sections.push((
-                    Some(name),
-                    if rest.is_empty() { vec![] } else { vec![rest] },
-                ));
-            }
-            None => sections.last_mut().expect("one section").1.push(line),
-        }
-    }
+/// Parses a reply. Every `[[ ## name ## ]]` header starts a section, also
+/// one in the middle of a line (DSPy 3.4.1 only sees headers at the start of
+/// a line, and reports the fields after a mid-line header as missing); the
+/// first section of each output field wins; unknown sections are skipped;
+/// values are converted to the declared types.
+///
+/// # Errors
+/// Missing output fields, or a value that does not fit its type; the error
+/// keeps the raw reply.
+pub fn parse(sig: &Signature, reply: &str) -> Result<Fields, ParseError> {
     let mut fields = Fields::new();
-    for (name, lines) in sections {
-        let Some(name) = name else { continue };
+    for (name, body) in split_sections(reply) {
         let Some(field) = sig.output(name) else {
             continue;
         };
         if fields.contains_key(name) {
             continue;
         }
-        let text = lines.join("\n");
-        let value = parse_value(&field.ty, text.trim()).map_err(|e| ParseError {
-            adapter: "ChatAdapter",
-            message: format!("field `{name}`: {e}"),
-            raw: completion.to_string(),
-        })?;
+        let value = parse_value(&field.ty, body).map_err(|e| field_error(NAME, name, e, reply))?;
         fields.insert(name.to_string(), value);
     }
-    let missing: Vec<&str> = sig
-        .outputs()
-        .iter()
-        .filter(|f| !fields.contains_key(&f.name))
-        .map(|f| f.name.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ParseError {
-            adapter: "ChatAdapter",
-            message: format!(
-                "expected output fields [{}] but `{}` {} missing",
-                sig.outputs()
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                missing.join("`, `"),
-                if missing.len() == 1 { "is" } else { "are" }
-            ),
-            raw: completion.to_string(),
-        });
-    }
-    // Keep the signature's field order.
-    let mut ordered = Fields::new();
-    for f in sig.outputs() {
-        let v = fields.remove(&f.name).unwrap_or(Value::Null);
-        ordered.insert(f.name.clone(), v);
-    }
-    Ok(ordered)
+    complete_fields(NAME, sig, fields, reply)
 }
 
-/// Matches `[[ ## name ## ]]` at the start of a line; returns the name and the rest.
-fn header(line: &str) -> Option<(&str, &str)> {
-    let rest = line.strip_prefix("[[ ## ")?;
-    let end = rest.find(" ## ]]")?;
-    let name = &rest[..end];
-    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return None;
+/// `(name, text up to the next header)` for every `[[ ## name ## ]]` header,
+/// wherever it is; text before the first header is dropped.
+fn split_sections(reply: &str) -> Vec<(&str, &str)> {
+    let mut headers = Vec::new(); // (start, end, name)
+    let mut from = 0;
+    while let Some(i) = reply[from..].find("[[ ## ") {
+        let start = from + i;
+        let rest = &reply[start + "[[ ## ".len()..];
+        match rest.find(" ## ]]") {
+            Some(end) if is_word(&rest[..end]) => {
+                let name = &rest[..end];
+                let stop = start + "[[ ## ".len() + end + " ## ]]".len();
+                headers.push((start, stop, name));
+                from = stop;
+            }
+            _ => from = start + 1,
+        }
     }
-    Some((name, &rest[end + " ## ]]".len()..]))
+    // A reply cut off inside a header (`... [[ ## ans`) ends before it.
+    let tail = headers.last().map_or(0, |h| h.1);
+    let end = match reply[tail..].find("[[ ##") {
+        Some(i) if !reply[tail + i..].contains(" ## ]]") => tail + i,
+        _ => reply.len(),
+    };
+    headers
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, stop, name))| {
+            let next = headers.get(i + 1).map_or(end.max(stop), |h| h.0);
+            (name, &reply[stop..next])
+        })
+        .collect()
 }
 
-/// A reply in this adapter's format for the given output values, in map
-/// order (what DSPy's `DummyLM` sends). The scripted test LM uses it so the
-/// real parser runs in tests.
-pub fn reply(outputs: &Fields) -> String {
-    let body = outputs
-        .iter()
-        .map(|(k, v)| format!("[[ ## {k} ## ]]\n{}", super::value::python_str(v)))
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    format!("{body}\n\n[[ ## completed ## ]]")
+fn is_word(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
 }

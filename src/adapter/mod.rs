@@ -1,24 +1,142 @@
 //! Adapters turn a signature, demos and inputs into chat messages, and the
-//! LM's reply back into typed output fields. [`chat`] is DSPy's ChatAdapter
-//! (`[[ ## field ## ]]` sections); [`json`] is DSPy's JSONAdapter, the
-//! fallback when a reply cannot be parsed.
+//! LM's reply back into typed output fields (DSPy's `dspy/adapters/`).
 //!
-//! Both use DSPy's exact strings so prompts and demos transfer between DSPy
-//! and dspy-rhai.
+//! Each adapter is one file implementing [`Adapter`]: [`chat::ChatAdapter`]
+//! (`[[ ## field ## ]]` sections), [`json::JsonAdapter`] (one JSON object,
+//! with `response_format`) and [`xml::XmlAdapter`] (`<field>...</field>`).
+//! [`AdapterKind`] names them (`chat`, `json`, `xml`: the `--adapter` flag,
+//! the `adapter` option of `Predict`, the key in saved programs) and holds
+//! the fallback chain as data: a reply that does not parse is asked again
+//! with the next adapter of [`AdapterKind::chain`].
+//!
+//! All three use DSPy 3.4.1's exact strings, so prompts and demos transfer
+//! between DSPy and dspy-rhai, and all parse values with the one typed
+//! parser in [`value`].
 
 pub mod chat;
 pub mod json;
 pub mod value;
+pub mod xml;
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::lm::{LmRequest, Message};
 use crate::signature::{Field, FieldType, Signature};
+
+pub use chat::ChatAdapter;
+pub use json::JsonAdapter;
+pub use xml::XmlAdapter;
+
+/// A format/parse pair (DSPy's `Adapter.format` / `Adapter.parse`).
+pub trait Adapter: Send + Sync {
+    /// DSPy's class name (`ChatAdapter`), used in errors.
+    fn name(&self) -> &'static str;
+
+    /// All messages of one call: the system message, a user/assistant pair
+    /// per demo (incomplete demos first), then the request with `inputs`.
+    fn format(&self, sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message>;
+
+    /// Reads a reply into the signature's output fields, typed, in signature
+    /// order.
+    ///
+    /// # Errors
+    /// A [`ParseError`] naming the missing fields, or the field whose value
+    /// does not fit its type, and keeping the whole reply.
+    fn parse(&self, sig: &Signature, reply: &str) -> Result<Fields, ParseError>;
+
+    /// The assistant message for these output values (a demo's answer, or
+    /// what the scripted test LM replies); fields missing from `outputs` get
+    /// `missing`.
+    fn format_reply(&self, sig: &Signature, outputs: &Fields, missing: &str) -> String;
+
+    /// Sets request options this adapter needs (the JSONAdapter asks for JSON
+    /// output and gives the schema). The default changes nothing.
+    fn prepare(&self, _sig: &Signature, _request: &mut LmRequest) {}
+}
+
+/// The adapters by name; what scripts, the CLI and saved programs choose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    /// DSPy's default ChatAdapter.
+    #[default]
+    Chat,
+    /// DSPy's JSONAdapter.
+    Json,
+    /// DSPy's XMLAdapter.
+    Xml,
+}
+
+/// Every adapter, in the order the CLI lists them.
+pub const ADAPTERS: [AdapterKind; 3] = [AdapterKind::Chat, AdapterKind::Json, AdapterKind::Xml];
+
+/// The fallback chain of each adapter, as data: DSPy's ChatAdapter (and the
+/// XMLAdapter, a ChatAdapter subclass) retry once with the JSONAdapter; the
+/// JSONAdapter has no fallback.
+const CHAINS: [(AdapterKind, &[AdapterKind]); 3] = [
+    (AdapterKind::Chat, &[AdapterKind::Chat, AdapterKind::Json]),
+    (AdapterKind::Json, &[AdapterKind::Json]),
+    (AdapterKind::Xml, &[AdapterKind::Xml, AdapterKind::Json]),
+];
+
+impl AdapterKind {
+    /// The lower-case name (`chat`, `json`, `xml`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Chat => "chat",
+            AdapterKind::Json => "json",
+            AdapterKind::Xml => "xml",
+        }
+    }
+
+    /// The adapter itself.
+    pub fn adapter(self) -> &'static dyn Adapter {
+        match self {
+            AdapterKind::Chat => &ChatAdapter,
+            AdapterKind::Json => &JsonAdapter,
+            AdapterKind::Xml => &XmlAdapter,
+        }
+    }
+
+    /// The adapters tried in order for one call: this one, then its fallbacks.
+    pub fn chain(self) -> &'static [AdapterKind] {
+        CHAINS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, chain)| *chain)
+            .expect("every adapter has a chain")
+    }
+}
+
+impl fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AdapterKind {
+    type Err = String;
+
+    /// `chat`, `json` or `xml` (DSPy's class names are accepted too).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chat" | "chatadapter" => Ok(AdapterKind::Chat),
+            "json" | "jsonadapter" => Ok(AdapterKind::Json),
+            "xml" | "xmladapter" => Ok(AdapterKind::Xml),
+            _ => Err(format!("unknown adapter `{s}` (known: chat, json, xml)")),
+        }
+    }
+}
 
 /// A reply that did not contain the signature's output fields.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{adapter} could not parse the LM response: {message}\n--- LM response ---\n{raw}\n---")]
 pub struct ParseError {
-    /// `ChatAdapter` or `JSONAdapter`.
+    /// `ChatAdapter`, `JSONAdapter` or `XMLAdapter`.
     pub adapter: &'static str,
     /// What was missing or malformed.
     pub message: String,
@@ -68,7 +186,11 @@ fn field_placeholder(field: &Field, is_output: bool) -> String {
             FieldType::Float => "must be a single float value".to_string(),
             FieldType::Literal(options) => format!(
                 "must exactly match (no extra characters) one of: {}",
-                options.join("; ")
+                options
+                    .iter()
+                    .map(crate::signature::literal_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             ty => format!(
                 "must adhere to the JSON schema: {}",
@@ -189,3 +311,86 @@ const INCOMPLETE_DEMO_PREFIX: &str =
     "This is an example of the task, though some input or output fields are not supplied.";
 const MISSING_IN_INCOMPLETE_DEMO: &str = "Not supplied for this particular example. ";
 const MISSING_IN_COMPLETE_DEMO: &str = "Not supplied for this conversation history message. ";
+
+/// Puts parsed fields in signature order, or names every missing output.
+fn complete_fields(
+    adapter: &'static str,
+    sig: &Signature,
+    mut fields: Fields,
+    reply: &str,
+) -> Result<Fields, ParseError> {
+    let missing: Vec<&str> = sig
+        .outputs()
+        .iter()
+        .filter(|f| !fields.contains_key(&f.name))
+        .map(|f| f.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ParseError {
+            adapter,
+            message: format!(
+                "expected output fields [{}] but `{}` {} missing",
+                sig.outputs()
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                missing.join("`, `"),
+                if missing.len() == 1 { "is" } else { "are" }
+            ),
+            raw: reply.to_string(),
+        });
+    }
+    let mut ordered = Fields::new();
+    for f in sig.outputs() {
+        let v = fields.remove(&f.name).unwrap_or(Value::Null);
+        ordered.insert(f.name.clone(), v);
+    }
+    Ok(ordered)
+}
+
+/// A field whose value does not fit its type.
+fn field_error(
+    adapter: &'static str,
+    field: &str,
+    error: value::ValueError,
+    reply: &str,
+) -> ParseError {
+    ParseError {
+        adapter,
+        message: format!("field `{field}`: {error}"),
+        raw: reply.to_string(),
+    }
+}
+
+/// An output-only signature whose field types follow the values given
+/// (`3` → int, `["a"]` → list[str], `null` → Any): what the scripted test LM
+/// uses to format a reply through a real adapter, as DSPy's `DummyLM` does.
+///
+/// # Errors
+/// When a key is not a valid field name or there are no fields.
+pub fn signature_for_outputs(
+    outputs: &Fields,
+) -> Result<Signature, crate::signature::SignatureError> {
+    fn infer(v: &Value) -> FieldType {
+        match v {
+            Value::String(_) => FieldType::Str,
+            Value::Bool(_) => FieldType::Bool,
+            Value::Number(n) if n.is_f64() => FieldType::Float,
+            Value::Number(_) => FieldType::Int,
+            Value::Object(_) => FieldType::Dict,
+            Value::Null => FieldType::Any,
+            Value::Array(items) => {
+                let mut types = items.iter().filter(|i| !i.is_null()).map(infer);
+                let first = types.next().unwrap_or(FieldType::Any);
+                let same = types.all(|t| t == first);
+                FieldType::List(Box::new(if same { first } else { FieldType::Any }))
+            }
+        }
+    }
+    let fields = outputs
+        .iter()
+        .map(|(k, v)| Field::new(k.clone(), infer(v)))
+        .collect();
+    Signature::from_fields(Vec::new(), fields, None)
+}

@@ -1,5 +1,16 @@
 //! Field values on the wire: formatting them as DSPy does (Python's `str`
-//! and `json.dumps`) and parsing LM text back into typed JSON values.
+//! and `json.dumps`) and the one typed value parser every adapter uses.
+//!
+//! [`parse_value`] follows DSPy's `adapters/utils.py::parse_value` (JSON,
+//! then a Python literal, then a repaired JSON text, validated against the
+//! declared type) and accepts more where that cannot change a value's
+//! meaning: `1,000` and `+7` for numbers, a trailing period (`True.`), a
+//! value wrapped in its own code fence, a bullet list for `list[...]`, and
+//! `None`/`null` inside lists. It never turns a wrong type into a value:
+//! `7 apples` is not an int, `1,2` is not 12, and a JSON text that was cut
+//! off is an error rather than a shorter list.
+
+use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
@@ -94,71 +105,223 @@ fn write_python_json(value: &Value, out: &mut String) {
     }
 }
 
-/// Converts an LM's text for a field into a value of the declared type.
-///
-/// Like DSPy's `parse_value`: `str` fields take the text as is; other types
-/// are read as JSON, then as a Python literal (`['a', 'b']`, `True`), then
-/// validated and coerced (`"3"` → 3 for `int`, `"yes"` → true for `bool`).
-pub fn parse_value(ty: &FieldType, text: &str) -> Result<Value, String> {
-    if *ty == FieldType::Str {
-        return Ok(Value::String(text.to_string()));
-    }
-    if let FieldType::Literal(options) = ty {
-        return literal(options, text);
-    }
-    let candidate = read_literal(text).unwrap_or_else(|| Value::String(text.to_string()));
-    coerce(ty, candidate)
+/// A value that does not fit its field's type. Adapters add the field name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    /// The declared type, as DSPy prints it (`int`, `list[str]`, `Literal[1, 2]`).
+    pub expected: String,
+    /// What is wrong (`not an integer`).
+    pub reason: String,
+    /// The text (or JSON) that failed, cut to 200 characters.
+    pub text: String,
 }
 
-/// Coerces an already-parsed JSON value to a field type (used by the JSON adapter).
-pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, String> {
+impl ValueError {
+    fn new(ty: &FieldType, text: &str, reason: impl Into<String>) -> Self {
+        const MAX: usize = 200;
+        let text = match text.char_indices().nth(MAX) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_string(),
+        };
+        ValueError {
+            expected: ty.to_string(),
+            reason: reason.into(),
+            text,
+        }
+    }
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected {}, got {:?} ({})",
+            self.expected, self.text, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ValueError {}
+
+/// Converts an LM's text for a field into a value of the declared type.
+///
+/// `str` fields take the trimmed text as is. `Literal` fields match a member
+/// and return it with its own type. Other types read the text (code fence
+/// removed) as JSON, then as a Python literal (`['a', None]`, `True`), then
+/// as a repaired JSON text (single quotes, trailing commas), and validate it
+/// with [`coerce`]; `list[...]` also accepts a bullet or numbered list, and
+/// `int`/`float`/`bool` the lenient scalar forms listed in the module docs.
+///
+/// # Errors
+/// A [`ValueError`] naming the expected type and the text.
+pub fn parse_value(ty: &FieldType, text: &str) -> Result<Value, ValueError> {
+    let text = text.trim();
+    match ty {
+        FieldType::Str => Ok(Value::String(text.to_string())),
+        FieldType::Literal(options) => literal_from_text(ty, options, text),
+        _ => {
+            let body = strip_code_fence(text);
+            let structured = read_structured(body);
+            if let Err(Truncated) = structured {
+                return Err(ValueError::new(
+                    ty,
+                    text,
+                    "the JSON text is cut off (unclosed bracket or string)",
+                ));
+            }
+            let mut structured = structured.ok().flatten();
+            if structured.is_none() && *ty == FieldType::Dict {
+                // One object with prose around it (`Here: {"q": 1}`).
+                structured = body
+                    .find('{')
+                    .and_then(|i| balanced_block(&body[i..]))
+                    .and_then(|block| read_structured(block).ok().flatten())
+                    .filter(Value::is_object);
+            }
+            let candidate = structured.unwrap_or_else(|| Value::String(body.to_string()));
+            match coerce(ty, candidate) {
+                Ok(v) => Ok(v),
+                Err(e) => match ty {
+                    FieldType::List(_) => match bullet_list(body) {
+                        Some(items) => coerce(ty, Value::Array(items)),
+                        None => Err(ValueError {
+                            text: text.into(),
+                            ..e
+                        }),
+                    },
+                    _ => Err(ValueError {
+                        text: text.into(),
+                        ..e
+                    }),
+                },
+            }
+        }
+    }
+}
+
+/// Validates an already-parsed JSON value against a field type (the
+/// JSONAdapter's values, and [`parse_value`]'s last step). Strings are read
+/// leniently for numbers and bools; numbers are never read as bools or the
+/// other way round; `null` is kept inside lists.
+///
+/// # Errors
+/// A [`ValueError`] naming the expected type and the value.
+pub fn coerce(ty: &FieldType, value: Value) -> Result<Value, ValueError> {
+    let fail = |v: &Value, reason: String| Err(ValueError::new(ty, &python_str(v), reason));
     match (ty, value) {
         (FieldType::Str, Value::String(s)) => Ok(Value::String(s)),
+        // Like DSPy (`str(value)`): any value can be shown as text.
         (FieldType::Str, v) => Ok(Value::String(python_str(&v))),
         (FieldType::Any, v) => Ok(v),
-        (FieldType::Literal(options), Value::String(s)) => literal(options, &s),
+        (FieldType::Literal(options), v) => literal_from_value(ty, options, &v),
         (FieldType::Int, Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => Ok(Value::from(i)),
             (None, Some(f)) if f == f.trunc() && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-            _ => Err(format!("{n} is not a whole number")),
+            _ => fail(&Value::Number(n.clone()), "not a whole number".into()),
         },
-        (FieldType::Int, Value::String(s)) => {
-            let t = s.trim().replace(',', "");
-            t.parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| format!("{s:?} is not an integer"))
-        }
+        (FieldType::Int, Value::String(s)) => match lenient_number(&s) {
+            Some(f) if f == f.trunc() && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+            Some(_) => fail(&Value::String(s.clone()), "not a whole number".into()),
+            None => fail(&Value::String(s.clone()), "not an integer".into()),
+        },
         (FieldType::Float, Value::Number(n)) => Ok(Value::Number(n)),
-        (FieldType::Float, Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| format!("{s:?} is not a number")),
+        (FieldType::Float, Value::String(s)) => match lenient_number(&s).and_then(Number::from_f64)
+        {
+            Some(n) => Ok(Value::Number(n)),
+            None => fail(&Value::String(s.clone()), "not a number".into()),
+        },
         (FieldType::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
-        (FieldType::Bool, Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
-            Ok(Value::Bool(n.as_i64() == Some(1)))
-        }
-        (FieldType::Bool, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "y" | "1" | "on" | "t" => Ok(Value::Bool(true)),
-            "false" | "no" | "n" | "0" | "off" | "f" => Ok(Value::Bool(false)),
-            _ => Err(format!("{s:?} is not True or False")),
+        (FieldType::Bool, Value::String(s)) => match lenient_bool(&s) {
+            Some(b) => Ok(Value::Bool(b)),
+            None => fail(&Value::String(s.clone()), "not True or False".into()),
         },
         (FieldType::List(inner), Value::Array(items)) => items
             .into_iter()
-            .map(|v| coerce(inner, v))
+            .map(|v| match v {
+                Value::Null => Ok(Value::Null),
+                v => coerce(inner, v).map_err(|e| ValueError::new(ty, &e.text, e.reason)),
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         (FieldType::Dict, Value::Object(m)) => Ok(Value::Object(m)),
-        (ty, v) => Err(format!("expected {ty}, got {}", python_str(&v))),
+        (ty, v) => {
+            let got = match &v {
+                Value::Null => "None",
+                Value::Bool(_) => "a bool",
+                Value::Number(_) => "a number",
+                Value::String(_) => "text that is not one",
+                Value::Array(_) => "a list",
+                Value::Object(_) => "an object",
+            };
+            fail(&v, format!("{got}, not a {ty}"))
+        }
     }
 }
 
-/// DSPy's Literal parsing: the value itself, or wrapped in `Literal[...]`
-/// or quotes, must be one of the options.
-fn literal(options: &[String], text: &str) -> Result<Value, String> {
-    let mut v = text.trim();
+/// `+7`, `1,000`, `3.5.`, `-2e3`: a number with an optional sign, correct
+/// thousands separators and one trailing period; `None` otherwise.
+fn lenient_number(s: &str) -> Option<f64> {
+    let mut t = s.trim();
+    if let Some(stripped) = t.strip_suffix('.') {
+        if !stripped.is_empty() {
+            t = stripped;
+        }
+    }
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let int_part = unsigned.split(['.', 'e', 'E']).next().unwrap_or("");
+    if int_part.contains(',') {
+        // Thousands separators only: 1-3 digits, then groups of exactly 3.
+        let groups: Vec<&str> = int_part.split(',').collect();
+        let ok = (1..=3).contains(&groups[0].len())
+            && groups[1..].iter().all(|g| g.len() == 3)
+            && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            return None;
+        }
+    }
+    let cleaned = t.replace(',', "");
+    if !cleaned
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
+        return None; // no `inf`, `nan` or words
+    }
+    cleaned.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// Pydantic's lax bool strings, case-insensitive, with optional quotes and
+/// one trailing period.
+fn lenient_bool(s: &str) -> Option<bool> {
+    let t = unquote(s.trim());
+    let t = t.strip_suffix('.').unwrap_or(t).trim().to_ascii_lowercase();
+    match t.as_str() {
+        "true" | "yes" | "y" | "1" | "on" | "t" => Some(true),
+        "false" | "no" | "n" | "0" | "off" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+fn unquote(t: &str) -> &str {
+    let b = t.as_bytes();
+    if b.len() > 1 && (b[0] == b'\'' || b[0] == b'"') && b[b.len() - 1] == b[0] {
+        &t[1..t.len() - 1]
+    } else {
+        t
+    }
+}
+
+/// DSPy's Literal parsing, extended: the text itself, or wrapped in
+/// `Literal[...]`, quotes, backticks or `**`, with one trailing period, must
+/// name a member; non-string members also match their JSON/Python form
+/// (`3`, `3.0`, `True`, `None`); a string member also matches
+/// case-insensitively when only one does. Returns the member itself.
+fn literal_from_text(ty: &FieldType, options: &[Value], text: &str) -> Result<Value, ValueError> {
+    let mut v = strip_code_fence(text.trim());
+    for (open, close) in [("**", "**"), ("`", "`")] {
+        if let Some(inner) = v.strip_prefix(open).and_then(|r| r.strip_suffix(close)) {
+            v = inner.trim();
+        }
+    }
     if let Some(inner) = v
         .strip_prefix("Literal[")
         .or_else(|| v.strip_prefix("str["))
@@ -166,32 +329,204 @@ fn literal(options: &[String], text: &str) -> Result<Value, String> {
     {
         v = inner.trim();
     }
-    if v.len() > 1
-        && (v.starts_with('\'') && v.ends_with('\'') || v.starts_with('"') && v.ends_with('"'))
+    let candidates = [Some(v), v.strip_suffix('.').map(str::trim)];
+    for c in candidates.into_iter().flatten() {
+        if let Some(m) = match_literal_text(options, c) {
+            return Ok(m);
+        }
+    }
+    for c in candidates.into_iter().flatten() {
+        let c = unquote(c);
+        let folded: Vec<&Value> = options
+            .iter()
+            .filter(|o| matches!(o, Value::String(s) if s.eq_ignore_ascii_case(c)))
+            .collect();
+        if let [one] = folded[..] {
+            return Ok(one.clone());
+        }
+    }
+    Err(ValueError::new(
+        ty,
+        text,
+        format!("not one of {}", literal_list(options)),
+    ))
+}
+
+fn match_literal_text(options: &[Value], t: &str) -> Option<Value> {
+    let unquoted = unquote(t);
+    if let Some(m) = options
+        .iter()
+        .find(|o| matches!(o, Value::String(s) if s == unquoted))
     {
-        v = &v[1..v.len() - 1];
+        return Some(m.clone());
     }
-    if options.iter().any(|o| o == v) {
-        Ok(Value::String(v.to_string()))
-    } else {
-        Err(format!("{text:?} is not one of {}", options.join(", ")))
+    let read = serde_json::from_str::<Value>(t).ok().or_else(|| {
+        PyLiteral {
+            s: t.as_bytes(),
+            i: 0,
+        }
+        .parse_all()
+    })?;
+    if read.is_string() {
+        return None;
+    }
+    options.iter().find(|o| same_member(o, &read)).cloned()
+}
+
+fn literal_from_value(ty: &FieldType, options: &[Value], v: &Value) -> Result<Value, ValueError> {
+    if let Value::String(s) = v {
+        return literal_from_text(ty, options, s);
+    }
+    if let Some(m) = options.iter().find(|o| same_member(o, v)) {
+        return Ok(m.clone());
+    }
+    // A number for a string member (`1` for Literal['1', '2']).
+    let shown = python_str(v);
+    if let Some(m) = options
+        .iter()
+        .find(|o| matches!(o, Value::String(s) if *s == shown))
+    {
+        return Ok(m.clone());
+    }
+    Err(ValueError::new(
+        ty,
+        &shown,
+        format!("not one of {}", literal_list(options)),
+    ))
+}
+
+/// Typed equality: numbers by value (3 == 3.0), bools only with bools.
+fn same_member(member: &Value, v: &Value) -> bool {
+    match (member, v) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Null, Value::Null) => true,
+        _ => false,
     }
 }
 
-/// Reads text as JSON, or failing that as a Python literal; `None` if neither.
-fn read_literal(text: &str) -> Option<Value> {
-    let t = strip_code_fence(text.trim());
-    if let Ok(v) = serde_json::from_str::<Value>(t) {
-        return Some(v);
+fn literal_list(options: &[Value]) -> String {
+    options
+        .iter()
+        .map(crate::signature::literal_str)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A JSON text that ends before its brackets or strings close.
+struct Truncated;
+
+/// Reads text as JSON, a Python literal, or (for text that starts with `{`
+/// or `[`) a repaired JSON text. `Ok(None)`: not structured text at all.
+fn read_structured(text: &str) -> Result<Option<Value>, Truncated> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return Ok(Some(v));
     }
-    PyLiteral {
-        s: t.as_bytes(),
+    if let Some(v) = (PyLiteral {
+        s: text.as_bytes(),
         i: 0,
-    }
+    })
     .parse_all()
+    {
+        return Ok(Some(v));
+    }
+    if text.starts_with(['{', '[']) {
+        if is_truncated(text) {
+            return Err(Truncated);
+        }
+        return Ok(repair_json(text));
+    }
+    Ok(None)
 }
 
-fn strip_code_fence(t: &str) -> &str {
+/// Repairs LM-written JSON (single quotes, trailing commas, Python's
+/// `True`/`None`, unquoted keys) with the `llm_json` crate, a port of the
+/// `json_repair` package DSPy uses. Callers check [`is_truncated`] first:
+/// closing a cut-off text would invent a value.
+pub(crate) fn repair_json(text: &str) -> Option<Value> {
+    llm_json::loads(text, &llm_json::RepairOptions::default()).ok()
+}
+
+/// Whether a JSON-like text ends inside a string or with brackets still open.
+pub(crate) fn is_truncated(text: &str) -> bool {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            _ => {}
+        }
+    }
+    quote.is_some() || depth > 0
+}
+
+/// The text from an opening `{` to its matching `}` (quotes respected);
+/// `None` when it never closes.
+pub(crate) fn balanced_block(text: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&text[..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `- a` / `* a` / `• a` / `1. a` / `1) a` lines → the items (blank lines
+/// skipped); `None` unless every non-blank line is an item.
+fn bullet_list(text: &str) -> Option<Vec<Value>> {
+    let mut items = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let item = ["- ", "* ", "• "]
+            .iter()
+            .find_map(|b| line.strip_prefix(b))
+            .or_else(|| {
+                let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+                let rest = &line[digits..];
+                (digits > 0)
+                    .then(|| rest.strip_prefix(". ").or_else(|| rest.strip_prefix(") ")))
+                    .flatten()
+            })?;
+        items.push(Value::String(item.trim().to_string()));
+    }
+    (!items.is_empty()).then_some(items)
+}
+
+/// The body of a value wrapped in its own code fence (```` ```json ... ``` ````).
+pub(crate) fn strip_code_fence(t: &str) -> &str {
     if let Some(rest) = t.strip_prefix("```") {
         let rest = rest.trim_start_matches(|c: char| c.is_alphanumeric());
         if let Some(body) = rest.trim_end().strip_suffix("```") {
@@ -201,8 +536,17 @@ fn strip_code_fence(t: &str) -> &str {
     t
 }
 
+/// Reads a Python literal as JSON (for the JSONAdapter's object).
+pub(crate) fn read_python_literal(text: &str) -> Option<Value> {
+    PyLiteral {
+        s: text.as_bytes(),
+        i: 0,
+    }
+    .parse_all()
+}
+
 /// A tiny reader for Python literals: lists, dicts, tuples, quoted strings,
-/// numbers, True/False/None.
+/// numbers, True/False/None; trailing commas allowed.
 struct PyLiteral<'a> {
     s: &'a [u8],
     i: usize,
@@ -305,14 +649,14 @@ impl PyLiteral<'_> {
 
     fn atom(&mut self) -> Option<Value> {
         let start = self.i;
-        while self.i < self.s.len() && !b",]})".contains(&self.s[self.i]) {
+        while self.i < self.s.len() && !b",]}):".contains(&self.s[self.i]) {
             self.i += 1;
         }
         let word = std::str::from_utf8(&self.s[start..self.i]).ok()?.trim();
         match word {
-            "True" => Some(Value::Bool(true)),
-            "False" => Some(Value::Bool(false)),
-            "None" => Some(Value::Null),
+            "True" | "true" => Some(Value::Bool(true)),
+            "False" | "false" => Some(Value::Bool(false)),
+            "None" | "null" => Some(Value::Null),
             _ => serde_json::from_str::<Number>(word).ok().map(Value::Number),
         }
     }

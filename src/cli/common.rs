@@ -107,6 +107,10 @@ pub struct HostArgs {
     /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
+    /// Prompt format for predictors that choose none: chat (DSPy's default,
+    /// falling back to json), json (structured outputs) or xml.
+    #[arg(long, value_name = "chat|json|xml")]
+    pub adapter: Option<crate::adapter::AdapterKind>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -128,7 +132,8 @@ impl HostArgs {
             cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()
         };
-        let session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
+        let mut session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
+        session.adapter = self.adapter;
         let host = Host::new(options, session);
         on_interrupt(host.cancel_flag());
         if let Some(script) = script {

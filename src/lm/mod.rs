@@ -12,6 +12,7 @@ pub mod config;
 pub mod cost;
 pub mod history;
 pub mod openai;
+pub mod response_format;
 pub mod scripted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,9 +87,15 @@ pub struct LmRequest {
     pub max_tokens: Option<u32>,
     /// Number of completions.
     pub n: u32,
-    /// Ask for `response_format: {"type": "json_object"}`.
+    /// Ask for JSON output: `response_format` `json_schema` when
+    /// [`response_schema`](Self::response_schema) is set and the endpoint
+    /// accepts it, else `json_object` (see [`response_format`]).
     #[serde(default)]
     pub json_mode: bool,
+    /// The JSON schema the output must follow, with `json_mode` (the
+    /// JSONAdapter's structured outputs); `None` for plain JSON mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_schema: Option<serde_json::Value>,
     /// Distinguishes otherwise identical requests so an optimizer can ask for
     /// fresh samples; part of the cache key, never sent to the provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,6 +429,7 @@ impl Lm {
             max_tokens: s.max_tokens,
             n: s.n.unwrap_or(1),
             json_mode: false,
+            response_schema: None,
             rollout_id: None,
         }
     }
@@ -432,25 +440,48 @@ impl Lm {
     /// `n` outside 1..=[`MAX_N`]; [`LmError::Cancelled`] once the cancel
     /// flag is set; otherwise the backend's error.
     pub fn call(&self, request: &LmRequest) -> Result<Completion, LmError> {
+        self.call_parsed(request, |_| Ok::<(), std::convert::Infallible>(()))
+            .map(|(completion, _)| completion)
+    }
+
+    /// Like [`call`](Self::call), but a response is stored in the cache only
+    /// when `parse` accepts its choices, and a cached response that `parse`
+    /// rejects is not served (the backend is asked again). So a reply that
+    /// failed to parse never comes back on a rerun (DSPy #1544).
+    ///
+    /// Returns the completion with the parse result; the parse error of a
+    /// fresh reply is returned inside `Ok`, for the caller's fallback.
+    ///
+    /// # Errors
+    /// The backend's error.
+    #[allow(clippy::type_complexity)]
+    pub fn call_parsed<T, E>(
+        &self,
+        request: &LmRequest,
+        parse: impl Fn(&[String]) -> Result<T, E>,
+    ) -> Result<(Completion, Result<T, E>), LmError> {
         check_settings(request.temperature, request.max_tokens, Some(request.n))?;
         let started = Instant::now();
         let key = self.cache.as_ref().map(|_| Cache::key(request));
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.get(key) {
-                let completion = Completion {
-                    choices: hit.choices,
-                    usage: Usage::default(),
-                    cache_hit: true,
-                };
-                self.record(request, &completion, started.elapsed());
-                return Ok(completion);
+                if let Ok(parsed) = parse(&hit.choices) {
+                    let completion = Completion {
+                        choices: hit.choices,
+                        usage: Usage::default(),
+                        cache_hit: true,
+                    };
+                    self.record(request, &completion, started.elapsed());
+                    return Ok((completion, Ok(parsed)));
+                }
             }
         }
         let response = self.backend.complete_cancellable(request, &self.cancel)?;
         if response.choices.is_empty() {
             return Err(LmError::BadResponse("the response has no choices".into()));
         }
-        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+        let parsed = parse(&response.choices);
+        if let (Some(cache), Some(key), true) = (&self.cache, &key, parsed.is_ok()) {
             cache.put(key, &response);
         }
         let completion = Completion {
@@ -459,7 +490,7 @@ impl Lm {
             cache_hit: false,
         };
         self.record(request, &completion, started.elapsed());
-        Ok(completion)
+        Ok((completion, parsed))
     }
 
     fn record(&self, request: &LmRequest, completion: &Completion, latency: Duration) {

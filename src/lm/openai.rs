@@ -118,6 +118,8 @@ struct Inner {
     options: ClientOptions,
     requests: AtomicU64,
     retries: AtomicU64,
+    /// Which `response_format` this endpoint accepts (learned from its 400s).
+    response_format: super::response_format::StepDown,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -170,6 +172,7 @@ impl OpenAiClient {
                 options,
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
+                response_format: super::response_format::StepDown::new(),
             }),
             slots: SlotPool::new(max, no_proxy),
             multi: match std::env::var("DSPY_RHAI_TRANSPORT").as_deref() {
@@ -300,9 +303,11 @@ impl Backend for OpenAiClient {
         request: &LmRequest,
         cancel: &AtomicBool,
     ) -> Result<LmResponse, LmError> {
-        let body = serde_json::to_vec(&ChatBody::new(request))
-            .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
-        self.send_with_retries(Bytes::from(body), cancel)
+        self.inner.response_format.send(request, |response_format| {
+            let body = serde_json::to_vec(&ChatBody::new(request, response_format))
+                .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
+            self.send_with_retries(Bytes::from(body), cancel)
+        })
     }
 
     fn stats(&self) -> TransportStats {
@@ -624,27 +629,20 @@ struct ChatBody<'a> {
     max_tokens: Option<u32>,
     n: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat>,
-}
-
-#[derive(Serialize)]
-struct ResponseFormat {
-    #[serde(rename = "type")]
-    kind: &'static str,
+    response_format: Option<serde_json::Value>,
 }
 
 impl<'a> ChatBody<'a> {
-    /// Everything but `rollout_id`, which only distinguishes cache entries.
-    fn new(request: &'a LmRequest) -> Self {
+    /// Everything but `rollout_id`, which only distinguishes cache entries;
+    /// `response_format` as the endpoint's step-down chose it.
+    fn new(request: &'a LmRequest, response_format: Option<serde_json::Value>) -> Self {
         ChatBody {
             model: &request.model,
             messages: &request.messages,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
             n: request.n,
-            response_format: request.json_mode.then_some(ResponseFormat {
-                kind: "json_object",
-            }),
+            response_format,
         }
     }
 }

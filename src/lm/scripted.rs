@@ -1,13 +1,14 @@
 //! A scripted test LM: answers from a list or a function, with no network.
 //!
-//! Like DSPy's `DummyLM`, answers given as field maps are sent in the
-//! ChatAdapter's own format, so the real parser runs in tests.
+//! Like DSPy's `DummyLM`, answers given as field maps are formatted by a
+//! real adapter (the ChatAdapter unless another is chosen), so the real
+//! parser runs in tests and there is no second formatter.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use super::{Backend, LmError, LmRequest, LmResponse, Usage};
-use crate::adapter::{chat, Fields};
+use crate::adapter::{signature_for_outputs, AdapterKind, Fields};
 
 type Responder = Box<dyn Fn(&LmRequest) -> Result<String, LmError> + Send + Sync>;
 
@@ -42,13 +43,30 @@ impl ScriptedLm {
 
     /// Answers with these output fields in order, formatted as ChatAdapter replies.
     pub fn outputs(outputs: Vec<Fields>) -> Self {
-        Self::texts(outputs.iter().map(chat::reply).collect())
+        Self::outputs_with(AdapterKind::Chat, outputs)
+    }
+
+    /// Answers with these output fields in order, formatted by `adapter`'s
+    /// own assistant message (field types follow the values: see
+    /// [`signature_for_outputs`]).
+    ///
+    /// # Panics
+    /// When a key of `outputs` is not a valid field name (a test bug).
+    pub fn outputs_with(adapter: AdapterKind, outputs: Vec<Fields>) -> Self {
+        Self::texts(outputs.iter().map(|o| reply(adapter, o)).collect())
     }
 
     /// Every request received so far.
     pub fn requests(&self) -> Vec<LmRequest> {
         self.requests.lock().expect("requests lock").clone()
     }
+}
+
+/// `outputs` as `adapter`'s assistant message.
+fn reply(adapter: AdapterKind, outputs: &Fields) -> String {
+    let sig = signature_for_outputs(outputs)
+        .unwrap_or_else(|e| panic!("scripted outputs {outputs:?} are not fields: {e}"));
+    adapter.adapter().format_reply(&sig, outputs, "")
 }
 
 impl Backend for ScriptedLm {

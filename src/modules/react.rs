@@ -234,16 +234,19 @@ impl ReAct {
                 known.join(", ")
             ));
         };
+        // `finish` takes any arguments: models often pass the answer
+        // (`{"answer": "Paris"}`); the extract step reads the trajectory,
+        // so they are kept there and never wasted as an error (DSPy #7910).
+        let Some(func) = &tool.func else {
+            return Value::String("Completed.".into());
+        };
         let args = match tool.arguments(args) {
             Ok(args) => args,
             Err(msg) => return fail(msg),
         };
-        match &tool.func {
-            None => Value::String("Completed.".into()),
-            Some(func) => match env.call_fn(func, args) {
-                Ok(value) => to_json(&value),
-                Err(e) => fail(e.to_string()),
-            },
+        match env.call_fn(func, args) {
+            Ok(value) => to_json(&value),
+            Err(e) => fail(e.to_string()),
         }
     }
 

@@ -5,10 +5,13 @@
 //! { "answer": { "traces": [], "train": [], "demos": [ {"augmented": true, "question": "...", ...} ],
 //!               "signature": { "instructions": "...",
 //!                              "fields": [ {"name": "question", "prefix": "Question:", "description": "${question}"}, ... ] },
-//!               "lm": null },
+//!               "lm": null, "adapter": "xml" },
 //!   "metadata": { "dependency_versions": {...}, "dspy_rhai": { "optimizer": ..., "scores": ... } } }
 //! ```
-//! DSPy writes fields without `name`; such files are matched by field count
+//! `adapter` is written only when the script or an optimizer chose one
+//! (`chat`, `json`, `xml`); DSPy keeps the adapter in its global settings,
+//! and its `load_state` keeps the key as an unused attribute. DSPy writes
+//! fields without `name`; such files are matched by field count
 //! and prefix. DSPy names a ChainOfThought's inner predictor `x.predict`;
 //! it is matched to the script's `x`.
 
@@ -16,7 +19,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::adapter::Fields;
+use crate::adapter::{AdapterKind, Fields};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::lm::LmSettings;
@@ -62,16 +65,19 @@ pub fn to_json(predictors: &[(String, Predictor)], state: &ProgramState, metadat
         } else {
             serde_json::to_value(&st.lm).unwrap_or(Value::Null)
         };
-        root.insert(
-            name.clone(),
-            json!({
-                "traces": [],
-                "train": [],
-                "demos": demos,
-                "signature": { "instructions": sig.instructions(), "fields": fields },
-                "lm": lm,
-            }),
-        );
+        let mut entry = json!({
+            "traces": [],
+            "train": [],
+            "demos": demos,
+            "signature": { "instructions": sig.instructions(), "fields": fields },
+            "lm": lm,
+        });
+        // The adapter, when the script or an optimizer chose one (DSPy keeps
+        // it in global settings; a run's `--adapter` is not recorded).
+        if let Some(adapter) = st.adapter.or(p.adapter()) {
+            entry["adapter"] = Value::String(adapter.as_str().into());
+        }
+        root.insert(name.clone(), entry);
     }
     root.insert(
         "metadata".into(),
@@ -354,10 +360,16 @@ fn entry_state(
             n: m.get("n").and_then(Value::as_u64).map(|v| v as u32),
         })
         .unwrap_or_default();
+    let adapter = match entry.get("adapter") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a.parse::<AdapterKind>()?),
+        Some(other) => return Err(format!("`adapter` must be a string, got {other}")),
+    };
     Ok(PredictorState {
         demos,
         instructions,
         lm,
+        adapter,
     })
 }
 

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{Predictor, RunContext, TraceStep};
-use crate::adapter::{chat, json, Fields};
+use crate::adapter::{AdapterKind, Fields};
 use crate::error::{Error, Result};
 use crate::lm::{LmError, LmSettings, Message};
 use crate::signature::{Field, FieldType, Signature};
@@ -14,12 +14,15 @@ pub type Prediction = Fields;
 
 /// Runs `predictor` on `inputs` under `ctx`.
 ///
-/// Formats with the ChatAdapter (demos from the context's state), calls the
-/// LM, and parses. If the reply does not parse, retries once with the JSON
-/// adapter in JSON mode before failing with the original parse error.
+/// Formats with the predictor's adapter (see [`adapter_for`]; demos from the
+/// context's state), calls the LM, and parses. A reply that does not parse
+/// is asked again with the next adapter of the adapter's fallback chain
+/// (ChatAdapter → JSONAdapter); when every step fails, the first parse error
+/// is returned. Only replies that parse are cached.
 pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<Prediction> {
     let name = predictor.name();
     let (mut sig, demos, mut settings) = resolve(predictor, ctx);
+    let adapter = adapter_for(predictor, ctx);
     let hinted;
     let inputs = match &ctx.hints {
         None => inputs,
@@ -60,27 +63,33 @@ pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<
         settings.temperature = ctx.temperature;
     }
 
-    let mut request = lm.request(chat::format(&sig, &demos, inputs), &settings);
-    request.rollout_id = ctx.rollout_id;
-    let completion = lm.call(&request)?;
-    let parsed: Result<Vec<Fields>, _> = completion
-        .choices
-        .iter()
-        .map(|c| chat::parse(&sig, c))
-        .collect();
-    let outputs = match parsed {
-        Ok(outputs) => outputs,
-        Err(chat_error) => {
-            request.messages = json::format(&sig, &demos, inputs);
-            request.json_mode = true;
-            let retry = lm.call(&request)?;
-            retry
-                .choices
+    let mut first_error = None;
+    let mut outputs = None;
+    for kind in adapter.chain() {
+        let a = kind.adapter();
+        let mut request = lm.request(a.format(&sig, &demos, inputs), &settings);
+        request.rollout_id = ctx.rollout_id;
+        a.prepare(&sig, &mut request);
+        let (_, parsed) = lm.call_parsed(&request, |choices| {
+            choices
                 .iter()
-                .map(|c| json::parse(&sig, c))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| chat_error)?
+                .map(|c| a.parse(&sig, c))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })?;
+        match parsed {
+            Ok(parsed) => {
+                outputs = Some(parsed);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    let Some(outputs) = outputs else {
+        return Err(first_error
+            .expect("a chain has at least one adapter")
+            .into());
     };
     let mut iter = outputs.into_iter();
     let mut prediction = iter.next().unwrap_or_default();
@@ -111,7 +120,22 @@ pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<
 /// Messages a call would send, without sending them (for `:prompt` and tests).
 pub fn preview(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Vec<Message> {
     let (sig, demos, _) = resolve(predictor, ctx);
-    chat::format(&sig, &demos, inputs)
+    adapter_for(predictor, ctx)
+        .adapter()
+        .format(&sig, &demos, inputs)
+}
+
+/// The adapter a call uses: the compiled state's (a saved program's), else
+/// the script's (`Predict(sig, #{ adapter: "xml" })`), else the run's
+/// (`--adapter`), else the ChatAdapter.
+pub fn adapter_for(predictor: &Predictor, ctx: &RunContext) -> AdapterKind {
+    let state = predictor
+        .name()
+        .and_then(|n| ctx.state.get(&n).and_then(|s| s.adapter));
+    state
+        .or(predictor.adapter())
+        .or(ctx.adapter)
+        .unwrap_or_default()
 }
 
 /// The signature (with compiled instructions), demos (borrowed from the

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::ProgramState;
-use crate::adapter::Fields;
+use crate::adapter::{AdapterKind, Fields};
 use crate::lm::Lm;
 
 /// Advice per predictor name, given to every predictor call as a `hint_`
@@ -40,6 +40,9 @@ pub struct RunContext {
     /// When set (by `Refine`), every predictor call gets a `hint_` input:
     /// its advice, or "N/A".
     pub hints: Option<Arc<Hints>>,
+    /// The run's adapter (`--adapter`), for predictors that chose none;
+    /// `None` means DSPy's default, the ChatAdapter.
+    pub adapter: Option<AdapterKind>,
 }
 
 impl RunContext {
@@ -52,6 +55,7 @@ impl RunContext {
             rollout_id: None,
             temperature: None,
             hints: None,
+            adapter: None,
         }
     }
 

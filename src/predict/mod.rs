@@ -13,10 +13,11 @@ mod state;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use call::{call, preview, Prediction};
+pub use call::{adapter_for, call, preview, Prediction};
 pub use context::{Hints, RunContext, TraceStep};
 pub use state::{Demo, PredictorState, ProgramState};
 
+use crate::adapter::AdapterKind;
 use crate::lm::LmSettings;
 use crate::signature::{Field, FieldType, Signature, SignatureError};
 
@@ -44,6 +45,7 @@ struct Inner {
     declared: Signature,
     signature: Signature,
     settings: LmSettings,
+    adapter: Option<AdapterKind>,
     name: RwLock<Option<String>>,
 }
 
@@ -60,6 +62,17 @@ impl Predictor {
         signature: Signature,
         settings: LmSettings,
     ) -> Result<Predictor, SignatureError> {
+        Predictor::with_adapter(kind, signature, settings, None)
+    }
+
+    /// Declares a predictor that uses `adapter` (`Predict(sig, #{ adapter: "xml" })`);
+    /// `None` leaves the choice to the run.
+    pub fn with_adapter(
+        kind: PredictorKind,
+        signature: Signature,
+        settings: LmSettings,
+        adapter: Option<AdapterKind>,
+    ) -> Result<Predictor, SignatureError> {
         let extended = match kind {
             PredictorKind::Predict => signature.clone(),
             // Like DSPy, the objective stays the declared signature's
@@ -74,6 +87,7 @@ impl Predictor {
                 declared: signature,
                 signature: extended,
                 settings,
+                adapter,
                 name: RwLock::new(None),
             }),
         })
@@ -97,6 +111,11 @@ impl Predictor {
     /// LM settings given at declaration.
     pub fn settings(&self) -> &LmSettings {
         &self.inner.settings
+    }
+
+    /// The adapter the script chose for this predictor, if any.
+    pub fn adapter(&self) -> Option<AdapterKind> {
+        self.inner.adapter
     }
 
     /// The stable name, once the host has assigned one.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::Fields;
+use crate::adapter::{AdapterKind, Fields};
 use crate::lm::LmSettings;
 
 /// One demonstration: field values, and whether it was bootstrapped from a
@@ -53,6 +53,10 @@ pub struct PredictorState {
     /// LM settings for this predictor.
     #[serde(default)]
     pub lm: LmSettings,
+    /// The adapter this predictor uses, when a saved program or an optimizer
+    /// set one (it wins over the script's and the run's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterKind>,
 }
 
 /// The state of every named predictor of a program.

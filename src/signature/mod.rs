@@ -8,6 +8,7 @@ mod parse;
 
 use std::fmt;
 
+pub(crate) use field::literal_str;
 pub use field::{Field, FieldType};
 
 /// An invalid signature; the message quotes the offending text.

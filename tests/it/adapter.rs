@@ -1,9 +1,12 @@
 //! The ChatAdapter and JSONAdapter against DSPy's exact strings
 //! (expected texts from DSPy's tests/adapters/test_chat_adapter.py).
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use dspy_rhai::adapter::{chat, json as json_adapter, value};
+use dspy_rhai::adapter::{
+    chat, json as json_adapter, value, Adapter, AdapterKind, ChatAdapter, JsonAdapter, XmlAdapter,
+    ADAPTERS,
+};
 use dspy_rhai::signature::{FieldType, Signature};
 
 use crate::common::fields;
@@ -215,7 +218,7 @@ fn json_adapter_formats_and_parses() {
 fn reply_round_trips_through_the_parser() {
     let sig = Signature::parse("q -> answer, score: float").unwrap();
     let out = fields(json!({"answer": "multi\nline", "score": 0.5}));
-    assert_eq!(chat::parse(&sig, &chat::reply(&out)).unwrap(), out);
+    assert_eq!(chat::parse(&sig, &crate::common::reply(&out)).unwrap(), out);
 }
 
 #[test]
@@ -243,7 +246,7 @@ In adhering to this structure, your objective is: \n        Given the fields `qu
     }
     let err = chat::parse(&sig, "[[ ## verdict ## ]]\nmaybe").unwrap_err();
     assert!(
-        err.message.contains("not one of yes, no"),
+        err.message.contains("not one of yes; no"),
         "{}",
         err.message
     );
@@ -253,4 +256,158 @@ In adhering to this structure, your objective is: \n        Given the fields `qu
     );
     let odd = Signature::parse(r#"q -> v: Literal["it's", "x"]"#).unwrap();
     assert_eq!(odd.outputs()[0].ty.to_string(), r#"Literal["it's", 'x']"#);
+}
+
+/// DSPy 3.4.1's `XMLAdapter().format(...)` for this signature, demo and
+/// incomplete demo, printed by Python DSPy (nested `<item>` lists, escaped
+/// `str` outputs, typed Literal members).
+#[test]
+fn xml_adapter_matches_dspy_exactly() {
+    let sig = Signature::parse(
+        "question, ctx: list[str] -> answer, scores: list[float], rating: Literal[1, 2, 3], ok: bool",
+    )
+    .unwrap()
+    .with_instructions("Answer with scores.");
+    let demo = fields(
+        json!({"question": "Q1", "ctx": ["a", "b"], "answer": "A & <b>",
+                             "scores": [0.5, 1.0], "rating": 2, "ok": true}),
+    );
+    let incomplete = fields(json!({"question": "Q0", "answer": "x"}));
+    let msgs = XmlAdapter.format(
+        &sig,
+        &[&demo, &incomplete],
+        &fields(json!({"question": "Q2", "ctx": ["c"]})),
+    );
+    let expected = [
+        ("system", "Your input fields are:\n1. `question` (str): \n2. `ctx` (list[str]):\nYour output fields are:\n1. `answer` (str): \n2. `scores` (list[float]): \n3. `rating` (Literal[1, 2, 3]): \n4. `ok` (bool):\nAll interactions will be structured in the following way, with the appropriate values filled in.\n\n<question>\n{question}\n</question>\n\n<ctx>\n{ctx}\n</ctx>\n\n<answer>\n{answer}\n</answer>\n\n<scores><item>...</item></scores>\n\n<rating>\n{rating}        # note: the value you produce must exactly match (no extra characters) one of: 1; 2; 3\n</rating>\n\n<ok>\n{ok}        # note: the value you produce must be True or False\n</ok>\nIn adhering to this structure, your objective is: \n        Answer with scores."),
+        ("user", "This is an example of the task, though some input or output fields are not supplied.\n\n<question>\nQ0\n</question>"),
+        ("assistant", "<answer>\nx\n</answer>\n\n<scores>\nNot supplied for this particular example. \n</scores>\n\n<rating>\nNot supplied for this particular example. \n</rating>\n\n<ok>\nNot supplied for this particular example. \n</ok>"),
+        ("user", "<question>\nQ1\n</question>\n\n<ctx>\n[\"a\", \"b\"]\n</ctx>"),
+        ("assistant", "<answer>\nA &amp; &lt;b>\n</answer>\n\n<scores><item>0.5</item><item>1.0</item></scores>\n\n<rating>\n2\n</rating>\n\n<ok>\nTrue\n</ok>"),
+        ("user", "<question>\nQ2\n</question>\n\n<ctx>\n[\"c\"]\n</ctx>\n\nRespond with the corresponding output fields wrapped in XML tags `<answer>`, then `<scores>`, then `<rating>`, then `<ok>`. Use this nested XML structure: <scores><item>...</item></scores>"),
+    ];
+    assert_eq!(msgs.len(), expected.len());
+    for (m, (role, content)) in msgs.iter().zip(expected) {
+        assert_eq!(m.role, role);
+        assert_eq!(m.content, content);
+    }
+    // The demo's own answer parses back to the same typed values.
+    let parsed = XmlAdapter.parse(&sig, &msgs[4].content).unwrap();
+    assert_eq!(
+        Value::Object(parsed),
+        json!({"answer": "A & <b>", "scores": [0.5, 1.0], "rating": 2, "ok": true})
+    );
+}
+
+#[test]
+fn xml_parsing_forgives_what_a_strict_parser_would_not() {
+    let sig = Signature::parse("q -> reasoning, answer: int, tags: list[str]").unwrap();
+    // A stray `&` and `<` in the reasoning, prose around the elements, a
+    // JSON list instead of <item>s, and an entity in the answer.
+    let reply = "Sure!\n<reasoning>\n2 < 3 & so on\n</reasoning>\n<answer>&#52;2</answer>\n<tags>[\"a\", \"b\"]</tags>\nThanks";
+    let parsed = XmlAdapter.parse(&sig, reply).unwrap();
+    assert_eq!(parsed["reasoning"], "2 < 3 & so on");
+    assert_eq!(parsed["answer"], 42);
+    assert_eq!(parsed["tags"], json!(["a", "b"]));
+    // Empty and self-closing lists, and `<item />` as None.
+    let parsed = XmlAdapter
+        .parse(&sig, "<reasoning>r</reasoning><answer>1</answer><tags />")
+        .unwrap();
+    assert_eq!(parsed["tags"], json!([]));
+    let parsed = XmlAdapter
+        .parse(
+            &sig,
+            "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item><item /></tags>",
+        )
+        .unwrap();
+    assert_eq!(parsed["tags"], json!(["x", null]));
+    // An element cut off before its closing tag is missing, not guessed.
+    let err = XmlAdapter
+        .parse(
+            &sig,
+            "<reasoning>r</reasoning><answer>1</answer><tags><item>x</item>",
+        )
+        .unwrap_err();
+    assert!(err.message.contains("`tags` is missing"), "{}", err.message);
+    assert_eq!(err.adapter, "XMLAdapter");
+    // A wrong type names field, type and text.
+    let err = XmlAdapter
+        .parse(&sig, "<reasoning>r</reasoning><answer>many</answer><tags/>")
+        .unwrap_err();
+    assert!(
+        err.message
+            .contains("field `answer`: expected int, got \"many\" (not an integer)"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn json_adapter_asks_for_structured_outputs_like_dspy() {
+    // DSPy's `_get_structured_outputs_response_format(S).model_json_schema()`
+    // for these fields, without pydantic's `title`s.
+    let sig = Signature::parse(
+        "question -> answer, scores: list[float], rating: Literal[1, 2, 3], ok: bool",
+    )
+    .unwrap();
+    assert_eq!(
+        json_adapter::response_schema(&sig).unwrap(),
+        json!({"type": "object", "properties": {
+            "answer": {"type": "string"},
+            "scores": {"type": "array", "items": {"type": "number"}},
+            "rating": {"type": "integer", "enum": [1, 2, 3]},
+            "ok": {"type": "boolean"}},
+            "required": ["answer", "scores", "rating", "ok"],
+            "additionalProperties": false})
+    );
+    // An open-ended dict cannot be a structured output: json_object instead.
+    let open = Signature::parse("q -> meta: dict").unwrap();
+    assert_eq!(json_adapter::response_schema(&open), None);
+    let mut request = dspy_rhai::lm::LmRequest {
+        model: "m".into(),
+        messages: vec![],
+        temperature: None,
+        max_tokens: None,
+        n: 1,
+        json_mode: false,
+        response_schema: None,
+        rollout_id: None,
+    };
+    JsonAdapter.prepare(&open, &mut request);
+    assert!(request.json_mode);
+    assert_eq!(request.response_schema, None);
+    ChatAdapter.prepare(&sig, &mut request);
+    assert_eq!(
+        request.response_schema, None,
+        "the ChatAdapter changes nothing"
+    );
+}
+
+#[test]
+fn adapter_names_and_fallback_chains_are_data() {
+    assert_eq!("xml".parse::<AdapterKind>().unwrap(), AdapterKind::Xml);
+    assert_eq!(
+        "JSONAdapter".parse::<AdapterKind>().unwrap(),
+        AdapterKind::Json
+    );
+    assert_eq!(
+        "yaml".parse::<AdapterKind>().unwrap_err(),
+        "unknown adapter `yaml` (known: chat, json, xml)"
+    );
+    assert_eq!(
+        AdapterKind::Chat.chain(),
+        [AdapterKind::Chat, AdapterKind::Json]
+    );
+    assert_eq!(
+        AdapterKind::Xml.chain(),
+        [AdapterKind::Xml, AdapterKind::Json]
+    );
+    assert_eq!(AdapterKind::Json.chain(), [AdapterKind::Json]);
+    for kind in ADAPTERS {
+        assert_eq!(kind.as_str().parse::<AdapterKind>().unwrap(), kind);
+        assert_eq!(
+            kind.adapter().name().to_lowercase(),
+            format!("{kind}adapter")
+        );
+    }
 }

@@ -111,6 +111,7 @@ fn the_key_covers_the_request_but_not_the_endpoint() {
         },
         LmRequest {
             json_mode: true,
+            response_schema: None,
             ..base.clone()
         },
         LmRequest {

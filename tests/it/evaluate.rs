@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::{evaluate, metrics, EvalOptions, Metric};
 use dspy_rhai::lm::scripted::ScriptedLm;
@@ -29,7 +28,7 @@ fn arithmetic_lm() -> ScriptedLm {
         }
         let right = if n % 2 == 0 { "even" } else { "odd" };
         let answer = if n % 3 == 0 { "wrong" } else { right };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     })
 }
 

@@ -24,6 +24,7 @@ pub(crate) fn request(model: &str, question: &str) -> LmRequest {
         max_tokens: Some(100),
         n: 1,
         json_mode: false,
+        response_schema: None,
         rollout_id: None,
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 mod adapter;
+mod adapter_calls;
 mod cache;
 mod cli;
 mod data;
@@ -14,6 +15,7 @@ mod lm_client;
 mod metrics;
 mod modules;
 mod optimize;
+mod parsing;
 mod predict;
 mod pyrandom;
 mod repl;

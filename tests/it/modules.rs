@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::host::convert::to_json;
 use dspy_rhai::host::Host;
 use dspy_rhai::lm::scripted::ScriptedLm;
@@ -29,7 +28,7 @@ fn user(req: &LmRequest) -> &str {
 }
 
 fn step(thought: &str, tool: &str, args: Value) -> String {
-    chat::reply(&fields(json!({
+    crate::common::reply(&fields(json!({
         "next_thought": thought,
         "next_tool_name": tool,
         "next_tool_args": args,
@@ -37,7 +36,7 @@ fn step(thought: &str, tool: &str, args: Value) -> String {
 }
 
 fn extract(answer: &str) -> String {
-    chat::reply(&fields(
+    crate::common::reply(&fields(
         json!({"reasoning": "From the trajectory.", "answer": answer}),
     ))
 }
@@ -206,7 +205,7 @@ const POT: &str = r#"
 "#;
 
 fn code(text: &str) -> String {
-    chat::reply(&fields(
+    crate::common::reply(&fields(
         json!({"reasoning": "Compute it.", "generated_code": text}),
     ))
 }
@@ -294,10 +293,10 @@ fn multi_chain_comparison_shows_the_attempts() {
     let n = AtomicUsize::new(0);
     let (lm, backend) = scripted_lm(ScriptedLm::from_fn(move |req| {
         Ok(if system(req).contains("reasoning_attempt_1") {
-            chat::reply(&fields(json!({"rationale": "Most say 4.", "answer": "4"})))
+            crate::common::reply(&fields(json!({"rationale": "Most say 4.", "answer": "4"})))
         } else {
             let i = n.fetch_add(1, Ordering::SeqCst);
-            chat::reply(&fields(json!({
+            crate::common::reply(&fields(json!({
                 "reasoning": format!("add them, try {i}\nignored line"),
                 "answer": format!("{}", 4 + i % 2),
             })))
@@ -374,7 +373,7 @@ fn best_of_n_returns_the_best_when_none_reaches_the_threshold() {
 fn best_of_n_tolerates_failed_attempts() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| match req.rollout_id {
         Some(0) => Err(LmError::Scripted("flaky".into())),
-        _ => Ok(chat::reply(&fields(json!({"answer": "yes"})))),
+        _ => Ok(crate::common::reply(&fields(json!({"answer": "yes"})))),
     }));
     let host = host_with(BEST, Some(lm));
     assert_eq!(run(&host, "ask_best").unwrap()["answer"], "yes");
@@ -384,14 +383,14 @@ fn best_of_n_tolerates_failed_attempts() {
 fn advised_lm() -> ScriptedLm {
     ScriptedLm::from_fn(|req| {
         Ok(if system(req).contains("assign blame") {
-            chat::reply(&fields(json!({
+            crate::common::reply(&fields(json!({
                 "discussion": "qa answered badly.",
                 "advice": {"qa": "Answer with the word good."},
             })))
         } else if user(req).contains("Answer with the word good.") {
-            chat::reply(&fields(json!({"answer": "good"})))
+            crate::common::reply(&fields(json!({"answer": "good"})))
         } else {
-            chat::reply(&fields(json!({"answer": "bad"})))
+            crate::common::reply(&fields(json!({"answer": "bad"})))
         })
     })
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::Metric;
 use dspy_rhai::host::{Host, ScriptPipeline};
@@ -52,7 +51,7 @@ fn answering_lm(wrong: &'static [usize]) -> (Arc<Lm>, Arc<ScriptedLm>) {
         } else {
             format!("a{n}")
         };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }))
 }
 
@@ -165,7 +164,9 @@ fn the_teacher_never_sees_the_example_it_is_tried_on() {
             .iter()
             .any(|m| m.content == format!("[[ ## question ## ]]\nq{n}"));
         log.lock().unwrap().push(demos_with_self);
-        Ok(chat::reply(&fields(json!({"answer": format!("a{n}")}))))
+        Ok(crate::common::reply(&fields(
+            json!({"answer": format!("a{n}")}),
+        )))
     }));
     let host = host_with(ONE, Some(lm));
     let cancel = AtomicBool::new(false);
@@ -223,7 +224,7 @@ fn later_rounds_ask_for_fresh_samples() {
         // Example 1 only succeeds on a fresh rollout.
         let ok = n != 1 || req.rollout_id == Some(1);
         let answer = if ok { format!("a{n}") } else { "nope".into() };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }));
     let host = host_with(ONE, Some(lm));
     let cancel = AtomicBool::new(false);
@@ -285,7 +286,7 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
         } else {
             "nope".into()
         };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }));
     let host = host_with(ONE, Some(lm));
     let cancel = AtomicBool::new(false);
@@ -566,7 +567,7 @@ fn knn_finds_the_nearest_trainset_examples_by_bm25() {
     );
 
     let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|_| {
-        Ok(chat::reply(&fields(json!({"answer": "x"}))))
+        Ok(crate::common::reply(&fields(json!({"answer": "x"}))))
     }));
     let host = host_with(ONE, Some(lm));
     let knn =
@@ -620,7 +621,9 @@ fn knn_can_bootstrap_on_each_inputs_neighbours_like_dspy() {
         })
         .collect();
     let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|_| {
-        Ok(chat::reply(&fields(json!({"answer": "from the teacher"}))))
+        Ok(crate::common::reply(&fields(
+            json!({"answer": "from the teacher"}),
+        )))
     }));
     let host = host_with(ONE, Some(lm));
     let knn = dspy_rhai::optimize::KnnProgram::new(host.pipeline(), vec!["qa".into()], train, 2)

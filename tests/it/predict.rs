@@ -71,6 +71,7 @@ fn demos_and_instructions_come_from_the_context_state() {
                 json!({"question": "1+1?", "answer": "2"}),
             ))],
             instructions: Some("Add numbers.".into()),
+            adapter: None,
             lm: LmSettings {
                 temperature: Some(0.7),
                 ..LmSettings::default()

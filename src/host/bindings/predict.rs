@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
 use super::script_error;
+use crate::adapter::AdapterKind;
 use crate::host::convert::{fields_to_map, map_to_fields, to_dynamic, to_json};
 use crate::host::Shared;
 use crate::lm::LmSettings;
@@ -20,7 +21,32 @@ use crate::signature::Signature;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
-const CONFIG_KEYS: &str = "instructions, desc, temperature, max_tokens, n";
+/// The options map of `Predict(sig, #{ ... })` / `ChainOfThought(sig, #{ ... })`,
+/// read with `rhai::serde::from_dynamic`; unknown keys are errors.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictOptions {
+    /// Replaces the signature's instructions.
+    instructions: Option<String>,
+    /// Field name → description.
+    desc: Option<std::collections::BTreeMap<String, String>>,
+    /// Sampling temperature (an int is accepted).
+    temperature: Option<Number>,
+    /// Maximum completion tokens (positive).
+    max_tokens: Option<i64>,
+    /// Completions per call (positive).
+    n: Option<i64>,
+    /// `chat`, `json` or `xml`.
+    adapter: Option<String>,
+}
+
+/// A Rhai number: `0` or `0.7`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+}
 
 /// Builds a predictor from a signature and an optional config map.
 fn declare(
@@ -30,49 +56,41 @@ fn declare(
     config: Option<Map>,
 ) -> R<Predictor> {
     let err = |m: String| script_error(m, ctx.call_position());
-    let mut settings = LmSettings::default();
-    for (key, value) in config.unwrap_or_default() {
-        match key.as_str() {
-            "instructions" => sig = sig.with_instructions(value.to_string()),
-            "desc" => {
-                let descs = value.try_cast::<Map>().ok_or_else(|| {
-                    err("`desc` must be a map of field name to description".into())
-                })?;
-                for (name, desc) in descs {
-                    sig = sig
-                        .with_desc(&name, desc.to_string())
-                        .map_err(|e| err(e.to_string()))?;
-                }
-            }
-            "temperature" => {
-                settings.temperature = Some(
-                    value
-                        .as_float()
-                        .or_else(|_| value.as_int().map(|i| i as f64))
-                        .map_err(|_| err("`temperature` must be a number".into()))?,
-                )
-            }
-            "max_tokens" | "n" => {
-                let v = value
-                    .as_int()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| err(format!("`{key}` must be a positive integer")))?;
-                if key == "n" {
-                    settings.n = Some(v as u32);
-                } else {
-                    settings.max_tokens = Some(v as u32);
-                }
-            }
-            other => {
-                return Err(err(format!(
-                    "unknown {} option `{other}` (known: {CONFIG_KEYS})",
-                    kind.as_str()
-                )))
-            }
-        }
+    let options: PredictOptions = match config {
+        None => PredictOptions::default(),
+        Some(map) => rhai::serde::from_dynamic(&Dynamic::from_map(map)).map_err(|e| {
+            err(format!(
+                "invalid {} options: {}",
+                kind.as_str(),
+                e.to_string().trim_start_matches("Runtime error: ")
+            ))
+        })?,
+    };
+    if let Some(instructions) = options.instructions {
+        sig = sig.with_instructions(instructions);
     }
-    Predictor::new(kind, sig, settings).map_err(|e| err(e.to_string()))
+    for (name, desc) in options.desc.unwrap_or_default() {
+        sig = sig.with_desc(&name, desc).map_err(|e| err(e.to_string()))?;
+    }
+    let positive = |key: &str, v: Option<i64>| -> R<Option<u32>> {
+        v.map(|v| u32::try_from(v).ok().filter(|v| *v > 0))
+            .map(|v| v.ok_or_else(|| err(format!("`{key}` must be a positive integer"))))
+            .transpose()
+    };
+    let settings = LmSettings {
+        temperature: options.temperature.map(|t| match t {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }),
+        max_tokens: positive("max_tokens", options.max_tokens)?,
+        n: positive("n", options.n)?,
+    };
+    let adapter = options
+        .adapter
+        .map(|a| a.parse::<AdapterKind>())
+        .transpose()
+        .map_err(err)?;
+    Predictor::with_adapter(kind, sig, settings, adapter).map_err(|e| err(e.to_string()))
 }
 
 /// The native function a predictor's function pointer points to.

@@ -91,3 +91,10 @@ pub fn cli() -> std::process::Command {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     cmd
 }
+
+/// `outputs` as the real ChatAdapter's reply (what `ScriptedLm::outputs` sends).
+pub fn reply(outputs: &Fields) -> String {
+    use dspy_rhai::adapter::{signature_for_outputs, Adapter, ChatAdapter};
+    let sig = signature_for_outputs(outputs).expect("output names are field names");
+    ChatAdapter.format_reply(&sig, outputs, "")
+}
