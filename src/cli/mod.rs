@@ -40,7 +40,8 @@ enum Command {
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
-/// Exit codes: 0 success, 1 failure, 2 usage error.
+/// Exit codes: 0 success, 1 failure, 2 usage error, 128 + N when stopped
+/// by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -57,7 +58,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(common::signal_exit_code().unwrap_or(1))
         }
     }
 }

@@ -109,6 +109,7 @@ impl Host {
             .compile(source)
             .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, source)))?;
         let mut scope = Scope::new();
+        let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         self.engine
             .run_ast_with_scope(&mut scope, &ast)
             .map_err(|e| Error::Script(diagnostic::render_eval(&e, file, source)))?;
@@ -133,7 +134,9 @@ impl Host {
             .read()
             .expect("program lock")
             .merge(&ast);
+        let deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
+        drop(deadline);
         let mut functions = merged;
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
@@ -311,7 +314,8 @@ impl ScriptRef<'_> {
             .map(|p| convert::to_dynamic(&inputs[p.as_str()]))
             .collect();
         let result = self.call(name, args, ctx)?;
-        Ok(prediction_fields(&result))
+        prediction_fields(&result)
+            .map_err(|e| Error::Script(format!("{name} returned a value that cannot be used: {e}")))
     }
 
     /// Calls the metric function `name(example, pred, trace)`.
@@ -345,6 +349,7 @@ impl ScriptRef<'_> {
             .rewind_scope(true)
             .with_tag(RunTag(Arc::new(ctx.clone())));
         let mut scope = Scope::new();
+        let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         self.engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &program, name, args)
             .map_err(|e| {
@@ -356,15 +361,16 @@ impl ScriptRef<'_> {
 }
 
 /// A forward result as prediction fields; a non-map value becomes `answer`.
-fn prediction_fields(value: &Dynamic) -> Fields {
-    match convert::to_json(value) {
+/// Errors when the value nests deeper than [`convert::MAX_DEPTH`].
+fn prediction_fields(value: &Dynamic) -> Result<Fields> {
+    Ok(match convert::try_to_json(value)? {
         Value::Object(map) => map,
         other => {
             let mut f = Fields::new();
             f.insert("answer".into(), other);
             f
         }
-    }
+    })
 }
 
 /// A metric's value as a score.
