@@ -52,13 +52,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     host.forward_params()?;
     let pipeline = super::compile::pipeline_for(&host, mode)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
+    let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
+    check_gold_labels(&args.data, &examples, &metric)?;
     let session = host.session();
     // Every example would fail the same way: say so before the first one.
     if session.lm.is_none() && !host.predictors().is_empty() {
         return Err(crate::lm::LmError::NotConfigured.into());
     }
-    let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
-    check_gold_labels(&args.data, &examples, &metric)?;
     let options = EvalOptions {
         threads: args.threads,
         failure_score: args.failure_score,

@@ -38,6 +38,10 @@ enum Command {
     Search(search::Args),
 }
 
+/// Stack of the thread that runs a subcommand (virtual memory; only what
+/// is used is touched).
+const MAIN_STACK: usize = 256 * 1024 * 1024;
+
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
 /// Exit codes: 0 success, 1 failure, 2 usage error, 128 + N when stopped
@@ -54,7 +58,15 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match dispatch(cli.command) {
+    // Scripts run on this thread; Rhai's size checks recurse over nested
+    // values, so a deep value needs more stack than the main thread's.
+    let worker = std::thread::Builder::new().stack_size(MAIN_STACK);
+    let result = worker
+        .spawn(move || dispatch(cli.command))
+        .expect("spawning the main worker thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

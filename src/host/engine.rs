@@ -78,7 +78,7 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
 fn timed_out(timeout: Option<Duration>) -> String {
     match timeout {
         Some(t) => format!(
-            "the script call ran longer than {:.0}s (--script-timeout)",
+            "the script call ran longer than {}s (--script-timeout)",
             t.as_secs_f64()
         ),
         None => "the script call ran out of time".into(),
@@ -86,7 +86,9 @@ fn timed_out(timeout: Option<Duration>) -> String {
 }
 
 /// `sleep(seconds)`: waits in short steps so Ctrl-C and the script-call
-/// deadline stop it; a negative or non-finite time is an error.
+/// deadline stop it; a negative or non-finite time is an error. Its errors
+/// are runtime errors (they keep the script position); a script that
+/// catches one is still stopped at its next operation.
 fn sleep(
     ctx: &NativeCallContext,
     seconds: FLOAT,
@@ -111,10 +113,7 @@ fn sleep(
     };
     loop {
         if cancel.load(Ordering::Relaxed) {
-            return Err(Box::new(EvalAltResult::ErrorTerminated(
-                INTERRUPTED.into(),
-                pos,
-            )));
+            return Err(bindings::script_error(INTERRUPTED, pos));
         }
         let now = Instant::now();
         if now >= until {
@@ -123,10 +122,7 @@ fn sleep(
         std::thread::sleep((until - now).min(Duration::from_millis(50)));
     }
     if deadline().is_some_and(|d| Instant::now() >= d) {
-        return Err(Box::new(EvalAltResult::ErrorTerminated(
-            timed_out(timeout).into(),
-            pos,
-        )));
+        return Err(bindings::script_error(timed_out(timeout), pos));
     }
     Ok(())
 }

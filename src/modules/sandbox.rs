@@ -85,6 +85,23 @@ pub fn run(code: &str) -> Result<String, String> {
 /// [`run`], stopping at the first operation after `stop`'s timeout passes
 /// or its cancel flag is set.
 pub fn run_with(code: &str, stop: Stop) -> Result<String, String> {
+    // The program runs on its own thread with a large stack: Rhai recurses
+    // over nested values (`a = [a]` 6000 times) to check their sizes, and
+    // the caller's stack (a REPL, a test thread) may be small.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn_scoped(scope, || run_here(code, stop))
+            .map_err(|e| format!("could not start the sandbox: {e}"))?
+            .join()
+            .unwrap_or_else(|_| Err("the sandbox failed (internal error)".into()))
+    })
+}
+
+/// Stack of the sandbox thread (virtual memory; only what is used is touched).
+const STACK: usize = 64 * 1024 * 1024;
+
+fn run_here(code: &str, stop: Stop) -> Result<String, String> {
     let printed = Arc::new(Mutex::new(String::new()));
     let mut engine = engine(printed.clone());
     let timeout = stop.timeout.unwrap_or(DEFAULT_TIMEOUT);

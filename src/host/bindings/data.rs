@@ -77,9 +77,26 @@ pub(super) fn register(engine: &mut Engine) {
                 Ok(Example::new(map_to_fields(&fields)).with_inputs(&keys_of(&ctx, keys)?))
             },
         )
-        .register_indexer_get(|ex: &mut Example, key: &str| -> Dynamic {
-            ex.get(key).map(to_dynamic).unwrap_or(Dynamic::UNIT)
-        })
+        .register_indexer_get(
+            |ctx: NativeCallContext, ex: &mut Example, key: &str| -> R<Dynamic> {
+                // As DSPy's Example (AttributeError): a missing field, such
+                // as a gold label a metric reads, is an error, not `()`.
+                ex.get(key).map(to_dynamic).ok_or_else(|| {
+                    let known: Vec<&str> = ex.fields().keys().map(|k| k.as_str()).collect();
+                    script_error(
+                        format!(
+                            "the example has no field `{key}` (its fields: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                        ctx.call_position(),
+                    )
+                })
+            },
+        )
         .register_fn("inputs", |ex: &mut Example| fields_to_map(&ex.inputs()))
         .register_fn("labels", |ex: &mut Example| fields_to_map(&ex.labels()))
         .register_fn("keys", |ex: &mut Example| -> Array {
