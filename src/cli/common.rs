@@ -85,6 +85,10 @@ pub struct HostArgs {
     /// included, in seconds; 0 for none.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub script_timeout: f64,
+    /// A folder scripts may read and write (repeatable) besides their own
+    /// folder and the working directory.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_paths: Vec<PathBuf>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -103,6 +107,7 @@ impl HostArgs {
         let mut options = HostOptions {
             print_to_stderr,
             index_dir: self.index.clone(),
+            allow_paths: Some(self.allow_paths.clone()),
             ..HostOptions::default()
         };
         if !self.script_timeout.is_finite() || self.script_timeout < 0.0 {

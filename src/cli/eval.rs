@@ -204,7 +204,9 @@ impl ResultsFile {
 
     fn write(&mut self, line: &str) {
         if let Some(w) = &mut self.writer {
-            let result = w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n"));
+            let result = w
+                .write_all(line.as_bytes())
+                .and_then(|_| w.write_all(b"\n"));
             match result {
                 Ok(()) => self.rows += 1,
                 Err(e) => self.fail(e),

@@ -200,7 +200,8 @@ impl EvalReport {
 
     /// Errors by kind, most frequent first: `lm 3, parse 1`.
     pub fn error_kinds_summary(&self) -> String {
-        let mut kinds: Vec<(&str, usize)> = self.error_kinds.iter().map(|(k, n)| (*k, *n)).collect();
+        let mut kinds: Vec<(&str, usize)> =
+            self.error_kinds.iter().map(|(k, n)| (*k, *n)).collect();
         kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         kinds
             .iter()
@@ -346,7 +347,11 @@ impl Tally {
                     .error_kinds
                     .entry(result.error_kind.unwrap_or("other"))
                     .or_default() += 1;
-                if self.first_error.as_ref().is_none_or(|(i, _)| result.index < *i) {
+                if self
+                    .first_error
+                    .as_ref()
+                    .is_none_or(|(i, _)| result.index < *i)
+                {
                     self.first_error = Some((result.index, e.clone()));
                 }
             }
@@ -500,13 +505,15 @@ fn run_isolated(
     ctx: &RunContext,
     options: &EvalOptions,
 ) -> ExampleResult {
-    crate::parallel::isolate(|| run_one(pipeline, index, example, metric, ctx, options.failure_score))
-        .unwrap_or_else(|panic| {
-            let mut r = blank(index, example, options.failure_score);
-            r.error = Some(format!("internal error (panic): {panic}"));
-            r.error_kind = Some("panic");
-            r
-        })
+    crate::parallel::isolate(|| {
+        run_one(pipeline, index, example, metric, ctx, options.failure_score)
+    })
+    .unwrap_or_else(|panic| {
+        let mut r = blank(index, example, options.failure_score);
+        r.error = Some(format!("internal error (panic): {panic}"));
+        r.error_kind = Some("panic");
+        r
+    })
 }
 
 fn run_one(

@@ -18,6 +18,7 @@ pub(crate) const INTERRUPTED: &str = "interrupted (Ctrl-C)";
 pub(super) fn build(shared: &Arc<Shared>) -> Engine {
     let mut engine = Engine::new();
     shared.options.limits.apply(&mut engine);
+    engine.set_module_resolver(super::paths::ScriptModules::new(shared));
 
     // Script functions cannot see top-level variables in plain Rhai; resolve
     // names that are not local from the script's published top level, so

@@ -8,6 +8,7 @@ pub mod diagnostic;
 mod engine;
 pub mod limits;
 mod naming;
+pub mod paths;
 mod pipeline;
 
 use std::collections::HashMap;
@@ -35,6 +36,9 @@ pub struct HostOptions {
     pub print_to_stderr: bool,
     /// The retrieval index to use (default: [`crate::retrieve::default_index_dir`]).
     pub index_dir: Option<PathBuf>,
+    /// Folders scripts may read and write besides their own folder and the
+    /// working directory (`--allow-path`); `None`: no restriction.
+    pub allow_paths: Option<Vec<PathBuf>>,
 }
 
 /// The per-call context handed to native functions through Rhai's call tag.
@@ -59,6 +63,8 @@ pub(crate) struct Shared {
     pub options: HostOptions,
     /// The opened retrieval index, once a script asked for one.
     pub index: bindings::retrieve::IndexSlot,
+    /// Where script paths resolve and which folders they may reach.
+    pub paths: RwLock<paths::PathAccess>,
 }
 
 impl Shared {
@@ -68,6 +74,19 @@ impl Shared {
             return tag.0.clone();
         }
         self.session.read().expect("session lock").clone()
+    }
+
+    /// A path a script gave to a file function, resolved and checked (see
+    /// [`paths::PathAccess`]); the error is ready to show at the call.
+    pub fn resolve_path(
+        &self,
+        path: &str,
+        for_writing: bool,
+    ) -> std::result::Result<PathBuf, String> {
+        self.paths
+            .read()
+            .expect("paths lock")
+            .resolve(path, for_writing)
     }
 }
 
@@ -89,6 +108,10 @@ impl Host {
             source: RwLock::new(("<script>".into(), String::new())),
             cancel: Arc::new(AtomicBool::new(false)),
             index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
+            paths: RwLock::new(paths::PathAccess {
+                script_dir: None,
+                allowed: options.allow_paths.clone(),
+            }),
             options,
         });
         let engine = engine::build(&shared);
@@ -98,6 +121,9 @@ impl Host {
     /// Loads a script file: compiles it, runs its top level, names its predictors.
     pub fn load_file(&self, path: &Path) -> Result<()> {
         let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        self.shared.paths.write().expect("paths lock").script_dir =
+            Some(folder.unwrap_or(Path::new(".")).to_path_buf());
         self.load_source(&path.display().to_string(), &source)
     }
 

@@ -116,7 +116,7 @@ fn run_here(code: &str, stop: Stop) -> Result<String, String> {
     let ast = engine.compile(code).map_err(|e| e.to_string())?;
     let value = engine
         .eval_ast::<Dynamic>(&ast)
-    .map_err(|e| describe(&e, timeout))?;
+        .map_err(|e| describe(&e, timeout))?;
     let printed = printed
         .lock()
         .expect("print buffer lock")

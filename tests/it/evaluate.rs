@@ -245,5 +245,8 @@ fn a_missing_example_field_is_an_error_naming_it() {
         err.contains("the example has no field `answer` (its fields: question)"),
         "{err}"
     );
-    assert!(err.contains(":3:"), "the error has the script position: {err}");
+    assert!(
+        err.contains(":3:"),
+        "the error has the script position: {err}"
+    );
 }

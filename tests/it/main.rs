@@ -14,7 +14,7 @@ mod modules;
 mod optimize;
 mod predict;
 mod pyrandom;
+mod reliability;
 mod repl;
 mod retrieve;
-mod reliability;
 mod signature;

@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 use dspy_rhai::adapter::{chat, Fields};
 use dspy_rhai::data::{load_dataset, Example, LoadOptions, MAX_LINE_BYTES};
 use dspy_rhai::error::{Error, Result};
-use dspy_rhai::evaluate::{
-    evaluate, evaluate_streaming, EvalOptions, Metric, Pipeline, Streaming,
-};
+use dspy_rhai::evaluate::{evaluate, evaluate_streaming, EvalOptions, Metric, Pipeline, Streaming};
 use dspy_rhai::host::{Host, HostOptions, Limits};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::modules::sandbox;
@@ -141,7 +139,12 @@ fn program_of_thought_reports_a_deep_value_to_the_lm() {
     );
     let out = host.call("ask", vec![], &host.session()).unwrap();
     assert_eq!(dspy_rhai::host::convert::to_json(&out)["answer"], "42");
-    let regenerate = backend.requests()[1].messages.last().unwrap().content.clone();
+    let regenerate = backend.requests()[1]
+        .messages
+        .last()
+        .unwrap()
+        .content
+        .clone();
     assert!(
         regenerate.contains("nested more than 128 levels deep"),
         "{regenerate}"
@@ -167,7 +170,10 @@ fn a_panic_in_one_example_is_that_examples_error() {
         &AtomicBool::new(false),
         &mut |_, _| {},
     );
-    assert_eq!((report.finished, report.errored, report.passed), (40, 1, 39));
+    assert_eq!(
+        (report.finished, report.errored, report.passed),
+        (40, 1, 39)
+    );
     assert_eq!(report.results[7].error_kind, Some("panic"));
     let err = report.results[7].error.as_deref().unwrap();
     assert!(err.contains("bug in example 7"), "{err}");
@@ -192,8 +198,14 @@ fn sleep_with_an_absurd_time_is_an_error_not_a_panic() {
         .unwrap();
     let err = timed.call("huge", vec![], &ctx()).unwrap_err().to_string();
     assert!(err.contains("ran longer than"), "{err}");
-    let err = host.call("negative", vec![], &ctx()).unwrap_err().to_string();
-    assert!(err.contains("test.rhai:3:3: sleep: expected a finite"), "{err}");
+    let err = host
+        .call("negative", vec![], &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.rhai:3:3: sleep: expected a finite"),
+        "{err}"
+    );
     let err = host.call("nan", vec![], &ctx()).unwrap_err().to_string();
     assert!(err.contains("got NaN"), "{err}");
 }
@@ -345,7 +357,10 @@ fn a_streaming_run_keeps_counts_not_results_and_bounds_the_reorder_window() {
         },
     );
     assert!(report.results.is_empty());
-    assert_eq!((report.finished, report.errored, report.passed), (500, 50, 450));
+    assert_eq!(
+        (report.finished, report.errored, report.passed),
+        (500, 50, 450)
+    );
     assert_eq!(report.first_error.as_ref().unwrap().0, 3);
     assert!(furthest_ahead <= 8, "{furthest_ahead}");
     seen.sort();
@@ -593,7 +608,10 @@ mod cli {
         let out = eval(&["scripts/qa.rhai", "--data", data.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
-        assert!(err.contains("empty.jsonl: the dataset has no examples"), "{err}");
+        assert!(
+            err.contains("empty.jsonl: the dataset has no examples"),
+            "{err}"
+        );
         assert!(!text(&out.stdout).contains("score"));
     }
 
@@ -634,10 +652,14 @@ mod cli {
         assert!(stdout.contains("errored 3"), "{stdout}");
         assert!(stdout.contains("errors by kind: script 3"), "{stdout}");
         assert!(
-            stdout.contains("first error (example 1): ") && stdout.contains("broken.rhai:2:3: nope"),
+            stdout.contains("first error (example 1): ")
+                && stdout.contains("broken.rhai:2:3: nope"),
             "{stdout}"
         );
-        assert!(stderr.contains("every example errored (script 3)"), "{stderr}");
+        assert!(
+            stderr.contains("every example errored (script 3)"),
+            "{stderr}"
+        );
     }
 
     #[test]
@@ -659,6 +681,84 @@ mod cli {
         ]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("stopped after 6 errored examples (more than --max-errors 5)"), "{stderr}");
+        assert!(
+            stderr.contains("stopped after 6 errored examples (more than --max-errors 5)"),
+            "{stderr}"
+        );
+    }
+
+    // --- 19. what scripts can touch ---------------------------------------------
+
+    fn run_script(script: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            script.to_str().unwrap(),
+            "-i",
+            "question=x",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cli().args(args).output().unwrap()
+    }
+
+    #[test]
+    fn imports_and_files_resolve_from_the_scripts_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("pipeline");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("helper.rhai"), "fn answer(q) { \"got \" + q }").unwrap();
+        dataset(&sub, 3, true);
+        let script = sub.join("main.rhai");
+        std::fs::write(
+            &script,
+            "fn forward(question) {\n  import \"helper\" as h;\n  let d = load_dataset(\"dev.jsonl\", [\"question\"]);\n  h::answer(question) + \" \" + d.len()\n}\n",
+        )
+        .unwrap();
+        // The working directory is the crate, not the script's folder.
+        let out = run_script(&script, &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let pred: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(pred["answer"], "got x 3");
+    }
+
+    #[test]
+    fn paths_leaving_the_allowed_folders_need_allow_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("pipeline");
+        std::fs::create_dir(&sub).unwrap();
+        dataset(dir.path(), 2, true);
+        let script = sub.join("main.rhai");
+        std::fs::write(
+            &script,
+            "fn forward(question) {\n  load_dataset(\"../dev.jsonl\", [\"question\"]).len()\n}\n",
+        )
+        .unwrap();
+        let out = run_script(&script, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "main.rhai:2:3: load_dataset: `../dev.jsonl` is outside the script's folder"
+            ) && err.contains("pass --allow-path DIR"),
+            "{err}"
+        );
+        let out = run_script(&script, &["--allow-path", dir.path().to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()["answer"],
+            2
+        );
+
+        std::fs::write(
+            &script,
+            "import \"/etc/passwd\" as p;\nfn forward(question) { 1 }\n",
+        )
+        .unwrap();
+        let out = run_script(&script, &[]);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("import: `/etc/passwd.rhai` is outside"),
+            "{err}"
+        );
     }
 }

@@ -8,7 +8,6 @@
 //! load_program("program.json");       // installs a saved program
 //! ```
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
@@ -206,8 +205,10 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         move |ctx: NativeCallContext, p: CompiledProgram, path: &str| -> R<()> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
             let json = program_file::to_json(&predictors, &p.state, p.metadata.clone());
-            program_file::save(&PathBuf::from(path), &json)
-                .map_err(|e| script_error(e, ctx.call_position()))
+            let path = s
+                .resolve_path(path, true)
+                .map_err(|e| script_error(format!("save_program: {e}"), ctx.call_position()))?;
+            program_file::save(&path, &json).map_err(|e| script_error(e, ctx.call_position()))
         },
     );
     let s = shared.clone();
@@ -215,7 +216,10 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         "load_program",
         move |ctx: NativeCallContext, path: &str| -> R<CompiledProgram> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
-            let state = program_file::load(&PathBuf::from(path), &predictors)
+            let file = s
+                .resolve_path(path, false)
+                .map_err(|e| script_error(format!("load_program: {e}"), ctx.call_position()))?;
+            let state = program_file::load(&file, &predictors)
                 .map_err(|e| script_error(e, ctx.call_position()))?;
             let mut session = (*s.context(None)).clone();
             session.state = Arc::new(state.clone());
