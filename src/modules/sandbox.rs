@@ -23,8 +23,11 @@ use crate::host::convert::try_to_json;
 pub const MAX_OPERATIONS: u64 = 1_000_000;
 /// Wall-clock time one program may take by default: operations alone do
 /// not bound time (each `a.push()` re-measures the whole array, so pushes
-/// grow quadratically).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// grow quadratically). A million plain operations take about 0.1 s in a
+/// release build and 4 s in a debug build on a loaded machine; the limit
+/// stays above that so the operation limit, with its line number for the
+/// LM, is what normally stops a runaway loop.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a running program is stopped early, besides its operation limit.
 #[derive(Clone, Default)]
