@@ -85,7 +85,13 @@ fn eval(data: &Path, out: &Path, server: &MockServer, threads: usize) -> Command
         .args(["eval", "scripts/qa.rhai", "--data"])
         .arg(data)
         .args(["--threads", &threads.to_string(), "--lm", "openai/m"])
-        .args(["--api-base", &server.base_url(), "--no-cache", "--timeout", "1"])
+        .args([
+            "--api-base",
+            &server.base_url(),
+            "--no-cache",
+            "--timeout",
+            "1",
+        ])
         .arg("--out")
         .arg(out)
         .env_remove("DSPY_LM")
@@ -112,8 +118,8 @@ fn load() -> String {
 fn faults(dir: &Path) {
     let data = dataset(dir, 200);
     let out = dir.join("faults.jsonl");
-    println!("| fault | rate | exit | rows written | requests sent | wall s | vs clean |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| fault | rate | exit | rows written | examples errored | requests sent | wall s | vs clean |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut clean = 0.0;
     let mut cases: Vec<(Option<&'static str>, usize)> = vec![(None, 0)];
     for kind in ["429", "500", "bad-json", "empty-choices", "hang"] {
@@ -129,8 +135,15 @@ fn faults(dir: &Path) {
         if kind.is_none() {
             clean = wall;
         }
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        let errored = stdout
+            .split("errored ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or("?")
+            .to_string();
         println!(
-            "| {} | {percent}% | {} | {} | {} | {wall:.1} | {:.1}× |",
+            "| {} | {percent}% | {} | {} | {errored} | {} | {wall:.1} | {:.1}× |",
             kind.unwrap_or("none (clean)"),
             result.status.code().unwrap_or(-1),
             lines(&out),
@@ -176,11 +189,7 @@ fn signals(dir: &Path) {
                 .status
                 .code()
                 .map_or("killed".to_string(), |c| c.to_string()),
-            if out.exists() {
-                "FILE"
-            } else {
-                "FILE.partial"
-            }
+            if out.exists() { "FILE" } else { "FILE.partial" }
         );
     }
 }

@@ -367,6 +367,27 @@ fn a_streaming_run_keeps_counts_not_results_and_bounds_the_reorder_window() {
     assert_eq!(seen, (0..500).collect::<Vec<_>>());
 }
 
+#[test]
+fn script_evaluate_reports_errors_by_kind_and_the_first_one() {
+    let host = host_with(
+        r#"
+        fn fwd(question) { if question == "q2" { throw "bad " + question; } #{ answer: "a" } }
+        fn probe() {
+            let dev = [];
+            for i in 0..4 { dev.push(Example(#{ question: "q" + i, answer: "a" }, ["question"])); }
+            let r = evaluate(Fn("fwd"), dev, "answer_exact_match");
+            [r.errored, r.error_kinds, r.first_error]
+        }
+        "#,
+        None,
+    );
+    let out =
+        dspy_rhai::host::convert::to_json(&host.call("probe", vec![], &host.session()).unwrap());
+    assert_eq!(out[0], 1);
+    assert_eq!(out[1], json!({"script": 1}));
+    assert!(out[2].as_str().unwrap().contains("bad q2"), "{out}");
+}
+
 // --- 4/20. dataset lines -----------------------------------------------------
 
 #[test]
