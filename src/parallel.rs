@@ -6,6 +6,26 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Stack of each worker thread. Scripts and Rhai's own size checks recurse
+/// over nested values; a large reserve (virtual memory, touched only when
+/// used) keeps deep values an error rather than a stack overflow.
+const WORKER_STACK: usize = 64 * 1024 * 1024;
+
+/// Runs `f`, turning a panic into `Err(message)`: the worker boundary where
+/// one job's bug (a panicking binding or library call) stays that job's
+/// error instead of aborting the run.
+pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with no message".to_string()
+        }
+    })
+}
+
 /// Runs `job(i)` for `i` in `0..n` on `threads` scoped worker threads;
 /// jobs start in index order. `deliver(i, result)` runs on the calling
 /// thread as each result arrives; returning `false` stops handing out new
@@ -47,7 +67,8 @@ pub fn run_gated<T, J, D>(
         for _ in 0..threads.clamp(1, n.max(1)) {
             let tx = tx.clone();
             let (next, stop, job, changed, halted) = (&next, &stop, &job, &changed, &halted);
-            scope.spawn(move || loop {
+            let worker = std::thread::Builder::new().stack_size(WORKER_STACK);
+            let spawned = worker.spawn_scoped(scope, move || loop {
                 if halted(stop) {
                     break;
                 }
@@ -71,6 +92,7 @@ pub fn run_gated<T, J, D>(
                     break;
                 }
             });
+            spawned.expect("spawning a worker thread");
         }
         drop(tx);
         for (i, result) in rx {

@@ -2,7 +2,7 @@
 //! into library objects.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +111,14 @@ pub struct HostArgs {
     /// falling back to json), json (structured outputs) or xml.
     #[arg(long, value_name = "chat|json|xml")]
     pub adapter: Option<crate::adapter::AdapterKind>,
+    /// Wall-clock limit of one script call (forward, a metric), LM calls
+    /// included, in seconds; 0 for none.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub script_timeout: f64,
+    /// A folder scripts may read and write (repeatable) besides their own
+    /// folder and the working directory.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_paths: Vec<PathBuf>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -126,12 +134,21 @@ impl HostArgs {
     ) -> anyhow::Result<(crate::host::Host, crate::optimize::Program)> {
         use crate::host::{Host, HostOptions};
         use crate::predict::{ProgramState, RunContext};
-        let options = HostOptions {
+        let mut options = HostOptions {
             print_to_stderr,
             index_dir: self.index.clone(),
+            allow_paths: Some(self.allow_paths.clone()),
             cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()
         };
+        if !self.script_timeout.is_finite() || self.script_timeout < 0.0 {
+            anyhow::bail!(
+                "--script-timeout must be a non-negative number of seconds, got {}",
+                self.script_timeout
+            );
+        }
+        options.limits.script_timeout =
+            (self.script_timeout > 0.0).then(|| Duration::from_secs_f64(self.script_timeout));
         let mut session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
         session.adapter = self.adapter;
         let host = Host::new(options, session);
@@ -151,15 +168,48 @@ impl HostArgs {
     }
 }
 
-/// Installs a Ctrl-C handler that sets `flag` (the first press) and exits on the second.
+/// The signal that stopped the run (SIGINT, SIGTERM or SIGHUP), 0 if none.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The exit code for a run stopped by a signal: 128 + its number (130 for
+/// Ctrl-C, 143 for SIGTERM, 129 for SIGHUP); `None` when no signal came.
+pub fn signal_exit_code() -> Option<u8> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some((128 + sig) as u8),
+    }
+}
+
+/// Installs handlers that set `flag` on Ctrl-C, SIGTERM and SIGHUP (the
+/// first one: work stops, what is done is written, the summary prints) and
+/// exit at once on the second.
 pub fn on_interrupt(flag: Arc<AtomicBool>) {
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting now");
-            std::process::exit(130);
+    let ctrl_c = flag.clone();
+    let _ = ctrlc::set_handler(move || stop_on_signal(&ctrl_c, 2, "Ctrl-C"));
+    on_termination(flag);
+}
+
+/// SIGTERM and SIGHUP behave like Ctrl-C (ctrlc handles only SIGINT here).
+fn on_termination(flag: Arc<AtomicBool>) {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            let name = if sig == SIGTERM { "SIGTERM" } else { "SIGHUP" };
+            stop_on_signal(&flag, sig, name);
         }
-        eprintln!("\ninterrupted: finishing cleanly (Ctrl-C again to exit now)");
     });
+}
+
+fn stop_on_signal(flag: &AtomicBool, sig: i32, name: &str) {
+    let _ = STOP_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    if flag.swap(true, Ordering::SeqCst) {
+        eprintln!("\n{name} again: exiting now");
+        std::process::exit(128 + sig);
+    }
+    eprintln!("\n{name}: finishing cleanly ({name} again to exit now)");
 }
 
 /// Prints the end-of-run usage line on stderr.
@@ -207,7 +257,19 @@ impl DataArgs {
             limit: self.limit,
             shuffle_seed: self.shuffle.then_some(self.seed.unwrap_or(0)),
         };
-        Ok(crate::data::load_dataset(path, &inputs, &options)?)
+        let examples = crate::data::load_dataset(path, &inputs, &options)?;
+        if examples.is_empty() {
+            anyhow::bail!(
+                "{}: the dataset has no examples{}",
+                path.display(),
+                if self.limit == Some(0) {
+                    " (--limit 0)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(examples)
     }
 }
 

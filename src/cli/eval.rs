@@ -1,12 +1,13 @@
 //! `dspy-rhai eval`: score a pipeline on a dataset, in parallel.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 
-use crate::evaluate::{self, EvalOptions, EvalReport};
+use crate::evaluate::{self, EvalOptions, EvalReport, ExampleResult, Metric, Streaming};
 
 use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
 use super::progress::Progress;
@@ -31,7 +32,7 @@ pub struct Args {
     /// Write per-example results (inputs, prediction, score, feedback, error) as JSONL.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Stop after this many examples have errored.
+    /// Allow this many errored examples; the run stops at the next one.
     #[arg(long, value_name = "N")]
     pub max_errors: Option<usize>,
     /// Score given to an example that errors.
@@ -52,76 +53,240 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let pipeline = program.pipeline(&host)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
     let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
+    check_gold_labels(&args.data, &examples, &metric)?;
+    let session = host.session();
+    // Every example would fail the same way: say so before the first one.
+    if session.lm.is_none() && !host.predictors().is_empty() {
+        return Err(crate::lm::LmError::NotConfigured.into());
+    }
     let options = EvalOptions {
         threads: args.threads,
         failure_score: args.failure_score,
         max_errors: args.max_errors,
     };
+    // Results go to --out as they finish, in example order; a window of
+    // jobs bounds the reorder buffer, and nothing is kept in memory.
+    let streaming = Streaming {
+        keep_results: false,
+        window: Some((args.threads * 16).max(256)),
+    };
+    let mut out = match &args.out {
+        Some(path) => Some(ResultsFile::create(path)?),
+        None => None,
+    };
     let bar = Progress::bar(examples.len(), "eval");
-    let session = host.session();
     let cancel = host.cancel_flag();
-    let report = evaluate::evaluate(
+    let report = evaluate::evaluate_streaming(
         pipeline.as_ref(),
         &examples,
         &metric,
         &session,
         &options,
+        streaming,
         &cancel,
-        &mut |_, p| {
+        &mut |result, p| {
+            if let Some(out) = &mut out {
+                out.push(result);
+            }
             let status = format!("score {:.1}% · errors {}", p.percent(), p.errors);
             bar.update(p.done as u64, None, status);
         },
     );
     bar.finish();
-    if let Some(out) = &args.out {
-        write_results(out, &report)?;
-    }
+    // The score prints even when the results file could not be written.
+    let written = out.map(ResultsFile::finish).transpose();
     println!("{}", summary(&report));
     print_usage(&session.lm, report.elapsed);
+    let written = written?;
     if cancel.load(Ordering::SeqCst) {
         anyhow::bail!(
             "interrupted after {} of {} examples{}",
-            report.results.len(),
+            report.finished,
             report.total,
-            args.out
-                .as_ref()
-                .map(|p| format!("; results so far written to {}", p.display()))
+            written
+                .zip(args.out.as_ref())
+                .map(|(rows, p)| format!("; {rows} results written to {}", p.display()))
                 .unwrap_or_default()
         );
     }
     if report.hit_max_errors {
         anyhow::bail!(
-            "stopped: {} examples errored (--max-errors); first error: {}",
+            "stopped after {} errored examples (more than --max-errors {}); first error: {}",
             report.errored,
+            args.max_errors.unwrap_or_default(),
+            report.first_error().unwrap_or_default()
+        );
+    }
+    if report.finished > 0 && report.errored == report.finished {
+        anyhow::bail!(
+            "every example errored ({}); first error: {}",
+            report.error_kinds_summary(),
             report.first_error().unwrap_or_default()
         );
     }
     Ok(())
 }
 
-/// One line per example, in dataset order.
-pub fn write_results(path: &std::path::Path, report: &EvalReport) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    for r in &report.results {
-        serde_json::to_writer(&mut w, r)?;
-        w.write_all(b"\n")?;
+/// A built-in metric reads gold labels (`answer`, `gold_titles`): an
+/// example without them would score a silent 0, so it is an error up front.
+fn check_gold_labels(
+    path: &Path,
+    examples: &[crate::data::Example],
+    metric: &Metric,
+) -> anyhow::Result<()> {
+    let Metric::Builtin(builtin) = metric else {
+        return Ok(());
+    };
+    for field in builtin.gold_fields() {
+        let missing: Vec<usize> = examples
+            .iter()
+            .enumerate()
+            .filter(|(_, ex)| ex.get(field).is_none_or(|v| v.is_null()))
+            .map(|(i, _)| i + 1)
+            .collect();
+        if let Some(first) = missing.first() {
+            anyhow::bail!(
+                "{}: {} of {} examples have no `{field}` label, which the metric needs \
+                 (the first is example {first}); add the label or choose another --metric",
+                path.display(),
+                missing.len(),
+                examples.len()
+            );
+        }
     }
-    w.flush()?;
     Ok(())
 }
 
-/// The end-of-run summary.
+/// `--out` while the run goes on: rows are written in example order to
+/// `FILE.partial` as they finish (a small reorder buffer holds rows that
+/// finished early), flushed to the OS after each row so a killed run keeps
+/// them, and renamed over `FILE` only when the run ends. A failed write
+/// leaves no file behind and is reported, naming the path, at the end.
+pub struct ResultsFile {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+    waiting: BTreeMap<usize, String>,
+    next: usize,
+    rows: usize,
+    failed: Option<std::io::Error>,
+}
+
+impl ResultsFile {
+    /// Opens `PATH.partial` for writing.
+    pub fn create(path: &Path) -> anyhow::Result<ResultsFile> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        Ok(ResultsFile {
+            path: path.to_path_buf(),
+            partial,
+            writer: Some(std::io::BufWriter::new(file)),
+            waiting: BTreeMap::new(),
+            next: 0,
+            rows: 0,
+            failed: None,
+        })
+    }
+
+    /// Takes one finished result; writes every row that is now next in order.
+    pub fn push(&mut self, result: &ExampleResult) {
+        let line = serde_json::to_string(result).expect("results serialize");
+        self.waiting.insert(result.index, line);
+        while let Some(line) = self.waiting.remove(&self.next) {
+            self.write(&line);
+            self.next += 1;
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, line: &str) {
+        if let Some(w) = &mut self.writer {
+            let result = w
+                .write_all(line.as_bytes())
+                .and_then(|_| w.write_all(b"\n"));
+            match result {
+                Ok(()) => self.rows += 1,
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(Err(e)) = self.writer.as_mut().map(|w| w.flush()) {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        self.failed.get_or_insert(e);
+        self.writer = None;
+    }
+
+    /// Writes the rows still waiting (examples before them never finished),
+    /// syncs the file and renames it over the final path; returns the rows
+    /// written. On any failure the partial file is removed.
+    pub fn finish(mut self) -> anyhow::Result<usize> {
+        for (_, line) in std::mem::take(&mut self.waiting) {
+            self.write(&line);
+        }
+        self.flush();
+        let synced = match self.writer.take() {
+            Some(w) => w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all()),
+            None => Ok(()),
+        };
+        if let Err(e) = synced {
+            self.failed.get_or_insert(e);
+        }
+        let renamed = match self.failed.take() {
+            Some(e) => Err(e),
+            None => std::fs::rename(&self.partial, &self.path),
+        };
+        renamed.map(|_| self.rows).map_err(|e| {
+            let _ = std::fs::remove_file(&self.partial);
+            anyhow::Error::new(e).context(format!(
+                "writing results to {} (nothing written; the score above stands)",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+/// The end-of-run summary: the score, the counts, and when examples
+/// errored, the errors by kind and the first one.
 pub fn summary(report: &EvalReport) -> String {
-    format!(
+    let mut text = format!(
         "score {:.2}% on {} of {} examples · passed {} · failed {} · errored {} · {:.1}s",
         report.score,
-        report.results.len(),
+        report.finished,
         report.total,
         report.passed,
         report.failed,
         report.errored,
         report.elapsed.as_secs_f64()
-    )
+    );
+    if let Some((index, error)) = &report.first_error {
+        text.push_str(&format!(
+            "\nerrors by kind: {}\nfirst error (example {}): {}",
+            report.error_kinds_summary(),
+            index + 1,
+            first_lines(error, 6)
+        ));
+    }
+    text
+}
+
+/// The first `n` lines of `text`, marking what was cut.
+fn first_lines(text: &str, n: usize) -> String {
+    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
+    if lines.len() > n {
+        lines.truncate(n);
+        lines.push("...");
+    }
+    lines.join("\n")
 }

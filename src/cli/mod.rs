@@ -38,9 +38,14 @@ enum Command {
     Search(search::Args),
 }
 
+/// Stack of the thread that runs a subcommand (virtual memory; only what
+/// is used is touched).
+const MAIN_STACK: usize = 256 * 1024 * 1024;
+
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
-/// Exit codes: 0 success, 1 failure, 2 usage error.
+/// Exit codes: 0 success, 1 failure, 2 usage error, 128 + N when stopped
+/// by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -53,11 +58,19 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match dispatch(cli.command) {
+    // Scripts run on this thread; Rhai's size checks recurse over nested
+    // values, so a deep value needs more stack than the main thread's.
+    let worker = std::thread::Builder::new().stack_size(MAIN_STACK);
+    let result = worker
+        .spawn(move || dispatch(cli.command))
+        .expect("spawning the main worker thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(common::signal_exit_code().unwrap_or(1))
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct LoadOptions {
     pub shuffle_seed: Option<u64>,
 }
 
+/// Longest line a `.jsonl` or `.csv` dataset may have (8 MiB): a longer
+/// (or endless) line is an error naming `file:line`, read in bounded memory.
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The file formats [`load_dataset`] understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -46,10 +50,16 @@ pub fn load_dataset(
 ) -> Result<Vec<Example>> {
     let (format, gzipped) = detect_format(path)?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader: Box<dyn BufRead> = if gzipped {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    let raw: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
-        Box::new(BufReader::new(file))
+        Box::new(file)
+    };
+    // A `.json` array may well be one long line; the line cap is for the
+    // line-oriented formats.
+    let reader: Box<dyn BufRead> = match format {
+        Format::JsonArray => Box::new(BufReader::new(raw)),
+        _ => Box::new(BufReader::new(CappedLines::new(raw, MAX_LINE_BYTES))),
     };
     // Without shuffling, rows past the limit need not even be read.
     let stop_after = match options.shuffle_seed {
@@ -130,7 +140,7 @@ fn read_json_lines(
         buf.clear();
         if reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?
+            .map_err(|e| read_error(path, e))?
             == 0
         {
             break;
@@ -138,6 +148,9 @@ fn read_json_lines(
         line_no += 1;
         let text = std::str::from_utf8(&buf)
             .map_err(|e| Error::data(path, line_no, format!("invalid UTF-8: {e}")))?;
+        // Without its line ending, a truncated record's error points into
+        // the record (its real column), not at the start of the next line.
+        let text = text.trim_end_matches(['\n', '\r']);
         let text = if line_no == 1 {
             text.trim_start_matches('\u{feff}')
         } else {
@@ -233,12 +246,89 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
         } => format!("expected {expected_len} fields (as in the header), found {len}"),
         csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".to_owned(),
         csv::ErrorKind::Io(_) => match e.into_kind() {
-            csv::ErrorKind::Io(io) => return Error::io(path, io),
+            csv::ErrorKind::Io(io) => return read_error(path, io),
             other => format!("{other:?}"),
         },
         _ => e.to_string(),
     };
     Error::data(path, line, message)
+}
+
+/// A line longer than the cap, as the error [`CappedLines`] reads with.
+#[derive(Debug)]
+struct LineTooLong {
+    line: usize,
+    max: usize,
+}
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the line is longer than {} MiB (the limit for one record)",
+            self.max / (1024 * 1024)
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// A reader that fails once any line exceeds `max` bytes, so an endless
+/// line costs bounded memory instead of all of it.
+struct CappedLines<R> {
+    inner: R,
+    max: usize,
+    /// Bytes since the last newline.
+    current: usize,
+    /// 1-based number of the line being read.
+    line: usize,
+}
+
+impl<R: Read> CappedLines<R> {
+    fn new(inner: R, max: usize) -> Self {
+        CappedLines {
+            inner,
+            max,
+            current: 0,
+            line: 1,
+        }
+    }
+}
+
+impl<R: Read> Read for CappedLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.line += 1;
+                self.current = 0;
+            } else {
+                self.current += 1;
+                if self.current > self.max {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        LineTooLong {
+                            line: self.line,
+                            max: self.max,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A read error; a line over the cap becomes [`Error::Data`] at that line.
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    let line = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LineTooLong>())
+        .map(|too_long| (too_long.line, too_long.to_string()));
+    match line {
+        Some((line, message)) => Error::data(path, line, message),
+        None => Error::io(path, e),
+    }
 }
 
 fn kind(value: &Value) -> &'static str {

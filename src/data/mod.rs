@@ -7,5 +7,5 @@ mod load;
 mod pyrandom;
 
 pub use example::Example;
-pub use load::{load_dataset, LoadOptions};
+pub use load::{load_dataset, LoadOptions, MAX_LINE_BYTES};
 pub use pyrandom::PyRandom;

@@ -293,6 +293,14 @@ pub fn builtin(name: &str) -> Option<BuiltinMetric> {
 }
 
 impl BuiltinMetric {
+    /// The example fields (gold labels) this metric reads.
+    pub fn gold_fields(&self) -> &'static [&'static str] {
+        match self {
+            BuiltinMetric::GoldPassagesRetrieved => &["gold_titles"],
+            _ => &["answer"],
+        }
+    }
+
     /// Scores one prediction against its example: booleans as 0 or 1, F1
     /// metrics in `[0, 1]`.
     pub fn score(&self, example: &Example, pred: &Map<String, Value>) -> f64 {

@@ -4,6 +4,6 @@ pub mod metrics;
 mod parallel;
 
 pub use parallel::{
-    evaluate, evaluate_many, evaluate_when_ready, EvalOptions, EvalReport, ExampleResult, Metric,
-    Pipeline, Progress,
+    error_kind, evaluate, evaluate_many, evaluate_streaming, evaluate_when_ready, EvalOptions,
+    EvalReport, ExampleResult, Metric, Pipeline, Progress, Streaming,
 };

@@ -4,6 +4,7 @@
 //! Results come back in example order, so the score and the per-example
 //! results do not depend on the thread count.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use serde::Serialize;
 use super::metrics::{BuiltinMetric, Scored};
 use crate::adapter::Fields;
 use crate::data::Example;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::predict::{RunContext, TraceStep};
 
 /// Something that can be run on an example and can score a prediction with
@@ -161,6 +162,28 @@ pub struct ExampleResult {
     /// The metric's feedback (see [`Metric::judge`]), when it gave any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback: Option<String>,
+    /// What kind of error it was (see [`error_kind`]): `lm`, `parse`,
+    /// `script`, `metric`, `panic`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+}
+
+/// The kind of a library error, as counted in an evaluation summary: `lm`
+/// (the LM could not be reached or refused), `parse` (its reply did not
+/// parse), `script`, `config`, `data`, `io`, `retrieve`, `signature`,
+/// `interrupted`.
+pub fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::Signature(_) => "signature",
+        Error::Lm(_) => "lm",
+        Error::Parse(_) => "parse",
+        Error::Script(_) => "script",
+        Error::Data { .. } => "data",
+        Error::Io { .. } => "io",
+        Error::Retrieve(_) => "retrieve",
+        Error::Config(_) => "config",
+        Error::Interrupted => "interrupted",
+    }
 }
 
 /// Running totals, passed to the progress callback after each example.
@@ -190,10 +213,13 @@ impl Progress {
 /// The outcome of an evaluation.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
-    /// Per-example results, in dataset order (only finished examples).
+    /// Per-example results, in dataset order (only finished examples; empty
+    /// when [`Streaming::keep_results`] is off).
     pub results: Vec<ExampleResult>,
     /// Examples requested.
     pub total: usize,
+    /// Examples finished (errored ones included).
+    pub finished: usize,
     /// Mean score over finished examples, in percent (DSPy's `Evaluate` score).
     pub score: f64,
     /// Examples with a truthy score (non-zero), as DSPy counts success.
@@ -202,9 +228,13 @@ pub struct EvalReport {
     pub failed: usize,
     /// Examples whose run or metric errored.
     pub errored: usize,
+    /// Errored examples by [`ExampleResult::error_kind`].
+    pub error_kinds: BTreeMap<&'static str, usize>,
+    /// The error of the first errored example (in dataset order) and its index.
+    pub first_error: Option<(usize, String)>,
     /// Stopped by Ctrl-C before every example finished.
     pub interrupted: bool,
-    /// Stopped because `max_errors` was reached.
+    /// Stopped because more than `max_errors` examples errored.
     pub hit_max_errors: bool,
     /// Wall time.
     #[serde(serialize_with = "as_secs")]
@@ -214,7 +244,41 @@ pub struct EvalReport {
 impl EvalReport {
     /// The first error among the results (dataset order), if any.
     pub fn first_error(&self) -> Option<&str> {
-        self.results.iter().find_map(|r| r.error.as_deref())
+        self.first_error.as_ref().map(|(_, e)| e.as_str())
+    }
+
+    /// Errors by kind, most frequent first: `lm 3, parse 1`.
+    pub fn error_kinds_summary(&self) -> String {
+        let mut kinds: Vec<(&str, usize)> =
+            self.error_kinds.iter().map(|(k, n)| (*k, *n)).collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// How results leave an evaluation while it runs (`dspy-rhai eval --out`).
+#[derive(Clone, Copy, Debug)]
+pub struct Streaming {
+    /// Keep every result in [`EvalReport::results`]; off, the report keeps
+    /// only counts and the first error, and results reach only `observe`, so
+    /// memory stays flat however long the run.
+    pub keep_results: bool,
+    /// Start example `i` only while `i < first unfinished + window`, so a
+    /// writer that puts results in example order buffers at most `window`
+    /// of them however slow one example is. `None`: no bound.
+    pub window: Option<usize>,
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Streaming {
+            keep_results: true,
+            window: None,
+        }
     }
 }
 
@@ -226,7 +290,7 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::O
 ///
 /// `cancel` stops the run (examples in flight when it is set are dropped,
 /// not counted). `observe` is called on the calling thread after every
-/// finished example.
+/// finished example, in the order they finish.
 pub fn evaluate(
     pipeline: &dyn Pipeline,
     examples: &[Example],
@@ -236,8 +300,34 @@ pub fn evaluate(
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(&ExampleResult, &Progress),
 ) -> EvalReport {
-    let ctxs = std::slice::from_ref(ctx);
-    let mut reports = evaluate_many(pipeline, examples, metric, ctxs, options, cancel, observe);
+    evaluate_streaming(
+        pipeline,
+        examples,
+        metric,
+        ctx,
+        options,
+        Streaming::default(),
+        cancel,
+        observe,
+    )
+}
+
+/// [`evaluate`] with control over how results stream out (see [`Streaming`]).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_streaming(
+    pipeline: &dyn Pipeline,
+    examples: &[Example],
+    metric: &Metric,
+    ctx: &RunContext,
+    options: &EvalOptions,
+    streaming: Streaming,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+) -> EvalReport {
+    let ready = [OnceLock::from(Some(ctx.clone()))];
+    let mut reports = run_pool(
+        pipeline, examples, metric, &ready, options, streaming, cancel, observe,
+    );
     reports.pop().expect("one report per context")
 }
 
@@ -272,56 +362,135 @@ pub fn evaluate_when_ready(
     cancel: &AtomicBool,
     observe: &mut dyn FnMut(&ExampleResult, &Progress),
 ) -> Vec<EvalReport> {
+    run_pool(
+        pipeline,
+        examples,
+        metric,
+        ctxs,
+        options,
+        Streaming::default(),
+        cancel,
+        observe,
+    )
+}
+
+/// One context's report, built as results arrive.
+struct Tally {
+    results: Vec<ExampleResult>,
+    finished: usize,
+    sum: f64,
+    passed: usize,
+    errored: usize,
+    error_kinds: BTreeMap<&'static str, usize>,
+    first_error: Option<(usize, String)>,
+}
+
+impl Tally {
+    fn add(&mut self, result: ExampleResult, keep: bool) {
+        self.finished += 1;
+        self.sum += result.score;
+        match &result.error {
+            Some(e) => {
+                self.errored += 1;
+                *self
+                    .error_kinds
+                    .entry(result.error_kind.unwrap_or("other"))
+                    .or_default() += 1;
+                if self
+                    .first_error
+                    .as_ref()
+                    .is_none_or(|(i, _)| result.index < *i)
+                {
+                    self.first_error = Some((result.index, e.clone()));
+                }
+            }
+            None if result.score != 0.0 => self.passed += 1,
+            None => {}
+        }
+        if keep {
+            self.results.push(result);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_pool(
+    pipeline: &dyn Pipeline,
+    examples: &[Example],
+    metric: &Metric,
+    ctxs: &[OnceLock<Option<RunContext>>],
+    options: &EvalOptions,
+    streaming: Streaming,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+) -> Vec<EvalReport> {
     let started = Instant::now();
     let n = examples.len();
-    let mut results: Vec<Vec<ExampleResult>> = vec![Vec::with_capacity(n); ctxs.len()];
+    let jobs = n * ctxs.len();
+    let mut tallies: Vec<Tally> = ctxs
+        .iter()
+        .map(|_| Tally {
+            results: Vec::with_capacity(if streaming.keep_results { n } else { 0 }),
+            finished: 0,
+            sum: 0.0,
+            passed: 0,
+            errored: 0,
+            error_kinds: BTreeMap::new(),
+            first_error: None,
+        })
+        .collect();
     let mut progress = Progress {
-        total: n * ctxs.len(),
+        total: jobs,
         ..Progress::default()
     };
+    // `--max-errors N` allows N errors; the run stops at error N + 1.
+    let over = |errors: usize| options.max_errors.is_some_and(|max| errors > max);
     let mut hit_max_errors = false;
     // Workers count errors themselves so a failing run stops promptly.
     let errors = AtomicUsize::new(0);
     let too_many = AtomicBool::new(false);
+    // Jobs finished so far, and the first job not yet finished (for the window).
+    let mut finished = vec![false; jobs];
+    let first_unfinished = AtomicUsize::new(0);
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
         let result = match ctxs[k].get() {
-            Some(Some(ctx)) => run_one(
-                pipeline,
-                i,
-                &examples[i],
-                metric,
-                ctx,
-                options.failure_score,
-            ),
-            _ => ExampleResult {
-                index: i,
-                inputs: examples[i].inputs(),
-                labels: examples[i].labels(),
-                prediction: None,
-                score: options.failure_score,
-                error: Some("the program could not be built".into()),
-                feedback: None,
-            },
-        };
-        if result.error.is_some() {
-            let seen = errors.fetch_add(1, Ordering::Relaxed) + 1;
-            if options.max_errors.is_some_and(|max| seen >= max) {
-                too_many.store(true, Ordering::Relaxed);
+            Some(Some(ctx)) => run_isolated(pipeline, i, &examples[i], metric, ctx, options),
+            _ => {
+                let mut r = blank(i, &examples[i], options.failure_score);
+                r.error = Some("the program could not be built".into());
+                r.error_kind = Some("config");
+                r
             }
+        };
+        if result.error.is_some() && over(errors.fetch_add(1, Ordering::Relaxed) + 1) {
+            too_many.store(true, Ordering::Relaxed);
         }
         (k, result)
     };
-    let gate = |j: usize| ctxs[j / n.max(1)].get().is_some();
+    let gate = |j: usize| {
+        ctxs[j / n.max(1)].get().is_some()
+            && streaming
+                .window
+                .is_none_or(|w| j < first_unfinished.load(Ordering::Acquire) + w.max(1))
+    };
     crate::parallel::run_gated(
-        n * ctxs.len(),
+        jobs,
         options.threads,
         &[cancel, &too_many],
         &gate,
         job,
-        |_, (k, result)| {
-            if result.error.is_some() && cancel.load(Ordering::Relaxed) {
-                return false; // aborted by Ctrl-C mid-run: not a real outcome
+        |j, (k, result)| {
+            finished[j] = true;
+            let mut low = first_unfinished.load(Ordering::Relaxed);
+            while low < jobs && finished[low] {
+                low += 1;
+            }
+            first_unfinished.store(low, Ordering::Release);
+            if result.error.is_some() && (cancel.load(Ordering::Relaxed) || hit_max_errors) {
+                // Aborted by Ctrl-C, or an error past --max-errors that was
+                // already in flight: not counted, so N means N.
+                return !hit_max_errors;
             }
             progress.done += 1;
             progress.score_sum += result.score;
@@ -329,40 +498,72 @@ pub fn evaluate_when_ready(
                 progress.errors += 1;
             }
             observe(&result, &progress);
-            results[k].push(result);
-            let over = options.max_errors.is_some_and(|max| progress.errors >= max);
-            hit_max_errors |= over;
-            !over
+            tallies[k].add(result, streaming.keep_results);
+            hit_max_errors |= over(progress.errors);
+            !hit_max_errors
         },
     );
     let elapsed = started.elapsed();
-    results
+    let interrupted = cancel.load(Ordering::Relaxed);
+    tallies
         .into_iter()
-        .map(|mut results| {
-            results.sort_by_key(|r| r.index);
-            let errored = results.iter().filter(|r| r.error.is_some()).count();
-            let passed = results
-                .iter()
-                .filter(|r| r.error.is_none() && r.score != 0.0)
-                .count();
-            let sum: f64 = results.iter().map(|r| r.score).sum();
+        .map(|mut t| {
+            t.results.sort_by_key(|r| r.index);
             EvalReport {
                 total: n,
-                score: if results.is_empty() {
+                finished: t.finished,
+                score: if t.finished == 0 {
                     0.0
                 } else {
-                    100.0 * sum / results.len() as f64
+                    100.0 * t.sum / t.finished as f64
                 },
-                passed,
-                failed: results.len() - passed - errored,
-                errored,
-                interrupted: cancel.load(Ordering::Relaxed) && results.len() < n,
+                passed: t.passed,
+                failed: t.finished - t.passed - t.errored,
+                errored: t.errored,
+                error_kinds: t.error_kinds,
+                first_error: t.first_error,
+                interrupted: interrupted && t.finished < n,
                 hit_max_errors,
                 elapsed,
-                results,
+                results: t.results,
             }
         })
         .collect()
+}
+
+fn blank(index: usize, example: &Example, failure_score: f64) -> ExampleResult {
+    ExampleResult {
+        index,
+        inputs: example.inputs(),
+        labels: example.labels(),
+        prediction: None,
+        score: failure_score,
+        error: None,
+        error_kind: None,
+        feedback: None,
+    }
+}
+
+/// [`run_one`] with a panic caught at the worker boundary: a panic (a bug,
+/// in a binding or in Rhai) becomes this example's error instead of taking
+/// the whole run down.
+fn run_isolated(
+    pipeline: &dyn Pipeline,
+    index: usize,
+    example: &Example,
+    metric: &Metric,
+    ctx: &RunContext,
+    options: &EvalOptions,
+) -> ExampleResult {
+    crate::parallel::isolate(|| {
+        run_one(pipeline, index, example, metric, ctx, options.failure_score)
+    })
+    .unwrap_or_else(|panic| {
+        let mut r = blank(index, example, options.failure_score);
+        r.error = Some(format!("internal error (panic): {panic}"));
+        r.error_kind = Some("panic");
+        r
+    })
 }
 
 fn run_one(
@@ -373,15 +574,7 @@ fn run_one(
     ctx: &RunContext,
     failure_score: f64,
 ) -> ExampleResult {
-    let mut result = ExampleResult {
-        index,
-        inputs: example.inputs(),
-        labels: example.labels(),
-        prediction: None,
-        score: failure_score,
-        error: None,
-        feedback: None,
-    };
+    let mut result = blank(index, example, failure_score);
     match pipeline.run(&result.inputs, ctx) {
         Ok(prediction) => {
             match metric.judge(pipeline, example, &prediction, None, None, ctx) {
@@ -389,11 +582,17 @@ fn run_one(
                     result.score = scored.score;
                     result.feedback = scored.feedback;
                 }
-                Err(e) => result.error = Some(format!("metric: {e}")),
+                Err(e) => {
+                    result.error = Some(format!("metric: {e}"));
+                    result.error_kind = Some("metric");
+                }
             }
             result.prediction = Some(prediction);
         }
-        Err(e) => result.error = Some(e.to_string()),
+        Err(e) => {
+            result.error_kind = Some(error_kind(&e));
+            result.error = Some(e.to_string());
+        }
     }
     result
 }

@@ -23,7 +23,9 @@ pub fn render_eval(err: &EvalAltResult, file: &str, source: &str) -> String {
         current = inner;
     }
     let message = match current {
-        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) | EvalAltResult::ErrorTerminated(value, _) => {
+            value.to_string()
+        }
         other => strip_position(&other.to_string()),
     };
     render_at(file, source, current.position(), &message, &calls)

@@ -1,5 +1,8 @@
 //! Sandbox limits for pipeline scripts, set in one place.
 
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
 use rhai::Engine;
 
 /// Resource limits applied to every script engine.
@@ -17,6 +20,49 @@ pub struct Limits {
     pub max_array_size: usize,
     /// Entries of one object map.
     pub max_map_size: usize,
+    /// Wall-clock time of one script call from the host (`forward`, a
+    /// metric, the script's top level), LM calls included; `None` for no
+    /// limit. Operations alone do not bound time: `a.push()` re-measures
+    /// the whole array, so a loop of pushes is quadratic.
+    pub script_timeout: Option<Duration>,
+}
+
+/// Default of [`Limits::script_timeout`]: 10 minutes.
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
+
+thread_local! {
+    /// When the script call running on this thread must stop.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The deadline of the script call running on this thread, if any.
+pub(crate) fn deadline() -> Option<Instant> {
+    DEADLINE.with(Cell::get)
+}
+
+/// Starts the wall-clock limit of a script call on this thread; nested
+/// calls keep the outer call's deadline. The limit ends when the guard drops.
+pub(crate) struct DeadlineGuard {
+    previous: Option<Instant>,
+}
+
+impl DeadlineGuard {
+    /// Sets the deadline `timeout` from now, unless one is already running.
+    pub fn start(timeout: Option<Duration>) -> DeadlineGuard {
+        let previous = deadline();
+        if previous.is_none() {
+            if let Some(t) = timeout {
+                DEADLINE.with(|d| d.set(Instant::now().checked_add(t)));
+            }
+        }
+        DeadlineGuard { previous }
+    }
+}
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(self.previous));
+    }
 }
 
 impl Default for Limits {
@@ -28,6 +74,7 @@ impl Default for Limits {
             max_string_size: 16 * 1024 * 1024,
             max_array_size: 1_000_000,
             max_map_size: 100_000,
+            script_timeout: Some(DEFAULT_SCRIPT_TIMEOUT),
         }
     }
 }

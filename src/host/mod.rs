@@ -8,6 +8,7 @@ pub mod diagnostic;
 mod engine;
 pub mod limits;
 mod naming;
+pub mod paths;
 mod pipeline;
 
 use std::collections::HashMap;
@@ -39,6 +40,9 @@ pub struct HostOptions {
     /// The cancel flag (Ctrl-C) to use, shared with the LM so calls in
     /// flight stop too (default: a new flag, see [`Host::cancel_flag`]).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Folders scripts may read and write besides their own folder and the
+    /// working directory (`--allow-path`); `None`: no restriction.
+    pub allow_paths: Option<Vec<PathBuf>>,
 }
 
 /// The per-call context handed to native functions through Rhai's call tag.
@@ -63,6 +67,8 @@ pub(crate) struct Shared {
     pub options: HostOptions,
     /// The opened retrieval index, once a script asked for one.
     pub index: bindings::retrieve::IndexSlot,
+    /// Where script paths resolve and which folders they may reach.
+    pub paths: RwLock<paths::PathAccess>,
 }
 
 impl Shared {
@@ -72,6 +78,19 @@ impl Shared {
             return tag.0.clone();
         }
         self.session.read().expect("session lock").clone()
+    }
+
+    /// A path a script gave to a file function, resolved and checked (see
+    /// [`paths::PathAccess`]); the error is ready to show at the call.
+    pub fn resolve_path(
+        &self,
+        path: &str,
+        for_writing: bool,
+    ) -> std::result::Result<PathBuf, String> {
+        self.paths
+            .read()
+            .expect("paths lock")
+            .resolve(path, for_writing)
     }
 }
 
@@ -93,6 +112,10 @@ impl Host {
             source: RwLock::new(("<script>".into(), String::new())),
             cancel: options.cancel.clone().unwrap_or_default(),
             index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
+            paths: RwLock::new(paths::PathAccess {
+                script_dir: None,
+                allowed: options.allow_paths.clone(),
+            }),
             options,
         });
         let engine = engine::build(&shared);
@@ -102,6 +125,9 @@ impl Host {
     /// Loads a script file: compiles it, runs its top level, names its predictors.
     pub fn load_file(&self, path: &Path) -> Result<()> {
         let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        self.shared.paths.write().expect("paths lock").script_dir =
+            Some(folder.unwrap_or(Path::new(".")).to_path_buf());
         self.load_source(&path.display().to_string(), &source)
     }
 
@@ -113,6 +139,7 @@ impl Host {
             .compile(source)
             .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, source)))?;
         let mut scope = Scope::new();
+        let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         self.engine
             .run_ast_with_scope(&mut scope, &ast)
             .map_err(|e| Error::Script(diagnostic::render_eval(&e, file, source)))?;
@@ -137,7 +164,9 @@ impl Host {
             .read()
             .expect("program lock")
             .merge(&ast);
+        let deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
+        drop(deadline);
         let mut functions = merged;
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
@@ -315,7 +344,8 @@ impl ScriptRef<'_> {
             .map(|p| convert::to_dynamic(&inputs[p.as_str()]))
             .collect();
         let result = self.call(name, args, ctx)?;
-        Ok(prediction_fields(&result))
+        prediction_fields(&result)
+            .map_err(|e| Error::Script(format!("{name} returned a value that cannot be used: {e}")))
     }
 
     /// Calls the metric function `name(example, pred, trace)` for its score
@@ -380,6 +410,7 @@ impl ScriptRef<'_> {
             .rewind_scope(true)
             .with_tag(RunTag(Arc::new(ctx.clone())));
         let mut scope = Scope::new();
+        let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         self.engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &program, name, args)
             .map_err(|e| {
@@ -391,15 +422,16 @@ impl ScriptRef<'_> {
 }
 
 /// A forward result as prediction fields; a non-map value becomes `answer`.
-fn prediction_fields(value: &Dynamic) -> Fields {
-    match convert::to_json(value) {
+/// Errors when the value nests deeper than [`convert::MAX_DEPTH`].
+fn prediction_fields(value: &Dynamic) -> Result<Fields> {
+    Ok(match convert::try_to_json(value)? {
         Value::Object(map) => map,
         other => {
             let mut f = Fields::new();
             f.insert("answer".into(), other);
             f
         }
-    }
+    })
 }
 
 /// A metric's value as a score.

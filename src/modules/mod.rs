@@ -11,6 +11,7 @@ pub mod program_of_thought;
 pub mod react;
 pub mod sandbox;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
@@ -28,12 +29,19 @@ pub struct CallEnv<'a, 'b> {
     pub run: &'a RunContext,
     /// The script call in progress.
     pub script: &'a NativeCallContext<'b>,
+    /// Set by Ctrl-C/SIGTERM: long work inside a module (the
+    /// ProgramOfThought sandbox) stops when it is set.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'a, 'b> CallEnv<'a, 'b> {
     /// An environment without hints.
     pub fn new(run: &'a RunContext, script: &'a NativeCallContext<'b>) -> Self {
-        CallEnv { run, script }
+        CallEnv {
+            run,
+            script,
+            cancel: None,
+        }
     }
 
     /// The same environment under another run context.
@@ -41,6 +49,7 @@ impl<'a, 'b> CallEnv<'a, 'b> {
         CallEnv {
             run,
             script: self.script,
+            cancel: self.cancel.clone(),
         }
     }
 

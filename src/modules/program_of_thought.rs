@@ -87,7 +87,17 @@ impl ProgramOfThought {
         if code.is_empty() {
             return Ok((code, Err("Error: Empty code after parsing.".into())));
         }
-        let output = sandbox::run(&code);
+        let cancel = env.cancel.clone();
+        let output = sandbox::run_with(
+            &code,
+            sandbox::Stop {
+                timeout: None,
+                cancel: cancel.clone(),
+            },
+        );
+        if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(Error::Interrupted);
+        }
         Ok((code, output))
     }
 }
@@ -179,7 +189,7 @@ impl Module for ProgramOfThought {
                 Ok(output) => break output,
                 Err(error) if hop == self.max_iters => {
                     return Err(Error::Script(format!(
-                        "ProgramOfThought: no program ran after {hop} attempt(s); last error: {error}\n--- last program ---\n{code}"
+                        "no program ran after {hop} attempt(s); last error: {error}\n--- last program ---\n{code}"
                     )))
                 }
                 Err(error) => {

@@ -5,7 +5,9 @@
 //! imports, no files, network, time or `sleep`, and tight resource limits.
 //! `print` is captured as program output instead of reaching stdout.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::packages::{
@@ -15,10 +17,29 @@ use rhai::packages::{
 use rhai::{Dynamic, Engine, EvalAltResult};
 
 use crate::adapter::value::python_json;
-use crate::host::convert::to_json;
+use crate::host::convert::try_to_json;
 
 /// Operations one program may take.
 pub const MAX_OPERATIONS: u64 = 1_000_000;
+/// Wall-clock time one program may take by default: operations alone do
+/// not bound time (each `a.push()` re-measures the whole array, so pushes
+/// grow quadratically). A million plain operations take about 0.1 s in a
+/// release build and 4 s in a debug build on a loaded machine; the limit
+/// stays above that so the operation limit, with its line number for the
+/// LM, is what normally stops a runaway loop.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a running program is stopped early, besides its operation limit.
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// Wall-clock limit of one run ([`DEFAULT_TIMEOUT`] when `None`).
+    pub timeout: Option<Duration>,
+    /// Ctrl-C (or SIGTERM): the run stops at its next operation.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+const INTERRUPTED: &str = "interrupted (Ctrl-C)";
+const TIMED_OUT: &str = "timed out";
 /// Most characters of `print` output kept.
 const MAX_PRINTED: usize = 64 * 1024;
 
@@ -58,12 +79,47 @@ fn engine(printed: Arc<Mutex<String>>) -> Engine {
 }
 
 /// Runs `code`; returns its output (the last expression's value, else what
-/// it printed) or the error text with its line and column.
+/// it printed) or the error text with its line and column. Stops after
+/// [`DEFAULT_TIMEOUT`].
 pub fn run(code: &str) -> Result<String, String> {
+    run_with(code, Stop::default())
+}
+
+/// [`run`], stopping at the first operation after `stop`'s timeout passes
+/// or its cancel flag is set.
+pub fn run_with(code: &str, stop: Stop) -> Result<String, String> {
+    // The program runs on its own thread with a large stack: Rhai recurses
+    // over nested values (`a = [a]` 6000 times) to check their sizes, and
+    // the caller's stack (a REPL, a test thread) may be small.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn_scoped(scope, || run_here(code, stop))
+            .map_err(|e| format!("could not start the sandbox: {e}"))?
+            .join()
+            .unwrap_or_else(|_| Err("the sandbox failed (internal error)".into()))
+    })
+}
+
+/// Stack of the sandbox thread (virtual memory; only what is used is touched).
+const STACK: usize = 64 * 1024 * 1024;
+
+fn run_here(code: &str, stop: Stop) -> Result<String, String> {
     let printed = Arc::new(Mutex::new(String::new()));
-    let engine = engine(printed.clone());
+    let mut engine = engine(printed.clone());
+    let timeout = stop.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let deadline = Instant::now() + timeout;
+    let cancel = stop.cancel;
+    engine.on_progress(move |ops| {
+        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Some(Dynamic::from(INTERRUPTED));
+        }
+        (ops % 256 == 0 && Instant::now() >= deadline).then(|| Dynamic::from(TIMED_OUT))
+    });
     let ast = engine.compile(code).map_err(|e| e.to_string())?;
-    let value = engine.eval_ast::<Dynamic>(&ast).map_err(|e| describe(&e))?;
+    let value = engine
+        .eval_ast::<Dynamic>(&ast)
+        .map_err(|e| describe(&e, timeout))?;
     let printed = printed
         .lock()
         .expect("print buffer lock")
@@ -72,7 +128,7 @@ pub fn run(code: &str) -> Result<String, String> {
     if !value.is_unit() {
         return Ok(match value.clone().into_immutable_string() {
             Ok(s) => s.to_string(),
-            Err(_) => python_json(&to_json(&value)),
+            Err(_) => python_json(&try_to_json(&value).map_err(|e| e.to_string())?),
         });
     }
     if !printed.is_empty() {
@@ -81,11 +137,16 @@ pub fn run(code: &str) -> Result<String, String> {
     Err("the program produced no output: end it with an expression that evaluates to the answer (or `print` it)".into())
 }
 
-fn describe(error: &EvalAltResult) -> String {
+fn describe(error: &EvalAltResult, timeout: Duration) -> String {
     match error {
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "{error}: the program ran more than {MAX_OPERATIONS} operations (an endless loop?)"
         ),
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIMED_OUT => format!(
+            "the program ran longer than {:.1}s (an endless or quadratic loop?)",
+            timeout.as_secs_f64()
+        ),
+        EvalAltResult::ErrorTerminated(..) => INTERRUPTED.to_string(),
         _ => error.to_string(),
     }
 }

@@ -213,7 +213,7 @@ fn examples_behave_like_maps_in_scripts() {
         r#"
         fn probe() {
             let ex = Example(#{ question: "q", answer: "Paris", gold_titles: ["T"] }, ["question"]);
-            [ex.question, ex["answer"], ex.inputs(), ex.labels().keys().len(), ex.missing == (),
+            [ex.question, ex["answer"], ex.inputs(), ex.labels().keys().len(), "missing" in ex.keys(),
              answer_exact_match(ex, #{ answer: "paris!" }), f1(ex, #{ answer: "Paris France" }),
              deduplicate(["x | 1", "y | 2", "x | 1"])]
         }
@@ -224,6 +224,28 @@ fn examples_behave_like_maps_in_scripts() {
         dspy_rhai::host::convert::to_json(&host.call("probe", vec![], &host.session()).unwrap());
     assert_eq!(
         out,
-        json!(["q", "Paris", {"question": "q"}, 2, true, true, 2.0 / 3.0, ["x | 1", "y | 2"]])
+        json!(["q", "Paris", {"question": "q"}, 2, false, true, 2.0 / 3.0, ["x | 1", "y | 2"]])
+    );
+}
+
+#[test]
+fn a_missing_example_field_is_an_error_naming_it() {
+    // DSPy's Example raises AttributeError; a metric reading a gold label
+    // the row lacks must not silently compare against `()`.
+    let host = host_with(
+        "fn probe() {\n  let ex = Example(#{ question: \"q\" }, [\"question\"]);\n  ex.answer\n}",
+        None,
+    );
+    let err = host
+        .call("probe", vec![], &host.session())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the example has no field `answer` (its fields: question)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":3:"),
+        "the error has the script position: {err}"
     );
 }

@@ -18,6 +18,7 @@ mod optimize;
 mod parsing;
 mod predict;
 mod pyrandom;
+mod reliability;
 mod repl;
 mod retrieve;
 mod signature;

@@ -3,7 +3,7 @@
 //! An `Example` behaves like a map (`ex.question`, `ex["answer"]`) and has
 //! `inputs()`, `labels()` and `keys()`.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 use serde_json::Value;
@@ -12,6 +12,7 @@ use super::script_error;
 use crate::data::{load_dataset, Example, LoadOptions};
 use crate::evaluate::metrics::{self, BuiltinMetric};
 use crate::host::convert::{fields_to_map, map_to_fields, to_dynamic, to_json};
+use crate::host::Shared;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
@@ -39,7 +40,13 @@ fn keys_of(ctx: &NativeCallContext, keys: Array) -> R<Vec<String>> {
         .collect()
 }
 
-fn load(ctx: &NativeCallContext, path: &str, keys: Array, options: Option<Map>) -> R<Array> {
+fn load(
+    shared: &Shared,
+    ctx: &NativeCallContext,
+    path: &str,
+    keys: Array,
+    options: Option<Map>,
+) -> R<Array> {
     let keys = keys_of(ctx, keys)?;
     let mut load_options = LoadOptions::default();
     for (k, v) in options.unwrap_or_default() {
@@ -59,13 +66,16 @@ fn load(ctx: &NativeCallContext, path: &str, keys: Array, options: Option<Map>) 
             }
         }
     }
-    let examples = load_dataset(&PathBuf::from(path), &keys, &load_options)
+    let path = shared
+        .resolve_path(path, false)
+        .map_err(|e| script_error(format!("load_dataset: {e}"), ctx.call_position()))?;
+    let examples = load_dataset(&path, &keys, &load_options)
         .map_err(|e| script_error(e, ctx.call_position()))?;
     Ok(examples.into_iter().map(Dynamic::from).collect())
 }
 
 /// Registers `Example`, `load_dataset`, `deduplicate` and the metric functions.
-pub(super) fn register(engine: &mut Engine) {
+pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine
         .register_type_with_name::<Example>("Example")
         .register_fn("Example", |fields: Map| {
@@ -77,9 +87,26 @@ pub(super) fn register(engine: &mut Engine) {
                 Ok(Example::new(map_to_fields(&fields)).with_inputs(&keys_of(&ctx, keys)?))
             },
         )
-        .register_indexer_get(|ex: &mut Example, key: &str| -> Dynamic {
-            ex.get(key).map(to_dynamic).unwrap_or(Dynamic::UNIT)
-        })
+        .register_indexer_get(
+            |ctx: NativeCallContext, ex: &mut Example, key: &str| -> R<Dynamic> {
+                // As DSPy's Example (AttributeError): a missing field, such
+                // as a gold label a metric reads, is an error, not `()`.
+                ex.get(key).map(to_dynamic).ok_or_else(|| {
+                    let known: Vec<&str> = ex.fields().keys().map(|k| k.as_str()).collect();
+                    script_error(
+                        format!(
+                            "the example has no field `{key}` (its fields: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                        ctx.call_position(),
+                    )
+                })
+            },
+        )
         .register_fn("inputs", |ex: &mut Example| fields_to_map(&ex.inputs()))
         .register_fn("labels", |ex: &mut Example| fields_to_map(&ex.labels()))
         .register_fn("keys", |ex: &mut Example| -> Array {
@@ -92,14 +119,16 @@ pub(super) fn register(engine: &mut Engine) {
         .register_fn("to_string", |ex: &mut Example| show(ex))
         .register_fn("to_debug", |ex: &mut Example| show(ex));
 
+    let s = shared.clone();
     engine.register_fn(
         "load_dataset",
-        |ctx: NativeCallContext, path: &str, keys: Array| load(&ctx, path, keys, None),
+        move |ctx: NativeCallContext, path: &str, keys: Array| load(&s, &ctx, path, keys, None),
     );
+    let s = shared.clone();
     engine.register_fn(
         "load_dataset",
-        |ctx: NativeCallContext, path: &str, keys: Array, options: Map| {
-            load(&ctx, path, keys, Some(options))
+        move |ctx: NativeCallContext, path: &str, keys: Array, options: Map| {
+            load(&s, &ctx, path, keys, Some(options))
         },
     );
 

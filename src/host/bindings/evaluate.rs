@@ -143,6 +143,18 @@ fn run(
     out.insert("passed".into(), Dynamic::from(report.passed as i64));
     out.insert("failed".into(), Dynamic::from(report.failed as i64));
     out.insert("errored".into(), Dynamic::from(report.errored as i64));
+    let kinds: Map = report
+        .error_kinds
+        .iter()
+        .map(|(k, n)| ((*k).into(), Dynamic::from(*n as i64)))
+        .collect();
+    out.insert("error_kinds".into(), Dynamic::from_map(kinds));
+    out.insert(
+        "first_error".into(),
+        report
+            .first_error()
+            .map_or(Dynamic::UNIT, |e| Dynamic::from(e.to_string())),
+    );
     let results: Array = report
         .results
         .iter()

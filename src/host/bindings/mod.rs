@@ -19,7 +19,7 @@ use super::Shared;
 /// Registers every binding on `engine`.
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     signature::register(engine);
-    data::register(engine);
+    data::register(engine, shared);
     evaluate::register(engine, shared);
     predict::register(engine, shared);
     lm::register(engine, shared);

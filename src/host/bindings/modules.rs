@@ -41,7 +41,8 @@ fn call(
     inputs: crate::adapter::Fields,
 ) -> Result<Map, Box<EvalAltResult>> {
     let run = shared.context(ctx.tag());
-    let env = CallEnv::new(&run, ctx);
+    let mut env = CallEnv::new(&run, ctx);
+    env.cancel = Some(shared.cancel.clone());
     module
         .0
         .call(&env, inputs)

@@ -14,7 +14,6 @@
 //! [`crate::optimize::registry`]): `metric`, `valset`, `threads`,
 //! `speculation`, `teacher` (a program), `programs` (ensemble members).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
@@ -211,8 +210,11 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         "save_program",
         move |ctx: NativeCallContext, p: CompiledProgram, path: &str| -> R<()> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
+            let path = s
+                .resolve_path(path, true)
+                .map_err(|e| script_error(format!("save_program: {e}"), ctx.call_position()))?;
             p.program
-                .save(&PathBuf::from(path), &predictors)
+                .save(&path, &predictors)
                 .map_err(|e| script_error(e, ctx.call_position()))
         },
     );
@@ -221,7 +223,10 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         "load_program",
         move |ctx: NativeCallContext, path: &str| -> R<CompiledProgram> {
             let predictors = s.predictors.read().expect("predictors lock").clone();
-            let mut program = Program::load(&PathBuf::from(path), &predictors)
+            let file = s
+                .resolve_path(path, false)
+                .map_err(|e| script_error(format!("load_program: {e}"), ctx.call_position()))?;
+            let mut program = Program::load(&file, &predictors)
                 .map_err(|e| script_error(e, ctx.call_position()))?;
             let mut session = (*s.context(None)).clone();
             session.state = Arc::new(program.state.clone());

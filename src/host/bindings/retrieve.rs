@@ -106,9 +106,16 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
         move |ctx: NativeCallContext, query: &str, k: i64| search(&s, &ctx, query, k).map(maps),
     );
     let s = shared.clone();
-    engine.register_fn("use_index", move |dir: &str| {
-        s.index.select(PathBuf::from(dir))
-    });
+    engine.register_fn(
+        "use_index",
+        move |ctx: NativeCallContext, dir: &str| -> R<()> {
+            let dir = s
+                .resolve_path(dir, false)
+                .map_err(|e| script_error(format!("use_index: {e}"), ctx.call_position()))?;
+            s.index.select(dir);
+            Ok(())
+        },
+    );
     engine.register_fn("Retrieve", |ctx: NativeCallContext, k: i64| -> R<FnPtr> {
         if k <= 0 {
             return Err(script_error(
