@@ -68,6 +68,8 @@ pub const REGISTRY: &[Entry] = &[
         dspy: "MIPROv2",
         about: "instructions and demo sets searched together with a TPE",
         build: |c| Ok(Box::new(MiproV2(parse("mipro-v2", c)?))),
+    },
+    Entry {
         name: "gepa",
         dspy: "GEPA",
         about: "reflective instruction evolution on a Pareto front (budget: --auto)",
