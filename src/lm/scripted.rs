@@ -62,8 +62,11 @@ impl ScriptedLm {
     }
 }
 
-/// `outputs` as `adapter`'s assistant message.
-fn reply(adapter: AdapterKind, outputs: &Fields) -> String {
+/// `outputs` as `adapter`'s assistant message (the real adapter's `format_reply`).
+///
+/// # Panics
+/// When a key of `outputs` is not a valid field name.
+pub fn reply(adapter: AdapterKind, outputs: &Fields) -> String {
     let sig = signature_for_outputs(outputs)
         .unwrap_or_else(|e| panic!("scripted outputs {outputs:?} are not fields: {e}"));
     adapter.adapter().format_reply(&sig, outputs, "")

@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::metrics::{builtin, Scored};
 use dspy_rhai::evaluate::{evaluate, EvalOptions, Metric, Pipeline};
@@ -38,7 +37,7 @@ fn a_map_metric_gives_score_and_feedback_in_eval_results() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| {
         let user = &req.messages.last().unwrap().content;
         let answer = if user.contains("q1") { "a1" } else { "wrong" };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }));
     let host = host_with(SCRIPT, Some(lm));
     let report = evaluate(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::data::{Example, PyRandom};
 use dspy_rhai::evaluate::Metric;
 use dspy_rhai::host::Host;
@@ -53,14 +52,14 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
         } else {
             "wrong".into()
         };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }))
 }
 
 /// The reflection LM: always proposes `instruction`.
 fn reflection_lm(instruction: &'static str) -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(move |_| {
-        Ok(chat::reply(&fields(
+        Ok(crate::common::reply(&fields(
             json!({"new_instruction": instruction}),
         )))
     }))
@@ -240,7 +239,7 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let user = &req.messages.last().unwrap().content;
         let n = number_in(user);
-        Ok(chat::reply(&fields(json!({"answer": format!("a{n}")}))))
+        Ok(crate::common::reply(&fields(json!({"answer": format!("a{n}")}))))
     }));
     let host = host_with(TWO, Some(lm));
     let pipeline = host.pipeline();
@@ -365,7 +364,7 @@ fn scripts_compile_with_gepa_by_name_and_the_task_lm_reflects() {
     // One LM for both roles (no prompt LM in scripts): proposals and answers.
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         if req.messages[0].content.contains("new_instruction") {
-            return Ok(chat::reply(&fields(
+            return Ok(crate::common::reply(&fields(
                 json!({"new_instruction": "Be exact."}),
             )));
         }
@@ -377,7 +376,7 @@ fn scripts_compile_with_gepa_by_name_and_the_task_lm_reflects() {
         } else {
             "wrong".into()
         };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }));
     let script = format!(
         "{QA}\n{}",

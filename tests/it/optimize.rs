@@ -966,7 +966,7 @@ fn magic_lm(
             };
             out.insert(f.clone(), Value::String(v));
         }
-        Ok(chat::reply(&out))
+        Ok(crate::common::reply(&out))
     }))
 }
 
@@ -1199,7 +1199,7 @@ fn counting_lm() -> (
         } else {
             format!("a{k}")
         };
-        Ok(chat::reply(&fields(json!({ "answer": answer }))))
+        Ok(crate::common::reply(&fields(json!({ "answer": answer }))))
     }));
     (lm, backend, peak)
 }

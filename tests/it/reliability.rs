@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use dspy_rhai::adapter::{chat, Fields};
+use dspy_rhai::adapter::Fields;
 use dspy_rhai::data::{load_dataset, Example, LoadOptions, MAX_LINE_BYTES};
 use dspy_rhai::error::{Error, Result};
 use dspy_rhai::evaluate::{evaluate, evaluate_streaming, EvalOptions, Metric, Pipeline, Streaming};
@@ -121,14 +121,14 @@ fn conversions_of_deep_values_are_bounded() {
 #[test]
 fn program_of_thought_reports_a_deep_value_to_the_lm() {
     let code = |text: &str| {
-        chat::reply(&fields(
+        crate::common::reply(&fields(
             json!({"reasoning": "Compute it.", "generated_code": text}),
         ))
     };
     let (lm, backend) = scripted_lm(ScriptedLm::texts(vec![
         code(DEEPER_THAN_LIMIT),
         code("40 + 2"),
-        chat::reply(&fields(json!({"reasoning": "r", "answer": "42"}))),
+        crate::common::reply(&fields(json!({"reasoning": "r", "answer": "42"}))),
     ]));
     let host = host_with(
         r#"

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use dspy_rhai::adapter::chat;
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::Metric;
 use dspy_rhai::lm::scripted::ScriptedLm;
@@ -56,13 +55,13 @@ fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
         } else {
             "wrong".into()
         };
-        Ok(chat::reply(&fields(json!({"answer": answer}))))
+        Ok(crate::common::reply(&fields(json!({"answer": answer}))))
     }))
 }
 
 fn advice_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(|_| {
-        Ok(chat::reply(&fields(json!({
+        Ok(crate::common::reply(&fields(json!({
             "discussion": "The worse run guessed.",
             "module_advice": {"qa": "Be exact."},
         }))))

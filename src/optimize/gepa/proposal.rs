@@ -185,7 +185,8 @@ fn text_of(value: Option<&Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::chat;
+    use crate::adapter::AdapterKind;
+    use crate::lm::scripted::reply;
     use crate::lm::scripted::ScriptedLm;
 
     #[test]
@@ -199,7 +200,7 @@ mod tests {
             Some("Task inputs provided to the assistant, the assistant's response for each, and feedback on how the response could be better.")
         );
         let backend = Arc::new(ScriptedLm::from_fn(|_| {
-            Ok(chat::reply(
+            Ok(reply(AdapterKind::Chat, 
                 &serde_json::from_value(json!({"new_instruction": "  Be exact.  "})).unwrap(),
             ))
         }));
@@ -230,12 +231,12 @@ mod tests {
     fn a_long_proposal_is_compressed_once() {
         let backend = Arc::new(ScriptedLm::from_fn(|req| {
             let user = &req.messages.last().unwrap().content;
-            let reply = if user.contains("shortened_instruction") {
+            let outputs = if user.contains("shortened_instruction") {
                 json!({"shortened_instruction": "Short."})
             } else {
                 json!({"new_instruction": "A very long instruction indeed."})
             };
-            Ok(chat::reply(&serde_json::from_value(reply).unwrap()))
+            Ok(reply(AdapterKind::Chat, &serde_json::from_value(outputs).unwrap()))
         }));
         let lm = Arc::new(Lm::new("scripted", backend.clone()));
         assert_eq!(propose(&lm, "Old.", &[], Some(10)).unwrap(), "Short.");
