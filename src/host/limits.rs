@@ -20,9 +20,10 @@ pub struct Limits {
     pub max_array_size: usize,
     /// Entries of one object map.
     pub max_map_size: usize,
-    /// Wall-clock time of one script call from the host (`forward`, a
-    /// metric, the script's top level), LM calls included; `None` for no
-    /// limit. Operations alone do not bound time: `a.push()` re-measures
+    /// Wall-clock time of one script function call from the host
+    /// (`forward`, a metric), LM calls included; `None` for no limit. The
+    /// script's top level and REPL input are not limited (they may run a
+    /// whole `compile`; Ctrl-C stops them). Operations alone do not bound time: `a.push()` re-measures
     /// the whole array, so a loop of pushes is quadratic.
     pub script_timeout: Option<Duration>,
 }
@@ -55,6 +56,15 @@ impl DeadlineGuard {
                 DEADLINE.with(|d| d.set(Instant::now().checked_add(t)));
             }
         }
+        DeadlineGuard { previous }
+    }
+
+    /// Lifts the deadline of this thread until the guard drops: for native
+    /// functions that run long work of their own (`evaluate` over a dev
+    /// set), whose script calls on worker threads get their own deadlines.
+    pub fn suspend() -> DeadlineGuard {
+        let previous = deadline();
+        DEADLINE.with(|d| d.set(None));
         DeadlineGuard { previous }
     }
 }

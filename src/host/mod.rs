@@ -139,7 +139,6 @@ impl Host {
             .compile(source)
             .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, source)))?;
         let mut scope = Scope::new();
-        let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         self.engine
             .run_ast_with_scope(&mut scope, &ast)
             .map_err(|e| Error::Script(diagnostic::render_eval(&e, file, source)))?;
@@ -164,9 +163,7 @@ impl Host {
             .read()
             .expect("program lock")
             .merge(&ast);
-        let deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
         let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
-        drop(deadline);
         let mut functions = merged;
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);

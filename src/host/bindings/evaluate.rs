@@ -128,6 +128,8 @@ fn run(
     let options = options_of(ctx, options)?;
     let run_ctx = shared.context(ctx.tag());
     let pipeline = ScriptPipeline { script, target };
+    // The run is as long as the dev set; each example's calls have their own limit.
+    let _whole_run = crate::host::limits::DeadlineGuard::suspend();
     let report = evaluate::evaluate(
         &pipeline,
         &examples,
