@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::lm::config::LmConfig;
+use crate::lm::openai::ClientOptions;
 use crate::lm::{Lm, LmSettings};
 
 /// How to reach the LM.
@@ -27,14 +28,14 @@ pub struct LmArgs {
     #[arg(long, env = "DSPY_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Per-request timeout in seconds.
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    #[arg(long, value_name = "SECS", default_value_t = ClientOptions::default().timeout.as_secs_f64())]
+    pub timeout: f64,
     /// Retries after a failed request (429, 5xx, timeouts, connection errors).
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<u32>,
+    #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_retries)]
+    pub max_retries: u32,
     /// Most LM requests in flight at once.
-    #[arg(long, value_name = "N")]
-    pub max_concurrency: Option<usize>,
+    #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_concurrency)]
+    pub max_concurrency: usize,
     /// Default sampling temperature.
     #[arg(long)]
     pub temperature: Option<f64>,
@@ -51,9 +52,9 @@ impl LmArgs {
             api_base: self.api_base.clone(),
             no_cache: self.no_cache,
             cache_dir: self.cache_dir.clone(),
-            timeout: self.timeout.map(Duration::from_secs_f64),
-            max_retries: self.max_retries,
-            max_concurrency: self.max_concurrency,
+            timeout: Some(Duration::from_secs_f64(self.timeout)),
+            max_retries: Some(self.max_retries),
+            max_concurrency: Some(self.max_concurrency),
             settings: LmSettings {
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
@@ -101,11 +102,22 @@ impl HostArgs {
             index_dir: self.index.clone(),
             ..HostOptions::default()
         };
-        let session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
+        let lm = self.lm.build()?;
+        super::progress::note(&match &lm {
+            Some(lm) => format!("LM: {}", lm.model()),
+            None => "LM: none configured (--lm or DSPY_LM)".to_string(),
+        });
+        let session = RunContext::new(lm, Arc::new(ProgramState::default()));
         let host = Host::new(options, session);
         on_interrupt(host.cancel_flag());
         if let Some(script) = script {
             host.load_file(script)?;
+            let names: Vec<String> = host.predictors().into_iter().map(|(n, _)| n).collect();
+            super::progress::note(&format!(
+                "loaded {}: predictors {}",
+                script.display(),
+                names.join(", ")
+            ));
         }
         let mode = match program {
             Some(path) => super::compile::install_program(&host, path)?,
@@ -115,9 +127,29 @@ impl HostArgs {
     }
 }
 
+/// Set when Ctrl-C interrupted a batch command: it then exits with 130.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set by the REPL: there Ctrl-C only stops the running call, however often pressed.
+static STOP_CALL_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C interrupted this (batch) command.
+pub fn was_interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Makes Ctrl-C only set the cancel flag, never end the process (the REPL).
+pub fn interrupt_stops_call_only() {
+    STOP_CALL_ONLY.store(true, Ordering::SeqCst);
+}
+
 /// Installs a Ctrl-C handler that sets `flag` (the first press) and exits on the second.
 pub fn on_interrupt(flag: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
+        if STOP_CALL_ONLY.load(Ordering::SeqCst) {
+            flag.store(true, Ordering::SeqCst);
+            return;
+        }
+        INTERRUPTED.store(true, Ordering::SeqCst);
         if flag.swap(true, Ordering::SeqCst) {
             eprintln!("\ninterrupted again: exiting now");
             std::process::exit(130);
@@ -128,6 +160,9 @@ pub fn on_interrupt(flag: Arc<AtomicBool>) {
 
 /// Prints the end-of-run usage line on stderr.
 pub fn print_usage(lm: &Option<Arc<Lm>>, elapsed: Duration) {
+    if super::progress::quiet() {
+        return;
+    }
     if let Some(lm) = lm {
         eprintln!(
             "[{}] {} · {:.2}s",
@@ -162,15 +197,31 @@ impl DataArgs {
         path: &std::path::Path,
         default_inputs: &[String],
     ) -> anyhow::Result<Vec<crate::data::Example>> {
+        self.load_limited(path, default_inputs, self.limit)
+    }
+
+    /// Loads a dataset with these options but `limit` in place of `--limit`.
+    pub fn load_limited(
+        &self,
+        path: &std::path::Path,
+        default_inputs: &[String],
+        limit: Option<usize>,
+    ) -> anyhow::Result<Vec<crate::data::Example>> {
         let inputs = self
             .inputs
             .clone()
             .unwrap_or_else(|| default_inputs.to_vec());
         let options = crate::data::LoadOptions {
-            limit: self.limit,
+            limit,
             shuffle_seed: self.shuffle.then_some(self.seed),
         };
-        Ok(crate::data::load_dataset(path, &inputs, &options)?)
+        let examples = crate::data::load_dataset(path, &inputs, &options)?;
+        super::progress::note(&format!(
+            "{}: {} examples",
+            path.display(),
+            examples.len()
+        ));
+        Ok(examples)
     }
 }
 

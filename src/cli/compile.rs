@@ -48,10 +48,13 @@ pub struct Args {
     /// Validation examples for random search (default: the trainset, as DSPy).
     #[arg(long, value_name = "FILE")]
     pub val: Option<PathBuf>,
+    /// Use only the first N validation examples (--limit applies to --train only).
+    #[arg(long, value_name = "N", requires = "val")]
+    pub val_limit: Option<usize>,
     /// Built-in metric name or script function; default: the script's `metric`.
     #[arg(long)]
     pub metric: Option<String>,
-    /// Where to save the compiled program.
+    /// Where to save the compiled program; `-` prints it on stdout (the report then goes to stderr).
     #[arg(long, value_name = "FILE", default_value = "program.json")]
     pub out: PathBuf,
     /// Worker threads.
@@ -136,6 +139,15 @@ pub fn pipeline_for<'a>(host: &'a Host, mode: Mode) -> anyhow::Result<Box<dyn Pi
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    // With `--out -` stdout carries the program; the report goes to stderr.
+    let to_stdout = args.out == Path::new("-");
+    let report = |line: String| {
+        if to_stdout {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let (host, _) = args.host.load(Some(&args.script), None, false)?;
     host.forward_params()?;
     let needs_metric = matches!(
@@ -154,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, other) => anyhow::bail!("--train is required for the {other:?} optimizer"),
     };
     let valset = match &args.val {
-        Some(p) => Some(args.data_args.load(p, &inputs)?),
+        Some(p) => Some(args.data_args.load_limited(p, &inputs, args.val_limit)?),
         None => None,
     };
     let predictors = host.predictors();
@@ -169,6 +181,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let session = host.session();
     let cancel = host.cancel_flag();
     let bar = super::progress::Progress::bar(trainset.len(), "compile");
+    if to_stdout {
+        bar.say_on_stderr();
+    }
     let observer = |e: &Event| match e {
         Event::Bootstrap {
             done,
@@ -268,19 +283,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &config,
                 teacher.as_ref(),
             )?;
-            println!(
+            report(format!(
                 "best candidate: seed {} with {:.2}%",
                 out.best_seed, out.best_score
-            );
+            ));
             if let Some(n) = args.ensemble {
                 let mut ranked = out.candidates.clone();
                 ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
                 let members: Vec<ProgramState> =
                     ranked.into_iter().take(n.max(1)).map(|c| c.state).collect();
-                println!(
+                report(format!(
                     "ensemble of the best {} candidates (majority vote)",
                     members.len()
-                );
+                ));
                 mode = Mode::Ensemble { members };
             }
             let details = json!({
@@ -314,20 +329,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let program = program_file::to_json(&predictors, &state, metadata);
-    program_file::save(&args.out, &program)?;
-    for name in &names {
+    if to_stdout {
+        println!("{}", serde_json::to_string_pretty(&program)?);
+    } else {
+        program_file::save(&args.out, &program)?;
+    }
+    if let Mode::Knn { k, .. } = &mode {
+        report(format!("  demos chosen per input (k = {k})"));
+    }
+    for name in names.iter().filter(|_| !matches!(mode, Mode::Knn { .. })) {
         let demos = state
             .get(name)
             .map(|s| s.demos.as_slice())
             .unwrap_or_default();
         let augmented = demos.iter().filter(|d| d.augmented).count();
-        println!(
+        report(format!(
             "  {name}: {} demos ({augmented} bootstrapped, {} labeled)",
             demos.len(),
             demos.len() - augmented
-        );
+        ));
     }
-    println!("saved {}", args.out.display());
+    if !to_stdout {
+        report(format!("saved {}", args.out.display()));
+    }
     print_usage(&session.lm, started.elapsed());
     Ok(())
 }

@@ -28,9 +28,13 @@ pub struct Args {
     /// Install a compiled program (saved by `compile`) first.
     #[arg(long, value_name = "PROGRAM.json")]
     pub load: Option<PathBuf>,
-    /// Write per-example results (inputs, prediction, score, error) as JSONL.
+    /// Write per-example results (inputs, prediction, score, error) as JSONL;
+    /// `-` writes them to stdout (the summary then goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout: score, counts, tokens, cost, seconds.
+    #[arg(long)]
+    pub json: bool,
     /// Stop after this many examples have errored.
     #[arg(long, value_name = "N")]
     pub max_errors: Option<usize>,
@@ -45,6 +49,13 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let out_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
+    if out_stdout && args.json {
+        return Err(super::UsageError(
+            "--json and --out - both write to stdout; give --out a file".into(),
+        )
+        .into());
+    }
     let (host, mode) = args
         .host
         .load(Some(&args.script), args.load.as_deref(), false)?;
@@ -76,7 +87,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         write_results(out, &report)?;
     }
-    println!("{}", summary(&report));
+    if args.json {
+        println!("{}", json_summary(&report, session.lm.as_deref()));
+    } else if out_stdout {
+        eprintln!("{}", summary(&report));
+    } else {
+        println!("{}", summary(&report));
+    }
     print_usage(&session.lm, report.elapsed);
     if cancel.load(Ordering::SeqCst) {
         anyhow::bail!(
@@ -99,11 +116,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line per example, in dataset order.
+/// One line per example, in dataset order; `-` is stdout.
 pub fn write_results(path: &std::path::Path, report: &EvalReport) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(file);
+    let sink: Box<dyn std::io::Write> = if path == std::path::Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )
+    };
+    let mut w = std::io::BufWriter::new(sink);
     for r in &report.results {
         serde_json::to_writer(&mut w, r)?;
         w.write_all(b"\n")?;
@@ -124,4 +146,26 @@ pub fn summary(report: &EvalReport) -> String {
         report.errored,
         report.elapsed.as_secs_f64()
     )
+}
+
+/// The end-of-run summary as JSON (`eval --json`): `score` in percent,
+/// example counts, LM calls, tokens, `cost_usd` (null when the price is
+/// unknown) and wall time in `seconds`.
+pub fn json_summary(report: &EvalReport, lm: Option<&crate::lm::Lm>) -> serde_json::Value {
+    let totals = lm.map(|l| l.totals());
+    serde_json::json!({
+        "score": report.score,
+        "total": report.total,
+        "evaluated": report.results.len(),
+        "passed": report.passed,
+        "failed": report.failed,
+        "errored": report.errored,
+        "lm": lm.map(|l| l.model().to_string()),
+        "calls": totals.as_ref().map_or(0, |t| t.calls),
+        "cache_hits": totals.as_ref().map_or(0, |t| t.cache_hits),
+        "prompt_tokens": totals.as_ref().map_or(0, |t| t.usage.prompt_tokens),
+        "completion_tokens": totals.as_ref().map_or(0, |t| t.usage.completion_tokens),
+        "cost_usd": totals.as_ref().and_then(|t| t.cost_usd),
+        "seconds": report.elapsed.as_secs_f64(),
+    })
 }

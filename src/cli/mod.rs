@@ -12,15 +12,38 @@ mod search;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// dspy-rhai: declarative LM pipelines in Rhai, compiled DSPy-style.
 #[derive(Debug, Parser)]
 #[command(name = "dspy-rhai", version, about, long_about = None)]
 pub struct Cli {
+    /// When to colour output: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+    /// Print only results and errors: no progress and no usage line.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also print what is being loaded and used (LM, index, dataset sizes).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--color` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+/// A command-line mistake found after parsing (a malformed `--input`, bad
+/// `--inputs-json`): reported like clap's own errors, with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -36,11 +59,17 @@ enum Command {
     Index(index::Args),
     /// Search the index.
     Search(search::Args),
+    /// Print a shell completion script: `dspy-rhai completions bash > ~/.local/share/bash-completion/completions/dspy-rhai`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
 ///
-/// Exit codes: 0 success, 1 failure, 2 usage error.
+/// Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C).
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -53,12 +82,48 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    colorchoice::ColorChoice::write_global(match cli.color {
+        ColorWhen::Auto => colorchoice::ColorChoice::Auto,
+        ColorWhen::Always => colorchoice::ColorChoice::Always,
+        ColorWhen::Never => colorchoice::ColorChoice::Never,
+    });
+    progress::set_verbosity(if cli.quiet {
+        progress::Verbosity::Quiet
+    } else if cli.verbose {
+        progress::Verbosity::Verbose
+    } else {
+        progress::Verbosity::Normal
+    });
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("error: {}", render(&e));
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// An error and its causes, each text once (see [`crate::error::chain`]).
+fn render(e: &anyhow::Error) -> String {
+    crate::error::join_chain(e.chain().map(|c| c.to_string()))
+}
+
+/// The exit code for a failed command: 2 for usage errors, 130 after Ctrl-C, else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        return 2;
+    }
+    let interrupted = e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(crate::Error::Interrupted))
+            || matches!(
+                c.downcast_ref(),
+                Some(crate::retrieve::RetrieveError::Cancelled)
+            )
+    });
+    if interrupted || common::was_interrupted() {
+        130
+    } else {
+        1
     }
 }
 
@@ -70,5 +135,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compile(args) => compile::run(args),
         Command::Index(args) => index::run(args),
         Command::Search(args) => search::run(args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "dspy-rhai", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

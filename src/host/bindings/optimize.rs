@@ -35,6 +35,41 @@ pub struct CompiledProgram {
     pub metadata: serde_json::Value,
 }
 
+impl CompiledProgram {
+    /// One line for people (`print`, the REPL): optimizer, predictors with
+    /// their demos, and the best score when the optimizer measured one, e.g.
+    /// `CompiledProgram(bootstrap; qa: 4 demos (2 bootstrapped); score 62.50%)`.
+    pub fn summary(&self) -> String {
+        let optimizer = self.metadata["optimizer"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                self.metadata["loaded_from"]
+                    .as_str()
+                    .map(|f| format!("loaded from {f}"))
+            })
+            .unwrap_or_else(|| "program".into());
+        let mut parts = vec![optimizer];
+        let predictors: Vec<String> = self
+            .state
+            .iter()
+            .map(|(n, s)| {
+                let augmented = s.demos.iter().filter(|d| d.augmented).count();
+                format!("{n}: {} demos ({augmented} bootstrapped)", s.demos.len())
+            })
+            .collect();
+        parts.push(if predictors.is_empty() {
+            "no demos".into()
+        } else {
+            predictors.join(", ")
+        });
+        if let Some(score) = self.metadata["result"]["best_score"].as_f64() {
+            parts.push(format!("score {score:.2}%"));
+        }
+        format!("CompiledProgram({})", parts.join("; "))
+    }
+}
+
 fn int(v: &Dynamic) -> Option<usize> {
     v.as_int().ok().filter(|n| *n >= 0).map(|n| n as usize)
 }
@@ -169,14 +204,8 @@ fn compile(
 pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     engine
         .register_type_with_name::<CompiledProgram>("CompiledProgram")
-        .register_fn("to_string", |p: &mut CompiledProgram| {
-            let demos: Vec<String> = p
-                .state
-                .iter()
-                .map(|(n, s)| format!("{n}: {} demos", s.demos.len()))
-                .collect();
-            format!("CompiledProgram({})", demos.join(", "))
-        })
+        .register_fn("to_string", |p: &mut CompiledProgram| p.summary())
+        .register_fn("to_debug", |p: &mut CompiledProgram| p.summary())
         .register_get("metadata", |p: &mut CompiledProgram| {
             crate::host::convert::to_dynamic(&p.metadata)
         });
