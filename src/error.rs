@@ -99,3 +99,14 @@ pub fn join_chain(texts: impl IntoIterator<Item = String>) -> String {
     }
     line
 }
+
+/// `context: message`, unless the message already starts with that context
+/// (a module error that names its module, e.g. `ProgramOfThought: ...`).
+pub fn in_context(context: &str, message: impl std::fmt::Display) -> String {
+    let message = message.to_string();
+    if message.starts_with(&format!("{context}:")) {
+        message
+    } else {
+        format!("{context}: {message}")
+    }
+}

@@ -114,11 +114,9 @@ impl Host {
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
         let mut scope = Scope::new();
-        self.engine
-            .run_ast_with_scope(&mut scope, &ast)
-            .map_err(|e| Error::Script(self.render_eval(&e, file, source)))?;
-        self.adopt_scope(&scope);
-        Ok(())
+        self.run_top_level(&mut scope, &ast)
+            .map(|_| ())
+            .map_err(|e| Error::Script(self.render_eval(&e, file, source)))
     }
 
     /// Evaluates REPL input in `scope`, keeping functions it defines.
@@ -140,9 +138,27 @@ impl Host {
         let mut functions = merged.clone();
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
+        let result = self.run_top_level(scope, &merged);
         self.adopt_scope(scope);
         result.map_err(|e| Error::Script(self.render_eval(&e, file, input)))
+    }
+
+    /// Runs `ast`'s top-level statements one at a time in `scope`, publishing
+    /// its variables after each, so functions called by a later statement (a
+    /// top-level `evaluate(...)` or `compile(...)`) see the predictors declared
+    /// before it. Returns the last statement's value.
+    fn run_top_level(
+        &self,
+        scope: &mut Scope,
+        ast: &AST,
+    ) -> std::result::Result<Dynamic, Box<rhai::EvalAltResult>> {
+        let mut last = Dynamic::UNIT;
+        for stmt in ast.statements() {
+            let one = AST::new([stmt.clone()], ast.shared_lib().clone());
+            last = self.engine.eval_ast_with_scope::<Dynamic>(scope, &one)?;
+            self.adopt_scope(scope);
+        }
+        Ok(last)
     }
 
     /// A runtime error rendered against `source`, with a "did you mean"

@@ -89,7 +89,14 @@ impl Session {
                 self.pending.clear();
                 let _ = writeln!(out, "(unfinished input discarded)");
             }
-            return self.command(line.trim(), out);
+            // `:load` runs a script's top level, which Ctrl-C may stop too.
+            let cancel = self.host.cancel_flag();
+            cancel.store(false, Ordering::SeqCst);
+            let feed = self.command(line.trim(), out);
+            if cancel.swap(false, Ordering::SeqCst) {
+                let _ = writeln!(out, "interrupted");
+            }
+            return feed;
         }
         if !self.pending.is_empty() {
             self.pending.push('\n');

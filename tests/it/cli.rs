@@ -286,7 +286,7 @@ fn ctrl_c_during_eval_keeps_the_results_so_far() {
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(130), "Ctrl-C exits 130");
     let err = text(&out.stderr);
     assert!(err.contains("interrupted after"), "{err}");
     let lines = std::fs::read_to_string(&results).unwrap().lines().count();

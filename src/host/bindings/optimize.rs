@@ -162,7 +162,7 @@ fn compile(
         cancel: &shared.cancel,
         observer: &noop,
     };
-    let fail = |e: crate::Error| err(format!("compile: {e}"));
+    let fail = |e: crate::Error| err(crate::error::in_context("compile", e));
     let (state, result) = match optimizer {
         "labeled" => (
             labeled_few_shot(&base, &names, &trainset, k, true, bootstrap.seed),
