@@ -216,11 +216,7 @@ impl DataArgs {
             shuffle_seed: self.shuffle.then_some(self.seed),
         };
         let examples = crate::data::load_dataset(path, &inputs, &options)?;
-        super::progress::note(&format!(
-            "{}: {} examples",
-            path.display(),
-            examples.len()
-        ));
+        super::progress::note(&format!("{}: {} examples", path.display(), examples.len()));
         Ok(examples)
     }
 }

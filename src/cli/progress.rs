@@ -81,8 +81,8 @@ impl Progress {
         if quiet() {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
-        let plain = (!std::io::stderr().is_terminal() && !quiet())
-            .then(|| Mutex::new(Instant::now()));
+        let plain =
+            (!std::io::stderr().is_terminal() && !quiet()).then(|| Mutex::new(Instant::now()));
         Progress {
             bar,
             what: what.to_string(),
@@ -147,7 +147,10 @@ impl Progress {
 pub fn count_lines(path: &std::path::Path) -> Option<u64> {
     use std::io::BufRead;
     let name = path.file_name()?.to_string_lossy().to_lowercase();
-    let name = name.strip_suffix(".gz").map(str::to_string).unwrap_or(name.clone());
+    let name = name
+        .strip_suffix(".gz")
+        .map(str::to_string)
+        .unwrap_or(name.clone());
     if !(name.ends_with(".jsonl") || name.ends_with(".tsv")) {
         return None;
     }

@@ -15,7 +15,15 @@ pub fn render_parse(err: &ParseError, file: &str, source: &str) -> String {
 
 /// Functions Rhai handles itself, so absent from the engine's signatures.
 const BUILTIN_FUNCTIONS: &[&str] = &[
-    "call", "curry", "Fn", "print", "debug", "type_of", "is_def_fn", "is_def_var", "eval",
+    "call",
+    "curry",
+    "Fn",
+    "print",
+    "debug",
+    "type_of",
+    "is_def_fn",
+    "is_def_var",
+    "eval",
 ];
 
 /// [`render_eval`], plus `help: did you mean `call`?` when a function was not

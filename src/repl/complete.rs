@@ -28,8 +28,14 @@ fn name_and_receiver(sig: &str) -> Option<(&str, Option<String>)> {
     let (name, rest) = sig.split_once('(')?;
     let first = rest.split([',', ')']).next().unwrap_or("").trim();
     let ty = first.rsplit(':').next().unwrap_or("").trim();
-    let ty = ty.trim_start_matches("&mut ").trim_start_matches('&').trim();
-    Some((name.trim(), (!ty.is_empty() && ty != "_").then(|| ty.to_string())))
+    let ty = ty
+        .trim_start_matches("&mut ")
+        .trim_start_matches('&')
+        .trim();
+    Some((
+        name.trim(),
+        (!ty.is_empty() && ty != "_").then(|| ty.to_string()),
+    ))
 }
 
 /// Members callable with method syntax on a value of type `ty` (as the engine
@@ -135,7 +141,7 @@ impl ReplHelper {
             return (start, found);
         }
         if word.is_empty() {
-return (start, Vec::new());
+            return (start, Vec::new());
         }
         let found = self
             .names

@@ -21,7 +21,11 @@ fn output(args: &[&str]) -> Output {
 fn qa_setup(n: usize) -> (dspy_rhai::testing::MockServer, tempfile::TempDir, String) {
     let pairs: Vec<(String, String)> = (0..n)
         .map(|i| {
-            let a = if i % 4 == 0 { "wrong".to_string() } else { format!("Answer {i}") };
+            let a = if i % 4 == 0 {
+                "wrong".to_string()
+            } else {
+                format!("Answer {i}")
+            };
             (format!("Question {i}?"), a)
         })
         .collect();
@@ -82,7 +86,11 @@ fn ctrl_c_during_run_exits_130() {
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("interrupted"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -119,7 +127,11 @@ fn a_missing_file_is_reported_once() {
 }
 
 /// `inspect_history` in a script run through a pipe, with each colour setting.
-fn history_output(server: &dspy_rhai::testing::MockServer, extra: &[&str], no_color: bool) -> String {
+fn history_output(
+    server: &dspy_rhai::testing::MockServer,
+    extra: &[&str],
+    no_color: bool,
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("inspect.rhai");
     std::fs::write(
@@ -129,9 +141,20 @@ fn history_output(server: &dspy_rhai::testing::MockServer, extra: &[&str], no_co
     )
     .unwrap();
     let mut cmd = cli();
-    cmd.args(["run", script.to_str().unwrap(), "-i", "question=Question 1?"])
-        .args(["--lm", "openai/m", "--api-base", &server.base_url(), "--no-cache"])
-        .args(extra);
+    cmd.args([
+        "run",
+        script.to_str().unwrap(),
+        "-i",
+        "question=Question 1?",
+    ])
+    .args([
+        "--lm",
+        "openai/m",
+        "--api-base",
+        &server.base_url(),
+        "--no-cache",
+    ])
+    .args(extra);
     if no_color {
         cmd.env("NO_COLOR", "1");
     } else {
@@ -191,7 +214,11 @@ fn eval_json_and_out_dash_write_to_stdout() {
         .map(|l| serde_json::from_str(l).expect("each stdout line is a result"))
         .collect();
     assert_eq!(rows.len(), 8);
-    assert!(text(&out.stderr).contains("score 75.00%"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("score 75.00%"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = cli()
         .args(common)
@@ -206,22 +233,52 @@ fn compile_out_dash_prints_the_program_and_val_limit_limits_val() {
     let (server, dir, data) = qa_setup(12);
     let base = server.base_url();
     let out = cli()
-        .args(["compile", "scripts/qa.rhai", "--optimizer", "labeled", "--k", "3"])
-        .args(["--train", &data, "--out", "-", "--lm", "openai/m", "--api-base", &base])
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "labeled",
+            "--k",
+            "3",
+        ])
+        .args([
+            "--train",
+            &data,
+            "--out",
+            "-",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &base,
+        ])
         .arg("--no-cache")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let program: Value = serde_json::from_slice(&out.stdout).expect("stdout is the program JSON");
-    assert_eq!(program["answer"]["demos"].as_array().unwrap().len(), 3, "{program}");
-    assert!(text(&out.stderr).contains("answer: 3 demos"), "{}", text(&out.stderr));
+    assert_eq!(
+        program["answer"]["demos"].as_array().unwrap().len(),
+        3,
+        "{program}"
+    );
+    assert!(
+        text(&out.stderr).contains("answer: 3 demos"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!dir.path().join("-").exists());
 
     // --limit applies to --train only; --val-limit to --val (-v notes the sizes).
     let search = |extra: &[&str]| {
         let out = cli()
-            .args(["compile", "scripts/qa.rhai", "--optimizer", "random-search", "-v"])
+            .args([
+                "compile",
+                "scripts/qa.rhai",
+                "--optimizer",
+                "random-search",
+                "-v",
+            ])
             .args(["--num-candidates", "0", "--max-bootstrapped-demos", "1"])
             .args(["--train", &data, "--val", &data, "--limit", "4"])
             .args(extra)
@@ -237,17 +294,38 @@ fn compile_out_dash_prints_the_program_and_val_limit_limits_val() {
     assert!(notes.contains("dev.jsonl: 2 examples"), "{notes}");
     let notes = search(&[]);
     assert!(notes.contains("dev.jsonl: 4 examples"), "{notes}");
-    assert!(notes.contains("dev.jsonl: 12 examples"), "--limit left --val alone: {notes}");
+    assert!(
+        notes.contains("dev.jsonl: 12 examples"),
+        "--limit left --val alone: {notes}"
+    );
 
     let knn = cli()
-        .args(["compile", "scripts/qa.rhai", "--optimizer", "knn", "--k", "2"])
-        .args(["--train", &data, "--lm", "openai/m", "--api-base", &base, "--no-cache"])
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "knn",
+            "--k",
+            "2",
+        ])
+        .args([
+            "--train",
+            &data,
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &base,
+            "--no-cache",
+        ])
         .args(["--out", dir.path().join("knn.json").to_str().unwrap()])
         .output()
         .unwrap();
     assert!(knn.status.success(), "{}", text(&knn.stderr));
     let report = text(&knn.stdout);
-    assert!(report.contains("demos chosen per input (k = 2)"), "{report}");
+    assert!(
+        report.contains("demos chosen per input (k = 2)"),
+        "{report}"
+    );
     assert!(!report.contains("0 demos"), "{report}");
 }
 
@@ -290,11 +368,18 @@ fn quiet_and_verbose_change_what_goes_to_stderr() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("score 75.00%"));
     }
-    assert!(text(&normal.stderr).contains("[m] 4 LM calls"), "{}", text(&normal.stderr));
+    assert!(
+        text(&normal.stderr).contains("[m] 4 LM calls"),
+        "{}",
+        text(&normal.stderr)
+    );
     assert_eq!(text(&quiet.stderr), "", "-q prints no usage or progress");
     let notes = text(&verbose.stderr);
     assert!(notes.contains("note: LM: m"), "{notes}");
-    assert!(notes.contains("note: loaded scripts/qa.rhai: predictors"), "{notes}");
+    assert!(
+        notes.contains("note: loaded scripts/qa.rhai: predictors"),
+        "{notes}"
+    );
     assert!(notes.contains("dev.jsonl: 4 examples"), "{notes}");
     let conflict = cli().args(args).args(["-q", "-v"]).output().unwrap();
     assert_eq!(conflict.status.code(), Some(2));
@@ -313,4 +398,38 @@ fn shell_completions_are_generated() {
         assert!(script.contains(marker), "{shell}: {script}");
         assert!(script.contains("eval"), "{shell}");
     }
+}
+
+#[test]
+fn repl_history_into_a_pipe_has_no_colour_codes() {
+    use std::io::Write;
+    let (server, dir, _) = qa_setup(2);
+    let mut child = cli()
+        .args([
+            "repl",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            &server.base_url(),
+            "--no-cache",
+        ])
+        .env("XDG_DATA_HOME", dir.path())
+        .env("HOME", dir.path())
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"let qa = Predict(\"question -> answer\");\nqa.call(\"Question 1?\")\n:history\n:quit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Response:"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
 }

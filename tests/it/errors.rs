@@ -137,7 +137,10 @@ fn the_chain_renderer_skips_a_cause_already_in_the_message() {
         ]
         .map(String::from),
     );
-    assert_eq!(joined, "reading x.rhai: No such file (os error 2): deeper cause");
+    assert_eq!(
+        joined,
+        "reading x.rhai: No such file (os error 2): deeper cause"
+    );
     assert_eq!(
         dspy_rhai::error::in_context("ProgramOfThought", "ProgramOfThought: no program ran"),
         "ProgramOfThought: no program ran"

@@ -161,7 +161,10 @@ fn a_missing_semicolon_is_an_error_at_once_not_a_continuation() {
         "{out}"
     );
     assert!(out.contains("error: <repl>:1:11:"), "{out}");
-    assert!(out.contains(" 1 | let a = 1 let b = 2\n   |           ^"), "{out}");
+    assert!(
+        out.contains(" 1 | let a = 1 let b = 2\n   |           ^"),
+        "{out}"
+    );
     assert!(out.contains("=> 42"), "{out}");
     assert!(out.contains("=> 2"), "{out}");
     assert!(out.contains("=> 9"), "{out}");
@@ -170,7 +173,10 @@ fn a_missing_semicolon_is_an_error_at_once_not_a_continuation() {
 #[test]
 fn command_arguments_are_validated() {
     let mut s = session(None);
-    let (out, _) = feed_all(&mut s, &[":history abc", ":history 2", ":lm foo bar", ":lm"]);
+    let (out, _) = feed_all(
+        &mut s,
+        &[":history abc", ":history 2", ":lm foo bar", ":lm"],
+    );
     assert!(
         out.contains("error: usage: :history [n], n a number of calls; got `abc`"),
         "{out}"
@@ -228,7 +234,10 @@ fn completion_after_a_dot_offers_members_and_load_completes_paths() {
     let ctx = rustyline::Context::new(&history);
     let (_, pairs) = helper.complete(&line, line.len(), &ctx).unwrap();
     let names: Vec<&str> = pairs.iter().map(|p| p.replacement.as_str()).collect();
-    assert!(names.iter().any(|n| n.ends_with("pipeline.rhai")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("pipeline.rhai")),
+        "{names:?}"
+    );
 }
 
 #[test]
