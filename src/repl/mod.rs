@@ -260,7 +260,8 @@ impl Session {
         if value.is_string() {
             return format!("{:?}", value.to_string());
         }
-        if value.is_variant() {
+        // Custom types and predictor handles have a registered `to_string`.
+        if value.is_variant() || value.is_fnptr() {
             let mut scope = Scope::new();
             scope.push("value", value.clone());
             if let Ok(text) = self

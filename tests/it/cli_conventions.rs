@@ -71,14 +71,22 @@ fn malformed_inputs_and_k_zero_are_usage_errors() {
 fn ctrl_c_during_run_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("spin.rhai");
-    std::fs::write(&script, "fn forward(question) { loop { } }\n").unwrap();
-    let child = cli()
+    std::fs::write(
+        &script,
+        "fn forward(question) { print(\"spinning\"); loop { } }\n",
+    )
+    .unwrap();
+    let mut child = cli()
         .args(["run", script.to_str().unwrap(), "-i", "question=x"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Interrupt once forward runs (the handler is installed before it).
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "spinning");
     let sent = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -55,7 +55,9 @@ impl CompiledProgram {
             .iter()
             .map(|(n, s)| {
                 let augmented = s.demos.iter().filter(|d| d.augmented).count();
-                format!("{n}: {} demos ({augmented} bootstrapped)", s.demos.len())
+                let count = s.demos.len();
+                let plural = if count == 1 { "" } else { "s" };
+                format!("{n}: {count} demo{plural} ({augmented} bootstrapped)")
             })
             .collect();
         parts.push(if predictors.is_empty() {
