@@ -71,7 +71,14 @@ enum Command {
 ///
 /// Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C).
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // clap prints help and usage errors while parsing, before `--color` is
+    // known, so its own colour follows a pre-scan of the arguments.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = Cli::command()
+        .color(clap_color(&args))
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -100,6 +107,24 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", render(&e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The `--color` given on the command line, as clap's setting (auto if absent).
+fn clap_color(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut value = None;
+    for (i, arg) in args.iter().enumerate() {
+        let arg = arg.to_string_lossy();
+        if let Some(v) = arg.strip_prefix("--color=") {
+            value = Some(v.to_string());
+        } else if arg == "--color" {
+            value = args.get(i + 1).map(|v| v.to_string_lossy().into_owned());
+        }
+    }
+    match value.as_deref() {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
     }
 }
 

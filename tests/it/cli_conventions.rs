@@ -441,3 +441,13 @@ fn repl_history_into_a_pipe_has_no_colour_codes() {
     assert!(stdout.contains("Response:"), "{stdout}");
     assert!(!stdout.contains('\x1b'), "{stdout:?}");
 }
+
+#[test]
+fn help_follows_the_color_flag() {
+    let coloured = output(&["--color", "always", "run", "--help"]);
+    assert!(text(&coloured.stdout).contains("\x1b["), "--color always");
+    let plain = output(&["--color=never", "run", "--help"]);
+    assert!(!text(&plain.stdout).contains('\x1b'));
+    let piped = output(&["run", "--help"]);
+    assert!(!text(&piped.stdout).contains('\x1b'), "auto into a pipe");
+}
