@@ -34,14 +34,15 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The message includes the I/O
+    /// error, so it is not also exposed as `source()` (which would print it
+    /// twice in a `{:#}` chain).
+    #[error("{path}: {error}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Retrieval (corpus reading, index build or search) failed.
     #[error(transparent)]
@@ -59,10 +60,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
@@ -73,5 +74,39 @@ impl Error {
             line,
             message: message.into(),
         }
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: innermost`, each text
+/// once: a cause whose text the line already contains (a layer that printed
+/// its source itself) is skipped. The CLI and the REPL print errors with it.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    join_chain(std::iter::successors(Some(error), |e| e.source()).map(|e| e.to_string()))
+}
+
+/// Joins the texts of an error chain, outermost first, skipping texts
+/// already present (see [`chain`]).
+pub fn join_chain(texts: impl IntoIterator<Item = String>) -> String {
+    let mut line = String::new();
+    for text in texts {
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `context: message`, unless the message already starts with that context
+/// (a module error that names its module, e.g. `ProgramOfThought: ...`).
+pub fn in_context(context: &str, message: impl std::fmt::Display) -> String {
+    let message = message.to_string();
+    if message.starts_with(&format!("{context}:")) {
+        message
+    } else {
+        format!("{context}: {message}")
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::lm::config::LmConfig;
+use crate::lm::openai::ClientOptions;
 use crate::lm::{Lm, LmSettings};
 
 /// How to reach the LM.
@@ -41,14 +42,14 @@ pub struct LmArgs {
     )]
     pub cache_dir: Option<PathBuf>,
     /// Per-request timeout in seconds.
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    #[arg(long, value_name = "SECS", default_value_t = ClientOptions::default().timeout.as_secs_f64())]
+    pub timeout: f64,
     /// Retries after a failed request (429, 5xx, timeouts, connection errors).
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<u32>,
-    /// Most LM requests in flight, and connections open, at once [default: 64].
-    #[arg(long, value_name = "N")]
-    pub max_concurrency: Option<usize>,
+    #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_retries)]
+    pub max_retries: u32,
+    /// Most LM requests in flight, and connections open, at once.
+    #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_concurrency)]
+    pub max_concurrency: usize,
     /// Largest LM reply accepted, in bytes; a larger one is that call's error.
     #[arg(long, value_name = "BYTES", default_value_t = crate::lm::openai::DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
@@ -74,9 +75,9 @@ impl LmArgs {
             api_base: self.api_base.clone(),
             no_cache: self.no_cache,
             cache_dir: self.cache_dir.clone(),
-            timeout: self.timeout.map(Duration::from_secs_f64),
-            max_retries: self.max_retries,
-            max_concurrency: self.max_concurrency,
+            timeout: Some(Duration::from_secs_f64(self.timeout)),
+            max_retries: Some(self.max_retries),
+            max_concurrency: Some(self.max_concurrency),
             max_response_bytes: Some(self.max_response_bytes),
             history: Some(self.history),
             cancel: Some(Arc::clone(&self.cancel)),
@@ -149,12 +150,23 @@ impl HostArgs {
         }
         options.limits.script_timeout =
             (self.script_timeout > 0.0).then(|| Duration::from_secs_f64(self.script_timeout));
-        let mut session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));
+        let lm = self.lm.build()?;
+        super::progress::note(&match &lm {
+            Some(lm) => format!("LM: {}", lm.model()),
+            None => "LM: none configured (--lm or DSPY_LM)".to_string(),
+        });
+        let mut session = RunContext::new(lm, Arc::new(ProgramState::default()));
         session.adapter = self.adapter;
         let host = Host::new(options, session);
         on_interrupt(host.cancel_flag());
         if let Some(script) = script {
             host.load_file(script)?;
+            let names: Vec<String> = host.predictors().into_iter().map(|(n, _)| n).collect();
+            super::progress::note(&format!(
+                "loaded {}: predictors {}",
+                script.display(),
+                names.join(", ")
+            ));
         }
         let program = match program {
             Some(path) => {
@@ -170,6 +182,8 @@ impl HostArgs {
 
 /// The signal that stopped the run (SIGINT, SIGTERM or SIGHUP), 0 if none.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Set by the REPL: there Ctrl-C only stops the running call, however often pressed.
+static STOP_CALL_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// The exit code for a run stopped by a signal: 128 + its number (130 for
 /// Ctrl-C, 143 for SIGTERM, 129 for SIGHUP); `None` when no signal came.
@@ -180,12 +194,23 @@ pub fn signal_exit_code() -> Option<u8> {
     }
 }
 
+/// Makes Ctrl-C only set the cancel flag, never end the process (the REPL).
+pub fn interrupt_stops_call_only() {
+    STOP_CALL_ONLY.store(true, Ordering::SeqCst);
+}
+
 /// Installs handlers that set `flag` on Ctrl-C, SIGTERM and SIGHUP (the
 /// first one: work stops, what is done is written, the summary prints) and
-/// exit at once on the second.
+/// exit at once on the second. In the REPL Ctrl-C only stops the running call.
 pub fn on_interrupt(flag: Arc<AtomicBool>) {
     let ctrl_c = flag.clone();
-    let _ = ctrlc::set_handler(move || stop_on_signal(&ctrl_c, 2, "Ctrl-C"));
+    let _ = ctrlc::set_handler(move || {
+        if STOP_CALL_ONLY.load(Ordering::SeqCst) {
+            ctrl_c.store(true, Ordering::SeqCst);
+            return;
+        }
+        stop_on_signal(&ctrl_c, 2, "Ctrl-C")
+    });
     on_termination(flag);
 }
 
@@ -214,6 +239,9 @@ fn stop_on_signal(flag: &AtomicBool, sig: i32, name: &str) {
 
 /// Prints the end-of-run usage line on stderr.
 pub fn print_usage(lm: &Option<Arc<Lm>>, elapsed: Duration) {
+    if super::progress::quiet() {
+        return;
+    }
     if let Some(lm) = lm {
         eprintln!(
             "[{}] {} · {:.2}s",
@@ -249,12 +277,22 @@ impl DataArgs {
         path: &std::path::Path,
         default_inputs: &[String],
     ) -> anyhow::Result<Vec<crate::data::Example>> {
+        self.load_limited(path, default_inputs, self.limit)
+    }
+
+    /// Loads a dataset with these options but `limit` in place of `--limit`.
+    pub fn load_limited(
+        &self,
+        path: &std::path::Path,
+        default_inputs: &[String],
+        limit: Option<usize>,
+    ) -> anyhow::Result<Vec<crate::data::Example>> {
         let inputs = self
             .inputs
             .clone()
             .unwrap_or_else(|| default_inputs.to_vec());
         let options = crate::data::LoadOptions {
-            limit: self.limit,
+            limit,
             shuffle_seed: self.shuffle.then_some(self.seed.unwrap_or(0)),
         };
         let examples = crate::data::load_dataset(path, &inputs, &options)?;
@@ -262,13 +300,10 @@ impl DataArgs {
             anyhow::bail!(
                 "{}: the dataset has no examples{}",
                 path.display(),
-                if self.limit == Some(0) {
-                    " (--limit 0)"
-                } else {
-                    ""
-                }
+                if limit == Some(0) { " (--limit 0)" } else { "" }
             );
         }
+        super::progress::note(&format!("{}: {} examples", path.display(), examples.len()));
         Ok(examples)
     }
 }

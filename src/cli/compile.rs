@@ -6,14 +6,14 @@
 //! [`Optimizer::compile`](crate::optimize::Optimizer::compile), and saves
 //! the [`Program`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
 
 use crate::optimize::config::parse_assignment;
-use crate::optimize::{registry, Compiler, Data, Event, Program};
+use crate::optimize::{registry, Compiler, Data, Event, Mode, Program};
 use crate::predict::ProgramState;
 
 use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
@@ -45,10 +45,13 @@ pub struct Args {
     /// reflection_lm, also spelled --reflection-lm); default: --lm.
     #[arg(long, value_name = "MODEL", visible_alias = "reflection-lm")]
     pub prompt_lm: Option<String>,
+    /// Use only the first N validation examples (--limit applies to --train only).
+    #[arg(long, value_name = "N", requires = "val")]
+    pub val_limit: Option<usize>,
     /// Built-in metric name or script function; default: the script's `metric`.
     #[arg(long)]
     pub metric: Option<String>,
-    /// Where to save the compiled program.
+    /// Where to save the compiled program; `-` prints it on stdout (the report then goes to stderr).
     #[arg(long, value_name = "FILE", default_value = "program.json")]
     pub out: PathBuf,
     /// Worker threads: the most LM requests in flight in every phase.
@@ -175,6 +178,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let entry = registry::find(&args.optimizer)?;
     let optimizer = (entry.build)(&args.optimizer_config(entry.name)?)?;
+    // With `--out -` stdout carries the program; the report goes to stderr.
+    let to_stdout = args.out == Path::new("-");
+    let report = |line: &str| {
+        if to_stdout {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let (host, _) = args.host.load(Some(&args.script), None, false)?;
     let inputs = host.forward_params()?;
     let predictors = host.predictors();
@@ -204,7 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let valset = match &args.val {
-        Some(p) => Some(args.data_args.load(p, &inputs)?),
+        Some(p) => Some(args.data_args.load_limited(p, &inputs, args.val_limit)?),
         None => None,
     };
     let teacher = match &args.teacher {
@@ -225,6 +237,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let cancel = host.cancel_flag();
     let bar = super::progress::Progress::bar(data.trainset.len(), "compile");
+    if to_stdout {
+        bar.say_on_stderr();
+    }
     let observer = |e: &Event| match &e.note {
         // `say` prints even when the bar is hidden (stderr not a terminal).
         Some(line) => bar.say(line),
@@ -277,34 +292,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let summary = compiled.summary.clone();
     let program = Program::from_compiled(compiled, metadata);
-    program.save(&args.out, &predictors)?;
-    for line in &summary {
-        println!("{line}");
+    if !to_stdout {
+        program.save(&args.out, &predictors)?;
     }
-    for (name, _) in &predictors {
+    for line in &summary {
+        report(line);
+    }
+    if let Mode::Knn { k, .. } = &program.mode {
+        report(&format!("  demos chosen per input (k = {k})"));
+    }
+    for (name, _) in predictors
+        .iter()
+        .filter(|_| !matches!(program.mode, Mode::Knn { .. }))
+    {
         let st = program.state.get(name).cloned().unwrap_or_default();
         let augmented = st.demos.iter().filter(|d| d.augmented).count();
         let instructions = match &st.instructions {
             Some(i) => format!("; instructions: {:?}", truncate(i, 80)),
             None => String::new(),
         };
-        println!(
+        report(&format!(
             "  {name}: {} demos ({augmented} bootstrapped, {} labeled){instructions}",
             st.demos.len(),
             st.demos.len() - augmented
-        );
+        ));
     }
     if errors.total() > 0 {
-        println!(
+        report(&format!(
             "{}; first: {}",
             errors.summary(),
             errors.first.as_deref().unwrap_or_default()
-        );
+        ));
     }
     if args.speculation != Some(0) {
-        println!("{speculative} LM calls beyond the sequential algorithm (speculation; --speculation 0 for none)");
+        report(&format!("{speculative} LM calls beyond the sequential algorithm (speculation; --speculation 0 for none)"));
     }
-    println!("saved {}", args.out.display());
+    if to_stdout {
+        println!("{}", serde_json::to_string_pretty(&program.to_json(&predictors))?);
+    } else {
+        report(&format!("saved {}", args.out.display()));
+    }
     print_usage(&session.lm, started.elapsed());
     print_usage(&prompt_lm, started.elapsed());
     Ok(())

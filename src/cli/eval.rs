@@ -1,7 +1,7 @@
 //! `dspy-rhai eval`: score a pipeline on a dataset, in parallel.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -29,9 +29,14 @@ pub struct Args {
     /// Install a compiled program (saved by `compile`) first.
     #[arg(long, value_name = "PROGRAM.json")]
     pub load: Option<PathBuf>,
-    /// Write per-example results (inputs, prediction, score, feedback, error) as JSONL.
+    /// Write per-example results (inputs, prediction, score, feedback, error) as JSONL,
+    /// in example order as they finish; `-` writes them to stdout (the summary then
+    /// goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout: score, counts, tokens, cost, seconds.
+    #[arg(long)]
+    pub json: bool,
     /// Allow this many errored examples; the run stops at the next one.
     #[arg(long, value_name = "N")]
     pub max_errors: Option<usize>,
@@ -46,6 +51,13 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let out_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
+    if out_stdout && args.json {
+        return Err(super::UsageError(
+            "--json and --out - both write to stdout; give --out a file".into(),
+        )
+        .into());
+    }
     let (host, program) = args
         .host
         .load(Some(&args.script), args.load.as_deref(), false)?;
@@ -95,7 +107,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish();
     // The score prints even when the results file could not be written.
     let written = out.map(ResultsFile::finish).transpose();
-    println!("{}", summary(&report));
+    if args.json {
+        println!("{}", json_summary(&report, session.lm.as_deref()));
+    } else if out_stdout {
+        eprintln!("{}", summary(&report));
+    } else {
+        println!("{}", summary(&report));
+    }
     print_usage(&session.lm, report.elapsed);
     let written = written?;
     if cancel.load(Ordering::SeqCst) {
@@ -162,28 +180,57 @@ fn check_gold_labels(
 /// finished early), flushed to the OS after each row so a killed run keeps
 /// them, and renamed over `FILE` only when the run ends. A failed write
 /// leaves no file behind and is reported, naming the path, at the end.
+/// `--out -` streams the same rows to stdout.
 pub struct ResultsFile {
     path: PathBuf,
-    partial: PathBuf,
-    writer: Option<std::io::BufWriter<std::fs::File>>,
+    /// `FILE.partial`; `None` when writing to stdout.
+    partial: Option<PathBuf>,
+    writer: Option<Sink>,
     waiting: BTreeMap<usize, String>,
     next: usize,
     rows: usize,
     failed: Option<std::io::Error>,
 }
 
+/// Where result rows go.
+enum Sink {
+    File(std::io::BufWriter<std::fs::File>),
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(w) => w.write(buf),
+            Sink::Stdout(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(w) => w.flush(),
+            Sink::Stdout(w) => w.flush(),
+        }
+    }
+}
+
 impl ResultsFile {
-    /// Opens `PATH.partial` for writing.
+    /// Opens `PATH.partial` for writing (`-`: stdout).
     pub fn create(path: &Path) -> anyhow::Result<ResultsFile> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        let partial = path.with_file_name(name);
-        let file = std::fs::File::create(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?;
+        let (partial, writer) = if path == Path::new("-") {
+            (None, Sink::Stdout(std::io::BufWriter::new(std::io::stdout())))
+        } else {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(".partial");
+            let partial = path.with_file_name(name);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            (Some(partial), Sink::File(std::io::BufWriter::new(file)))
+        };
         Ok(ResultsFile {
             path: path.to_path_buf(),
             partial,
-            writer: Some(std::io::BufWriter::new(file)),
+            writer: Some(writer),
             waiting: BTreeMap::new(),
             next: 0,
             rows: 0,
@@ -234,21 +281,25 @@ impl ResultsFile {
         }
         self.flush();
         let synced = match self.writer.take() {
-            Some(w) => w
+            Some(Sink::File(w)) => w
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all()),
+            Some(Sink::Stdout(mut w)) => w.flush(),
             None => Ok(()),
         };
         if let Err(e) = synced {
             self.failed.get_or_insert(e);
         }
-        let renamed = match self.failed.take() {
-            Some(e) => Err(e),
-            None => std::fs::rename(&self.partial, &self.path),
+        let renamed = match (self.failed.take(), &self.partial) {
+            (Some(e), _) => Err(e),
+            (None, Some(partial)) => std::fs::rename(partial, &self.path),
+            (None, None) => Ok(()),
         };
         renamed.map(|_| self.rows).map_err(|e| {
-            let _ = std::fs::remove_file(&self.partial);
+            if let Some(partial) = &self.partial {
+                let _ = std::fs::remove_file(partial);
+            }
             anyhow::Error::new(e).context(format!(
                 "writing results to {} (nothing written; the score above stands)",
                 self.path.display()
@@ -289,4 +340,26 @@ fn first_lines(text: &str, n: usize) -> String {
         lines.push("...");
     }
     lines.join("\n")
+}
+
+/// The end-of-run summary as JSON (`eval --json`): `score` in percent,
+/// example counts, LM calls, tokens, `cost_usd` (null when the price is
+/// unknown) and wall time in `seconds`.
+pub fn json_summary(report: &EvalReport, lm: Option<&crate::lm::Lm>) -> serde_json::Value {
+    let totals = lm.map(|l| l.totals());
+    serde_json::json!({
+        "score": report.score,
+        "total": report.total,
+        "evaluated": report.finished,
+        "passed": report.passed,
+        "failed": report.failed,
+        "errored": report.errored,
+        "lm": lm.map(|l| l.model().to_string()),
+        "calls": totals.as_ref().map_or(0, |t| t.calls),
+        "cache_hits": totals.as_ref().map_or(0, |t| t.cache_hits),
+        "prompt_tokens": totals.as_ref().map_or(0, |t| t.usage.prompt_tokens),
+        "completion_tokens": totals.as_ref().map_or(0, |t| t.usage.completion_tokens),
+        "cost_usd": totals.as_ref().and_then(|t| t.cost_usd),
+        "seconds": report.elapsed.as_secs_f64(),
+    })
 }

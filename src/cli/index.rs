@@ -54,11 +54,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let bar = super::progress::Progress::counter("passages");
+    // A line count of the corpus gives the bar a total and an ETA.
+    let total = super::progress::count_lines(&args.corpus);
     let result = build_index(&args.corpus, &out, &options, &|n| {
-        bar.update(n, None, String::new())
+        bar.update(n, total.filter(|t| *t >= n), String::new())
     });
     bar.finish();
-    let report = result.with_context(|| format!("indexing {}", args.corpus.display()))?;
+    // Every build error names the corpus or index path itself.
+    let report = result?;
 
     println!(
         "indexed {} passages ({} bad lines skipped) in {:.1} s, {:.0} docs/s; index {:.1} MB at {}",

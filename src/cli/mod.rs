@@ -12,15 +12,38 @@ mod search;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// dspy-rhai: declarative LM pipelines in Rhai, compiled DSPy-style.
 #[derive(Debug, Parser)]
 #[command(name = "dspy-rhai", version, about, long_about = None)]
 pub struct Cli {
+    /// When to colour output: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+    /// Print only results and errors: no progress and no usage line.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also print what is being loaded and used (LM, index, dataset sizes).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--color` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+/// A command-line mistake found after parsing (a malformed `--input`, bad
+/// `--inputs-json`): reported like clap's own errors, with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -36,6 +59,12 @@ enum Command {
     Index(index::Args),
     /// Search the index.
     Search(search::Args),
+    /// Print a shell completion script: `dspy-rhai completions bash > ~/.local/share/bash-completion/completions/dspy-rhai`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Stack of the thread that runs a subcommand (virtual memory; only what
@@ -47,7 +76,14 @@ const MAIN_STACK: usize = 256 * 1024 * 1024;
 /// Exit codes: 0 success, 1 failure, 2 usage error, 128 + N when stopped
 /// by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // clap prints help and usage errors while parsing, before `--color` is
+    // known, so its own colour follows a pre-scan of the arguments.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = Cli::command()
+        .color(clap_color(&args))
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -58,6 +94,18 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    colorchoice::ColorChoice::write_global(match cli.color {
+        ColorWhen::Auto => colorchoice::ColorChoice::Auto,
+        ColorWhen::Always => colorchoice::ColorChoice::Always,
+        ColorWhen::Never => colorchoice::ColorChoice::Never,
+    });
+    progress::set_verbosity(if cli.quiet {
+        progress::Verbosity::Quiet
+    } else if cli.verbose {
+        progress::Verbosity::Verbose
+    } else {
+        progress::Verbosity::Normal
+    });
     // Scripts run on this thread; Rhai's size checks recurse over nested
     // values, so a deep value needs more stack than the main thread's.
     let worker = std::thread::Builder::new().stack_size(MAIN_STACK);
@@ -69,9 +117,51 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(common::signal_exit_code().unwrap_or(1))
+            eprintln!("error: {}", render(&e));
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The `--color` given on the command line, as clap's setting (auto if absent).
+fn clap_color(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut value = None;
+    for (i, arg) in args.iter().enumerate() {
+        let arg = arg.to_string_lossy();
+        if let Some(v) = arg.strip_prefix("--color=") {
+            value = Some(v.to_string());
+        } else if arg == "--color" {
+            value = args.get(i + 1).map(|v| v.to_string_lossy().into_owned());
+        }
+    }
+    match value.as_deref() {
+        Some("always") => clap::ColorChoice::Always,
+        Some("never") => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    }
+}
+
+/// An error and its causes, each text once (see [`crate::error::chain`]).
+fn render(e: &anyhow::Error) -> String {
+    crate::error::join_chain(e.chain().map(|c| c.to_string()))
+}
+
+/// The exit code for a failed command: 2 for usage errors, 130 after Ctrl-C, else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        return 2;
+    }
+    let interrupted = e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(crate::Error::Interrupted))
+            || matches!(
+                c.downcast_ref(),
+                Some(crate::retrieve::RetrieveError::Cancelled)
+            )
+    });
+    match common::signal_exit_code() {
+        Some(code) => code,
+        None if interrupted => 130,
+        None => 1,
     }
 }
 
@@ -83,5 +173,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compile(args) => compile::run(*args),
         Command::Index(args) => index::run(args),
         Command::Search(args) => search::run(args),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "dspy-rhai", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

@@ -20,6 +20,9 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // Ctrl-C stops the running call and keeps the session (Session::feed
+    // prints `interrupted`); it never ends the REPL.
+    super::common::interrupt_stops_call_only();
     let (host, program) = args
         .host
         .load(args.script.as_deref(), args.load.as_deref(), false)?;

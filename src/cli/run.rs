@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 use crate::adapter::Fields;
 
 use super::common::{print_usage, HostArgs};
+use super::UsageError;
 
 /// Run a pipeline script once.
 #[derive(Debug, clap::Args)]
@@ -31,18 +31,27 @@ pub struct Args {
     pub host: HostArgs,
 }
 
-/// Parses `--input` and `--inputs-json` into fields.
-pub fn parse_inputs(pairs: &[String], json: Option<&str>) -> anyhow::Result<Fields> {
+/// Parses `--input` and `--inputs-json` into fields; a malformed one is a
+/// [`UsageError`] (exit code 2).
+pub fn parse_inputs(pairs: &[String], json: Option<&str>) -> Result<Fields, UsageError> {
     let mut fields = Fields::new();
     if let Some(text) = json {
-        match serde_json::from_str::<Value>(text).context("--inputs-json is not valid JSON")? {
+        let value = serde_json::from_str::<Value>(text)
+            .map_err(|e| UsageError(format!("--inputs-json is not valid JSON: {e}")))?;
+        match value {
             Value::Object(map) => fields.extend(map),
-            _ => bail!("--inputs-json must be a JSON object, e.g. '{{\"question\": \"...\"}}'"),
+            _ => {
+                return Err(UsageError(
+                    "--inputs-json must be a JSON object, e.g. '{\"question\": \"...\"}'".into(),
+                ))
+            }
         }
     }
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
-            bail!("--input expects KEY=VALUE, got `{pair}`");
+            return Err(UsageError(format!(
+                "--input expects KEY=VALUE, got `{pair}` (e.g. --input question=\"Who wrote Dune?\")"
+            )));
         };
         fields.insert(k.trim().to_string(), Value::String(v.to_string()));
     }

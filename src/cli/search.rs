@@ -16,7 +16,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
     /// Number of passages to return.
-    #[arg(short = 'k', value_name = "N", default_value_t = 5)]
+    #[arg(short = 'k', value_name = "N", default_value_t = 5,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub k: usize,
     /// Print one JSON array of {id, title, text, score} instead of text lines.
     #[arg(long)]

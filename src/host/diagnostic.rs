@@ -13,6 +13,68 @@ pub fn render_parse(err: &ParseError, file: &str, source: &str) -> String {
     )
 }
 
+/// Functions Rhai handles itself, so absent from the engine's signatures.
+const BUILTIN_FUNCTIONS: &[&str] = &[
+    "call",
+    "curry",
+    "Fn",
+    "print",
+    "debug",
+    "type_of",
+    "is_def_fn",
+    "is_def_var",
+    "eval",
+];
+
+/// [`render_eval`], plus `help: did you mean `call`?` when a function was not
+/// found and `known()` (the functions that exist) has a close name.
+pub fn render_eval_with(
+    err: &EvalAltResult,
+    file: &str,
+    source: &str,
+    known: &dyn Fn() -> Vec<String>,
+) -> String {
+    let mut out = render_eval(err, file, source);
+    if let Some(missing) = missing_function(err) {
+        let mut names = known();
+        names.extend(BUILTIN_FUNCTIONS.iter().map(|s| s.to_string()));
+        if let Some(best) = closest(missing, &names) {
+            out.push_str(&format!("\n  help: did you mean `{best}`?"));
+        }
+    }
+    out
+}
+
+/// The name of the function an error says was not found (innermost error).
+fn missing_function(err: &EvalAltResult) -> Option<&str> {
+    let mut current = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = current {
+        current = inner;
+    }
+    match current {
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            let name = sig.split([' ', '(']).next()?.trim();
+            // Method calls are reported as `Type.name`; property getters as `get$name`.
+            let name = name.rsplit('.').next().unwrap_or(name);
+            Some(name.trim_start_matches("get$").trim_start_matches("set$"))
+        }
+        _ => None,
+    }
+}
+
+/// The known name closest to `name` by edit distance, if close enough to be
+/// a typo (at most 1 edit for short names, a third of the length for longer ones).
+pub fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    known
+        .iter()
+        .filter(|k| k.as_str() != name && !k.starts_with("__") && !k.contains('$'))
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, k)| k.as_str())
+}
+
 /// Renders a runtime error against its source, innermost position first,
 /// with the chain of script functions it passed through.
 pub fn render_eval(err: &EvalAltResult, file: &str, source: &str) -> String {

@@ -138,15 +138,15 @@ impl Host {
             .engine
             .compile(source)
             .map_err(|e| Error::Script(diagnostic::render_parse(&e, file, source)))?;
-        let mut scope = Scope::new();
-        self.engine
-            .run_ast_with_scope(&mut scope, &ast)
-            .map_err(|e| Error::Script(diagnostic::render_eval(&e, file, source)))?;
-        let mut functions = ast;
+        // The functions are in place before the top level runs, so top-level
+        // `evaluate(...)` and `compile(...)` find `forward` and `metric`.
+        let mut functions = ast.clone();
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
-        self.adopt_scope(&scope);
-        Ok(())
+        let mut scope = Scope::new();
+        self.run_top_level(&mut scope, &ast)
+            .map(|_| ())
+            .map_err(|e| Error::Script(self.render_eval(&e, file, source)))
     }
 
     /// Evaluates REPL input in `scope`, keeping functions it defines.
@@ -163,12 +163,38 @@ impl Host {
             .read()
             .expect("program lock")
             .merge(&ast);
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(scope, &merged);
-        let mut functions = merged;
+        // As in `load_source`: functions first, so the input can call
+        // `evaluate`/`compile` on a `forward` it defines.
+        let mut functions = merged.clone();
         functions.clear_statements();
         *self.shared.program.write().expect("program lock") = Arc::new(functions);
+        let result = self.run_top_level(scope, &merged);
         self.adopt_scope(scope);
-        result.map_err(|e| Error::Script(diagnostic::render_eval(&e, file, input)))
+        result.map_err(|e| Error::Script(self.render_eval(&e, file, input)))
+    }
+
+    /// Runs `ast`'s top-level statements one at a time in `scope`, publishing
+    /// its variables after each, so functions called by a later statement (a
+    /// top-level `evaluate(...)` or `compile(...)`) see the predictors declared
+    /// before it. Returns the last statement's value.
+    fn run_top_level(
+        &self,
+        scope: &mut Scope,
+        ast: &AST,
+    ) -> std::result::Result<Dynamic, Box<rhai::EvalAltResult>> {
+        let mut last = Dynamic::UNIT;
+        for stmt in ast.statements() {
+            let one = AST::new([stmt.clone()], ast.shared_lib().clone());
+            last = self.engine.eval_ast_with_scope::<Dynamic>(scope, &one)?;
+            self.adopt_scope(scope);
+        }
+        Ok(last)
+    }
+
+    /// A runtime error rendered against `source`, with a "did you mean"
+    /// for an unknown function close to a known one.
+    fn render_eval(&self, err: &rhai::EvalAltResult, file: &str, source: &str) -> String {
+        self.script().render_eval(err, file, source)
     }
 
     /// Publishes top-level variables to functions and names new predictors.
@@ -296,6 +322,24 @@ impl ScriptRef<'_> {
         found
     }
 
+    /// A runtime error rendered against `source` (see [`diagnostic::render_eval`]),
+    /// suggesting the closest known function when one was not found.
+    pub fn render_eval(&self, err: &rhai::EvalAltResult, file: &str, source: &str) -> String {
+        let program = self.shared.program.read().expect("program lock").clone();
+        let known = || {
+            let mut names: Vec<String> = self
+                .engine
+                .gen_fn_signatures(true)
+                .iter()
+                .filter_map(|s| s.split('(').next())
+                .map(|n| n.trim().to_string())
+                .collect();
+            names.extend(program.iter_functions().map(|f| f.name.to_string()));
+            names
+        };
+        diagnostic::render_eval_with(err, file, source, &known)
+    }
+
     /// The error for a function the script does not define; for `forward`,
     /// with an example of a pipeline.
     pub fn missing_function(&self, name: &str) -> Error {
@@ -412,7 +456,7 @@ impl ScriptRef<'_> {
             .call_fn_with_options::<Dynamic>(options, &mut scope, &program, name, args)
             .map_err(|e| {
                 let (file, source) = self.shared.source.read().expect("source lock").clone();
-                let rendered = diagnostic::render_eval(&e, &file, &source);
+                let rendered = self.render_eval(&e, &file, &source);
                 Error::Script(format!("{rendered}\n  in call to `{name}` from the host"))
             })
     }

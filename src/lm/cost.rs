@@ -89,8 +89,11 @@ impl PriceTable {
         let text = std::fs::read_to_string(path).map_err(|e| {
             LmError::Config(format!("cannot read prices file {}: {e}", path.display()))
         })?;
-        self.with_overrides_from_json(&text)
-            .map_err(|e| LmError::Config(format!("{}: {e}", path.display())))
+        self.with_overrides_from_json(&text).map_err(|e| match e {
+            // Add the path once, not a second "invalid LM configuration:".
+            LmError::Config(message) => LmError::Config(format!("{}: {message}", path.display())),
+            other => other,
+        })
     }
 
     /// The price of `model`, if known.

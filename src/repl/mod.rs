@@ -89,7 +89,14 @@ impl Session {
                 self.pending.clear();
                 let _ = writeln!(out, "(unfinished input discarded)");
             }
-            return self.command(line.trim(), out);
+            // `:load` runs a script's top level, which Ctrl-C may stop too.
+            let cancel = self.host.cancel_flag();
+            cancel.store(false, Ordering::SeqCst);
+            let feed = self.command(line.trim(), out);
+            if cancel.swap(false, Ordering::SeqCst) {
+                let _ = writeln!(out, "interrupted");
+            }
+            return feed;
         }
         if !self.pending.is_empty() {
             self.pending.push('\n');
@@ -104,19 +111,27 @@ impl Session {
             .engine()
             .compile_with_scope(&self.scope, &self.pending)
         {
-            if is_incomplete(e.err_type()) {
+            if is_incomplete(&e, &self.pending) {
                 return Feed::NeedMore;
             }
         }
         let input = std::mem::take(&mut self.pending);
-        self.host.cancel_flag().store(false, Ordering::SeqCst);
-        match self.host.eval_interactive(&mut self.scope, &input) {
+        // Ctrl-C during the call sets the flag (the CLI's handler); the
+        // script stops at its next operation and in-flight LM requests abort.
+        let cancel = self.host.cancel_flag();
+        cancel.store(false, Ordering::SeqCst);
+        let result = self.host.eval_interactive(&mut self.scope, &input);
+        let interrupted = cancel.swap(false, Ordering::SeqCst);
+        match result {
             Ok(value) if value.is_unit() => {}
             Ok(value) => {
-                let _ = writeln!(out, "=> {}", show(&value));
+                let _ = writeln!(out, "=> {}", self.show(&value));
+            }
+            Err(_) if interrupted => {
+                let _ = writeln!(out, "interrupted");
             }
             Err(e) => {
-                let _ = writeln!(out, "error: {e}");
+                let _ = writeln!(out, "error: {}", crate::error::chain(&e));
             }
         }
         Feed::Done
@@ -153,18 +168,20 @@ impl Session {
                     }
                 );
             }),
-            ":history" => {
-                let n = arg.parse().unwrap_or(1);
-                match &self.host.session().lm {
-                    Some(lm) => {
-                        let _ = write!(out, "{}", lm.history().render(n));
+            ":history" => match history_count(arg) {
+                Ok(n) => {
+                    match &self.host.session().lm {
+                        Some(lm) => {
+                            let _ = write!(out, "{}", lm.history().render(n));
+                        }
+                        None => {
+                            let _ = writeln!(out, "(no LM configured)");
+                        }
                     }
-                    None => {
-                        let _ = writeln!(out, "(no LM configured)");
-                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(e) => Err(e),
+            },
             ":lm" if arg.is_empty() => {
                 let model = self
                     .host
@@ -175,6 +192,9 @@ impl Session {
                 let _ = writeln!(out, "LM: {}", model.unwrap_or_else(|| "(none)".into()));
                 Ok(())
             }
+            ":lm" if arg.contains(char::is_whitespace) => Err(Error::Config(format!(
+                "usage: :lm <model>, one word such as openai/gpt-4o-mini; got `{arg}`"
+            ))),
             ":lm" => {
                 let mut config = self.lm_config.clone();
                 config.model = Some(arg.to_string());
@@ -211,30 +231,94 @@ impl Session {
             ))),
         };
         if let Err(e) = result {
-            let _ = writeln!(out, "error: {e}");
+            let _ = writeln!(out, "error: {}", crate::error::chain(&e));
         }
         Feed::Done
     }
+
+    /// Variables currently in scope with their values (latest binding of each name).
+    pub fn values(&self) -> Vec<(String, Dynamic)> {
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<(&str, bool, &Dynamic)> = self.scope.iter_raw().collect();
+        let mut out: Vec<(String, Dynamic)> = all
+            .into_iter()
+            .rev()
+            .filter(|(n, _, _)| seen.insert(n.to_string()))
+            .map(|(n, _, v)| (n.to_string(), v.clone()))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// A value for display: maps and arrays as pretty JSON, strings quoted,
+    /// registered types through their `to_string` (as Rhai's `print` shows them).
+    fn show(&self, value: &Dynamic) -> String {
+        if value.is_map() || value.is_array() {
+            let json = crate::host::convert::to_json(value);
+            return serde_json::to_string_pretty(&json).unwrap_or_else(|_| value.to_string());
+        }
+        if value.is_string() {
+            return format!("{:?}", value.to_string());
+        }
+        // Custom types and predictor handles have a registered `to_string`.
+        if value.is_variant() || value.is_fnptr() {
+            let mut scope = Scope::new();
+            scope.push("value", value.clone());
+            if let Ok(text) = self
+                .host
+                .engine()
+                .eval_expression_with_scope::<String>(&mut scope, "to_string(value)")
+            {
+                return text;
+            }
+        }
+        value.to_string()
+    }
 }
 
-/// Whether a parse error only means "the statement is not finished yet".
-fn is_incomplete(err: &ParseErrorType) -> bool {
-    matches!(
-        err,
-        ParseErrorType::UnexpectedEOF | ParseErrorType::MissingToken(..)
-    )
+/// The argument of `:history [n]`: a count of calls, 1 when absent.
+fn history_count(arg: &str) -> Result<usize, Error> {
+    if arg.is_empty() {
+        return Ok(1);
+    }
+    arg.parse().map_err(|_| {
+        Error::Config(format!(
+            "usage: :history [n], n a number of calls; got `{arg}`"
+        ))
+    })
 }
 
-/// A value for display: maps and arrays as pretty JSON, strings quoted.
-fn show(value: &Dynamic) -> String {
-    if value.is_map() || value.is_array() {
-        let json = crate::host::convert::to_json(value);
-        return serde_json::to_string_pretty(&json).unwrap_or_else(|_| value.to_string());
+/// Whether a parse error only means "the statement is not finished yet":
+/// the input ended inside an open block, call, list or string. A missing
+/// token in the middle of the input (`let a = 1 let b = 2`) is a real error.
+fn is_incomplete(err: &rhai::ParseError, input: &str) -> bool {
+    use rhai::LexError;
+    match err.err_type() {
+        ParseErrorType::UnexpectedEOF => true,
+        ParseErrorType::MissingToken(..) => at_end(err.position(), input),
+        ParseErrorType::BadInput(LexError::UnterminatedString) => {
+            // Only back-tick strings may span lines.
+            input.matches('`').count() % 2 == 1
+        }
+        _ => false,
     }
-    if value.is_string() {
-        return format!("{:?}", value.to_string());
-    }
-    value.to_string()
+}
+
+/// Whether `pos` is past the last non-blank character of `input`.
+fn at_end(pos: rhai::Position, input: &str) -> bool {
+    let (Some(line), col) = (pos.line(), pos.position().unwrap_or(usize::MAX)) else {
+        return true;
+    };
+    let lines: Vec<&str> = input.lines().collect();
+    let Some((last_line, text)) = lines
+        .iter()
+        .enumerate()
+        .rfind(|(_, l)| !l.trim().is_empty())
+    else {
+        return true;
+    };
+    let last_col = text.trim_end().chars().count();
+    (line, col) > (last_line + 1, last_col)
 }
 
 /// Runs the REPL on the terminal until `:quit` or Ctrl-D.
@@ -242,14 +326,21 @@ pub fn run_terminal(mut session: Session, history: Option<PathBuf>) -> crate::Re
     use rustyline::error::ReadlineError;
 
     let helper = ReplHelper::new(&session);
-    let mut editor = rustyline::Editor::<ReplHelper, rustyline::history::DefaultHistory>::new()
-        .map_err(|e| Error::Config(format!("cannot start the line editor: {e}")))?;
+    // List mode shows every candidate when a completion is ambiguous.
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .build();
+    let mut editor =
+        rustyline::Editor::<ReplHelper, rustyline::history::DefaultHistory>::with_config(config)
+            .map_err(|e| Error::Config(format!("cannot start the line editor: {e}")))?;
     editor.set_helper(Some(helper));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("dspy-rhai REPL — :help for commands, Ctrl-D to leave");
-    let mut stdout = std::io::stdout();
+    println!("dspy-rhai REPL — :help for commands, Ctrl-C stops a call, Ctrl-D leaves");
+    // Strips colour codes (`:history`) unless stdout is a terminal that wants
+    // them (`--color`, `NO_COLOR`).
+    let mut stdout = anstream::AutoStream::auto(std::io::stdout());
     loop {
         let prompt = if session.pending.is_empty() {
             "dspy> "

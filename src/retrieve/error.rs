@@ -7,13 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RetrieveError {
     /// A file or directory could not be read, written, renamed or removed.
-    #[error("{path}: {source}")]
+    /// (The message includes the I/O error, so it is not also `source()`,
+    /// which would print it twice in a `{:#}` chain.)
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The corpus file name does not say which format it is in.
     #[error(
@@ -83,30 +84,29 @@ pub enum RetrieveError {
     #[error("index build cancelled; the previous index (if any) is unchanged")]
     Cancelled,
     /// Tantivy failed while building or searching the index.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Tantivy {
         /// What was being done.
         context: String,
-        /// The underlying Tantivy error.
-        #[source]
-        source: tantivy::TantivyError,
+        /// The underlying Tantivy error (in the message, not `source()`).
+        error: tantivy::TantivyError,
     },
 }
 
 impl RetrieveError {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         RetrieveError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
     /// Wraps a Tantivy error with a short description of what was being done.
-    pub fn tantivy(context: impl Into<String>, source: tantivy::TantivyError) -> Self {
+    pub fn tantivy(context: impl Into<String>, error: tantivy::TantivyError) -> Self {
         RetrieveError::Tantivy {
             context: context.into(),
-            source,
+            error,
         }
     }
 }

@@ -341,7 +341,7 @@ fn new_module(
     m: crate::error::Result<impl Module + 'static>,
 ) -> R<Dynamic> {
     m.map(|m| handle(ModuleHandle(Arc::new(m))))
-        .map_err(|e| err(ctx, format!("{kind}: {e}")))
+        .map_err(|e| err(ctx, crate::error::in_context(kind, e)))
 }
 
 fn react(ctx: &NativeCallContext, sig: &Dynamic, tools: Array, config: Map) -> R<Dynamic> {

@@ -16,10 +16,12 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
                 Some(lm) => lm.history().render(count.max(0) as usize),
                 None => "(no LM configured: no history)".to_string(),
             };
+            // anstream drops the colour codes unless the stream is a
+            // terminal that wants them (`--color`, `NO_COLOR`, `CLICOLOR_FORCE`).
             if s.options.print_to_stderr {
-                eprintln!("{text}");
+                anstream::eprintln!("{text}");
             } else {
-                println!("{text}");
+                anstream::println!("{text}");
             }
         };
         match n {

@@ -47,7 +47,12 @@ fn call(
         .0
         .call(&env, inputs)
         .map(|out| fields_to_map(&out))
-        .map_err(|e| script_error(format!("{}: {e}", module.0.kind()), ctx.call_position()))
+        .map_err(|e| {
+            script_error(
+                crate::error::in_context(module.0.kind(), e),
+                ctx.call_position(),
+            )
+        })
 }
 
 /// Registers the module call function. Constructors register themselves

@@ -256,8 +256,12 @@ fn call(
     inputs: crate::adapter::Fields,
 ) -> R<Map> {
     let run = shared.context(ctx.tag());
-    let prediction = predict::call(p, &run, &inputs)
-        .map_err(|e| script_error(format!("{}: {e}", p.display_name()), ctx.call_position()))?;
+    let prediction = predict::call(p, &run, &inputs).map_err(|e| {
+        script_error(
+            crate::error::in_context(&p.display_name(), e),
+            ctx.call_position(),
+        )
+    })?;
     Ok(prediction
         .iter()
         .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))

@@ -834,10 +834,7 @@ const STATE_FILE: &str = "gepa_state.json";
 const CANDIDATES_FILE: &str = "candidates.jsonl";
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
+    Error::io(path, e)
 }
 
 /// The saved state in `dir`, if there is one.
