@@ -146,7 +146,10 @@ impl Program {
                 } else {
                     ""
                 };
-                format!("{n}: {} demos{instr}", s.demos.len())
+                let count = s.demos.len();
+                let augmented = s.demos.iter().filter(|d| d.augmented).count();
+                let plural = if count == 1 { "" } else { "s" };
+                format!("{n}: {count} demo{plural} ({augmented} bootstrapped){instr}")
             })
             .collect();
         let mode = match &self.mode {

@@ -1642,3 +1642,22 @@ fn the_repl_runs_a_knn_program_as_run_load_does() {
     assert_eq!(sent.len(), 4, "{sent:?}");
     assert_eq!(sent[1].content, "[[ ## question ## ]]\nq4");
 }
+
+/// `save_program` and `compile --out` write with the user's umask, not a
+/// forced 0600 (issue 12 item 19).
+#[cfg(unix)]
+#[test]
+fn saved_programs_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.json");
+    dspy_rhai::optimize::program_file::save(&path, &json!({"qa": {"demos": []}})).unwrap();
+    // Read the process umask without changing it for long (no test here sets it).
+    let umask = unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old
+    };
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666 & !(umask as u32), "mode {mode:o} with umask {umask:o}");
+}

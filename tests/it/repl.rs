@@ -255,12 +255,12 @@ fn a_compiled_program_displays_as_a_summary() {
         ],
     );
     assert!(
-        out.contains("=> CompiledProgram(labeled; qa: 2 demos (0 bootstrapped))"),
+        out.contains("=> Program(labeled: qa: 2 demos (0 bootstrapped))"),
         "{out}"
     );
     assert!(!out.contains("dspy_rhai::"), "{out}");
     assert!(
-        out.contains("=> \"CompiledProgram(labeled; qa: 2 demos (0 bootstrapped))\""),
+        out.contains("=> \"Program(labeled: qa: 2 demos (0 bootstrapped))\""),
         "{out}"
     );
 }
@@ -288,7 +288,7 @@ fn evaluate_and_compile_work_at_a_script_top_level() {
         .expect("top-level evaluate and compile run");
     let mut s = Session::new(host, LmConfig::default());
     let (out, _) = feed_all(&mut s, &["summary"]);
-    assert!(out.contains("=> \"100.0 CompiledProgram(labeled"), "{out}");
+    assert!(out.contains("=> \"100.0 Program(labeled: qa: 1 demo (0 bootstrapped))"), "{out}");
 }
 
 #[test]
