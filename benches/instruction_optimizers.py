@@ -78,6 +78,7 @@ def main():
         "bootstrap": ["--optimizer", "bootstrap"],
         "bootstrap-spec0": ["--optimizer", "bootstrap", "--speculation", "0"],
         "mipro-v2-spec0": ["--optimizer", "mipro-v2", "--auto", "light", "--seed", "0", "--speculation", "0"],
+        "random-search": ["--optimizer", "random-search", "--set", "num_candidate_programs=4"],
         "copro": ["--optimizer", "copro", "--set", "breadth=6", "--set", "depth=3",
                   "--set", "init_temperature=1.0"],
         "mipro-v2": ["--optimizer", "mipro-v2", "--auto", "light", "--seed", "0"],

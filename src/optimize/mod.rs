@@ -310,9 +310,10 @@ pub fn error_kind(e: &Error) -> &'static str {
     }
 }
 
-/// The kind of the error a script error wraps, from the messages of
-/// [`crate::lm::LmError`] and the adapters' parse error.
-fn script_error_kind(text: &str) -> &'static str {
+/// The kind of an error known only by its text (a script error, or an
+/// evaluation result's `error`), from the messages of
+/// [`crate::lm::LmError`] and the adapters' parse error; `script` otherwise.
+pub fn script_error_kind(text: &str) -> &'static str {
     const LM: [&str; 6] = [
         "could not connect to the LM server",
         "LM server returned HTTP",

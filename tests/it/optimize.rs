@@ -1527,6 +1527,11 @@ fn compile_names_typos_in_optimizers_and_keys() {
         err.contains("unknown key `max_bootstrapped_demos` for labeled"),
         "{err}"
     );
+    let config = dir.path().join("opt.json");
+    std::fs::write(&config, r#"{"depht": 2}"#).unwrap();
+    let (code, err) = run(&["--optimizer", "copro", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("did you mean `depth`?"), "{err}");
 }
 
 #[test]
