@@ -173,6 +173,7 @@ fn main() {
     let (state, meta, calls, wall) = compile(url, &gepa, "metric", &data, threads);
     let requests = mock.stats()["total_requests"].clone();
     let after = dev_score(url, &state, &dev, threads);
+    mock.stats(); // reset: the next counts are SIMBA's compile alone
     let instruction = state
         .get("answer")
         .and_then(|s| s.instructions.clone())
