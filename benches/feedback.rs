@@ -212,7 +212,11 @@ fn main() {
         return;
     }
     let venv = shared.join("../shared-bench-venv/bin/python");
-    let venv = if venv.exists() { venv } else { "python3".into() };
+    let venv = if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    };
     let script = shared.join("bench/dspy_instruction_baseline.py");
     let out = std::env::temp_dir().join("dspy-rhai-bench-feedback-dspy.json");
     println!("# Python DSPy 3.4.1 (same machine, same run): dspy_instruction_baseline.py --optimizers gepa,simba");
