@@ -13,7 +13,7 @@
 //! the same run with `../shared-bench-venv` and prints DSPy's numbers.
 //!
 //! `cargo bench --bench feedback [-- THREADS LATENCY_MS] [--no-python]`;
-//! skips without `../shared` or python3.
+//! skips without `../shared` (or `$DSPY_RHAI_SHARED`) or python3.
 
 mod common;
 
@@ -173,6 +173,7 @@ fn main() {
     let (state, meta, calls, wall) = compile(url, &gepa, "metric", &data, threads);
     let requests = mock.stats()["total_requests"].clone();
     let after = dev_score(url, &state, &dev, threads);
+    mock.stats(); // reset: the next counts are SIMBA's compile alone
     let instruction = state
         .get("answer")
         .and_then(|s| s.instructions.clone())
@@ -211,6 +212,11 @@ fn main() {
         return;
     }
     let venv = shared.join("../shared-bench-venv/bin/python");
+    let venv = if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    };
     let script = shared.join("bench/dspy_instruction_baseline.py");
     let out = std::env::temp_dir().join("dspy-rhai-bench-feedback-dspy.json");
     println!("# Python DSPy 3.4.1 (same machine, same run): dspy_instruction_baseline.py --optimizers gepa,simba");
@@ -225,6 +231,7 @@ fn main() {
         ])
         .args(["--threads", &threads.to_string(), "--out"])
         .arg(&out)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
     match status {

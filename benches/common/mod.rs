@@ -24,8 +24,12 @@ pub fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-/// The repository's `../shared` directory, if present.
+/// The repository's `../shared` directory (or `$DSPY_RHAI_SHARED`, for
+/// checkouts elsewhere, such as worktrees), if present.
 pub fn shared_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DSPY_RHAI_SHARED").map(PathBuf::from) {
+        return dir.exists().then_some(dir);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
     dir.exists().then_some(dir)
 }

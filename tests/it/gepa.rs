@@ -397,3 +397,81 @@ fn scripts_compile_with_gepa_by_name_and_the_task_lm_reflects() {
     let best = best["result"]["best_score"].as_f64().unwrap();
     assert_eq!(best, 100.0, "the reflected instruction won");
 }
+
+const PAIR: &str = r#"
+    let first = Predict("question -> answer");
+    let second = Predict("question, draft -> answer");
+    fn forward(question) {
+        let d = first.call(#{ question: question });
+        let r = second.call(#{ question: question, draft: d.answer });
+        #{ answer: r.answer, draft: d.answer }
+    }
+    fn metric(example, pred, trace) {
+        let s = 0.0;
+        if pred.draft == "ok" { s += 0.5; }
+        if pred.answer == example.answer { s += 0.5; }
+        s
+    }
+"#;
+
+#[test]
+fn two_descendants_that_improved_different_predictors_are_merged() {
+    // `first` is right unless n % 4 == 1 (fixed by "alpha"), `second` unless
+    // n % 4 == 3 (fixed by "beta"): each child wins its own instances.
+    let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
+        let system = &req.messages[0].content;
+        let user = &req.messages.last().unwrap().content;
+        let n = number_in(user);
+        let reply = if user.contains("[[ ## draft ## ]]") {
+            let right = n % 4 != 3 || system.contains("beta");
+            json!({"answer": if right { format!("a{n}") } else { "wrong".into() }})
+        } else {
+            json!({"answer": if n % 4 != 1 || system.contains("alpha") { "ok" } else { "bad" }})
+        };
+        Ok(chat::reply(&fields(reply)))
+    }));
+    let (reflect, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
+        let user = &req.messages.last().unwrap().content;
+        let text = if user.contains("`draft`") {
+            "Use beta."
+        } else {
+            "Use alpha."
+        };
+        Ok(chat::reply(&fields(json!({"new_instruction": text}))))
+    }));
+    let host = host_with(PAIR, Some(lm));
+    let pipeline = host.pipeline();
+    let cancel = AtomicBool::new(false);
+    let cx = Compiler::new(
+        &pipeline,
+        host.predictors(),
+        (*host.session()).clone(),
+        Metric::Script("metric".into()),
+        &cancel,
+    )
+    .with_prompt_lm(Some(reflect));
+    let config = GepaConfig {
+        max_metric_calls: Some(120),
+        reflection_minibatch_size: 8,
+        track_stats: true,
+        ..GepaConfig::default()
+    };
+    let data = Data {
+        valset: Some(examples(10..18)),
+        ..Data::train(examples(0..8))
+    };
+    let out = gepa(&cx, &ProgramState::default(), &data, &config).unwrap();
+    let details = &out.metadata["detailed_results"];
+    let parents = details["parents"].as_array().unwrap();
+    let merged = parents
+        .iter()
+        .position(|p| p.as_array().unwrap().len() == 2);
+    let merged = merged.unwrap_or_else(|| panic!("no merge: {details}"));
+    assert_eq!(
+        details["candidates"][merged],
+        json!({"first": "Use alpha.", "second": "Use beta."})
+    );
+    assert_eq!(details["val_aggregate_scores"][merged], json!(1.0));
+    assert_eq!(out.metadata["best_idx"], json!(merged));
+    assert!(out.metadata["total_metric_calls"].as_u64().unwrap() <= 120);
+}

@@ -403,7 +403,8 @@ pub fn gepa(
             (name.clone(), text)
         })
         .collect();
-    let names: Vec<String> = seed_candidate.keys().cloned().collect();
+    // Round robin goes in declaration order, as DSPy's `named_predictors()`.
+    let names: Vec<String> = cx.program.iter().map(|(n, _)| n.clone()).collect();
     let state_of = |cand: &BTreeMap<String, String>| -> RunContext {
         let mut st = student.clone();
         for (name, text) in cand {
