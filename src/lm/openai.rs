@@ -471,6 +471,9 @@ struct SlotPool {
 struct PoolState {
     free: Vec<Slot>,
     made: usize,
+    /// Checkouts waiting for a slot; a returned slot wakes one only then
+    /// (a condvar notify is a syscall even with nobody waiting).
+    waiting: usize,
 }
 
 impl SlotPool {
@@ -480,6 +483,7 @@ impl SlotPool {
             state: Mutex::new(PoolState {
                 free: Vec::new(),
                 made: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             max,
@@ -506,8 +510,11 @@ impl SlotPool {
                         slot: Some(slot),
                     }),
                     Err(e) => {
-                        self.state.lock().expect("slot pool lock").made -= 1;
-                        self.freed.notify_one();
+                        let mut state = self.state.lock().expect("slot pool lock");
+                        state.made -= 1;
+                        if state.waiting > 0 {
+                            self.freed.notify_one();
+                        }
                         Err(e)
                     }
                 };
@@ -515,11 +522,13 @@ impl SlotPool {
             if cancel.load(Ordering::Relaxed) {
                 return Err(LmError::Cancelled);
             }
+            state.waiting += 1;
             state = self
                 .freed
                 .wait_timeout(state, CANCEL_POLL)
                 .expect("slot pool lock")
                 .0;
+            state.waiting -= 1;
         }
     }
 }
@@ -541,13 +550,11 @@ impl SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool
-                .state
-                .lock()
-                .expect("slot pool lock")
-                .free
-                .push(slot);
-            self.pool.freed.notify_one();
+            let mut state = self.pool.state.lock().expect("slot pool lock");
+            state.free.push(slot);
+            if state.waiting > 0 {
+                self.pool.freed.notify_one();
+            }
         }
     }
 }
