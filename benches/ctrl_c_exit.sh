@@ -16,7 +16,7 @@ MOCK=$!
 trap 'kill $MOCK 2>/dev/null' EXIT
 sleep 1.5
 export OPENAI_API_KEY=x
-requests() { curl -s "http://127.0.0.1:$PORT/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['requests'])"; }
+requests() { curl -s "http://127.0.0.1:$PORT/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['total_requests'])"; }
 echo "# load at start: $(cat /proc/loadavg)"
 echo "design exit_code seconds_to_exit requests_before requests_after"
 for d in "$@"; do

@@ -100,15 +100,6 @@ impl Default for ClientOptions {
 pub struct OpenAiClient {
     inner: Arc<Inner>,
     slots: SlotPool,
-    // MEASUREMENT ONLY (removed after the transport comparison): the
-    // multi-thread-runtime candidate, chosen by DSPY_RHAI_TRANSPORT=multi.
-    multi: Option<Multi>,
-}
-
-struct Multi {
-    runtime: Runtime,
-    http: reqwest::Client,
-    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What every attempt needs, shared with the slots.
@@ -172,28 +163,6 @@ impl OpenAiClient {
                 retries: AtomicU64::new(0),
             }),
             slots: SlotPool::new(max, no_proxy),
-            multi: match std::env::var("DSPY_RHAI_TRANSPORT").as_deref() {
-                Ok("multi") => {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .map_err(|e| LmError::Config(e.to_string()))?;
-                    let mut b = reqwest::Client::builder()
-                        .tcp_nodelay(true)
-                        .pool_idle_timeout(Duration::from_secs(90));
-                    if no_proxy {
-                        b = b.no_proxy();
-                    }
-                    let http = b.build().map_err(|e| LmError::Config(e.to_string()))?;
-                    Some(Multi {
-                        runtime,
-                        http,
-                        permits: Arc::new(tokio::sync::Semaphore::new(max)),
-                    })
-                }
-                _ => None,
-            },
         })
     }
 
@@ -245,35 +214,6 @@ impl OpenAiClient {
 
     /// One attempt on a checked-out slot, abandoned when `cancel` is set.
     fn attempt(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, Failure> {
-        if let Some(multi) = &self.multi {
-            let inner = Arc::clone(&self.inner);
-            let http = multi.http.clone();
-            let permits = Arc::clone(&multi.permits);
-            let timeout = inner.options.timeout;
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let handle = multi.runtime.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let result = tokio::time::timeout(timeout, send_once(&inner, &http, body))
-                    .await
-                    .unwrap_or(Err(Failure::Retry {
-                        error: LmError::Timeout(timeout),
-                        retry_after: None,
-                    }));
-                let _ = tx.send(result);
-            });
-            loop {
-                match rx.recv_timeout(CANCEL_POLL) {
-                    Ok(result) => return result,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if cancel.load(Ordering::Relaxed) {
-                            handle.abort();
-                            return Err(Failure::Fatal(LmError::Cancelled));
-                        }
-                    }
-                    Err(_) => return Err(Failure::Fatal(LmError::Cancelled)),
-                }
-            }
-        }
         let slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
         let inner = &self.inner;
         let timeout = inner.options.timeout;
