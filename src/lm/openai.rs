@@ -100,15 +100,6 @@ impl Default for ClientOptions {
 pub struct OpenAiClient {
     inner: Arc<Inner>,
     slots: SlotPool,
-    // MEASUREMENT ONLY (removed after the transport comparison): the
-    // multi-thread-runtime candidate, chosen by DSPY_RHAI_TRANSPORT=multi.
-    multi: Option<Multi>,
-}
-
-struct Multi {
-    runtime: Runtime,
-    http: reqwest::Client,
-    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// What every attempt needs, shared with the slots.
@@ -175,28 +166,6 @@ impl OpenAiClient {
                 response_format: super::response_format::StepDown::new(),
             }),
             slots: SlotPool::new(max, no_proxy),
-            multi: match std::env::var("DSPY_RHAI_TRANSPORT").as_deref() {
-                Ok("multi") => {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .map_err(|e| LmError::Config(e.to_string()))?;
-                    let mut b = reqwest::Client::builder()
-                        .tcp_nodelay(true)
-                        .pool_idle_timeout(Duration::from_secs(90));
-                    if no_proxy {
-                        b = b.no_proxy();
-                    }
-                    let http = b.build().map_err(|e| LmError::Config(e.to_string()))?;
-                    Some(Multi {
-                        runtime,
-                        http,
-                        permits: Arc::new(tokio::sync::Semaphore::new(max)),
-                    })
-                }
-                _ => None,
-            },
         })
     }
 
@@ -248,35 +217,6 @@ impl OpenAiClient {
 
     /// One attempt on a checked-out slot, abandoned when `cancel` is set.
     fn attempt(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, Failure> {
-        if let Some(multi) = &self.multi {
-            let inner = Arc::clone(&self.inner);
-            let http = multi.http.clone();
-            let permits = Arc::clone(&multi.permits);
-            let timeout = inner.options.timeout;
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let handle = multi.runtime.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let result = tokio::time::timeout(timeout, send_once(&inner, &http, body))
-                    .await
-                    .unwrap_or(Err(Failure::Retry {
-                        error: LmError::Timeout(timeout),
-                        retry_after: None,
-                    }));
-                let _ = tx.send(result);
-            });
-            loop {
-                match rx.recv_timeout(CANCEL_POLL) {
-                    Ok(result) => return result,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if cancel.load(Ordering::Relaxed) {
-                            handle.abort();
-                            return Err(Failure::Fatal(LmError::Cancelled));
-                        }
-                    }
-                    Err(_) => return Err(Failure::Fatal(LmError::Cancelled)),
-                }
-            }
-        }
         let slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
         let inner = &self.inner;
         let timeout = inner.options.timeout;
@@ -476,6 +416,9 @@ struct SlotPool {
 struct PoolState {
     free: Vec<Slot>,
     made: usize,
+    /// Checkouts waiting for a slot; a returned slot wakes one only then
+    /// (a condvar notify is a syscall even with nobody waiting).
+    waiting: usize,
 }
 
 impl SlotPool {
@@ -485,6 +428,7 @@ impl SlotPool {
             state: Mutex::new(PoolState {
                 free: Vec::new(),
                 made: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             max,
@@ -511,8 +455,11 @@ impl SlotPool {
                         slot: Some(slot),
                     }),
                     Err(e) => {
-                        self.state.lock().expect("slot pool lock").made -= 1;
-                        self.freed.notify_one();
+                        let mut state = self.state.lock().expect("slot pool lock");
+                        state.made -= 1;
+                        if state.waiting > 0 {
+                            self.freed.notify_one();
+                        }
                         Err(e)
                     }
                 };
@@ -520,11 +467,13 @@ impl SlotPool {
             if cancel.load(Ordering::Relaxed) {
                 return Err(LmError::Cancelled);
             }
+            state.waiting += 1;
             state = self
                 .freed
                 .wait_timeout(state, CANCEL_POLL)
                 .expect("slot pool lock")
                 .0;
+            state.waiting -= 1;
         }
     }
 }
@@ -546,13 +495,11 @@ impl SlotGuard<'_> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool
-                .state
-                .lock()
-                .expect("slot pool lock")
-                .free
-                .push(slot);
-            self.pool.freed.notify_one();
+            let mut state = self.pool.state.lock().expect("slot pool lock");
+            state.free.push(slot);
+            if state.waiting > 0 {
+                self.pool.freed.notify_one();
+            }
         }
     }
 }
