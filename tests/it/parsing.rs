@@ -261,7 +261,7 @@ fn random_values_round_trip_through_every_adapter() {
     const CHARS: &[char] = &[
         'a', 'Z', ' ', '\n', '&', '<', '>', '"', '\'', '«', '»', 'é', '{', '}', ',', '0', '-', '.',
     ];
-    let mut text = |rng: &mut fastrand::Rng| -> String {
+    let text = |rng: &mut fastrand::Rng| -> String {
         let len = rng.usize(1..12);
         let s: String = (0..len).map(|_| CHARS[rng.usize(..CHARS.len())]).collect();
         let s = s.trim().to_string();
