@@ -428,7 +428,7 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
         } else {
             json!({"answer": if n % 4 != 1 || system.contains("alpha") { "ok" } else { "bad" }})
         };
-        Ok(chat::reply(&fields(reply)))
+        Ok(crate::common::reply(&fields(reply)))
     }));
     let (reflect, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let user = &req.messages.last().unwrap().content;
@@ -437,7 +437,7 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
         } else {
             "Use alpha."
         };
-        Ok(chat::reply(&fields(json!({"new_instruction": text}))))
+        Ok(crate::common::reply(&fields(json!({"new_instruction": text}))))
     }));
     let host = host_with(PAIR, Some(lm));
     let pipeline = host.pipeline();
