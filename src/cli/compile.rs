@@ -291,7 +291,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "speculative_calls": speculative,
     });
     let summary = compiled.summary.clone();
-    let program = Program::from_compiled(compiled, metadata);
+    let mut program = Program::from_compiled(compiled, metadata);
+    // A run-wide --adapter is part of what was compiled: keep it with each
+    // predictor that did not choose its own in the script.
+    if let Some(kind) = args.host.adapter {
+        for (name, predictor) in &predictors {
+            let mut st = program.state.get(name).cloned().unwrap_or_default();
+            if predictor.adapter().is_none() && st.adapter.is_none() {
+                st.adapter = Some(kind);
+                program.state = program.state.with(name, st);
+            }
+        }
+    }
     if !to_stdout {
         program.save(&args.out, &predictors)?;
     }

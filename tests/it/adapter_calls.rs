@@ -377,3 +377,38 @@ fn cli_adapter_flag_sets_the_runs_adapter() {
         "{err}"
     );
 }
+
+#[test]
+fn compile_keeps_a_run_wide_adapter_in_the_saved_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(
+        &train,
+        "{\"question\": \"a\", \"answer\": \"1\"}\n{\"question\": \"b\", \"answer\": \"2\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("p.json");
+    let status = crate::common::cli()
+        .args(["compile", "scripts/qa.rhai", "--optimizer", "labeled", "--adapter", "xml"])
+        .arg("--train")
+        .arg(&train)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let adapters: Vec<&Value> = saved
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "metadata")
+        .map(|(_, v)| &v["adapter"])
+        .collect();
+    assert!(!adapters.is_empty(), "{saved}");
+    assert!(adapters.iter().all(|a| *a == "xml"), "{saved}");
+}
