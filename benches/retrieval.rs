@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dspy_rhai::retrieve::{build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST};
+use dspy_rhai::retrieve::{
+    build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER, TOKENIZER, TOKENIZERS,
+};
 
 const KS: [usize; 5] = [1, 3, 5, 10, 20];
 const BOOSTS: [f32; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
@@ -88,13 +90,35 @@ fn parse_args(args: &[String]) -> Config {
 
 fn shipped(config: &Config, scratch: &Path) {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/wiki_abstracts.jsonl.gz");
-    let out = scratch.join("wiki.index");
     println!("\n== shipped corpus: {}", corpus.display());
-    run_child_build(config, &corpus, &out);
-
     let dev = config.data.join("hotpotqa_dev.jsonl");
     let questions = read_questions(&dev);
-    let index = Index::open(&out).expect("open index");
+    let train = read_questions(&config.data.join("hotpotqa_train.jsonl"));
+    // Every tokenizer, the default one (TOKENIZER) last so its index is the
+    // one measured for latency below.
+    let mut tokenizers: Vec<&str> = TOKENIZERS.into_iter().filter(|t| *t != TOKENIZER).collect();
+    tokenizers.push(TOKENIZER);
+    let mut last = None;
+    for tokenizer in tokenizers {
+        let out = scratch.join(format!("wiki-{tokenizer}.index"));
+        println!("\n-- tokenizer `{tokenizer}`");
+        run_child_build_with(config, &corpus, &out, tokenizer);
+        if questions.is_empty() {
+            last = Some(out);
+            continue;
+        }
+        let index = Index::open(&out).expect("open index");
+        if tokenizer == DEFAULT_TOKENIZER {
+            query_paths(&index, &questions);
+        }
+        let index = quality(index, "dev", &questions, &BOOSTS);
+        // A held-out check of the boost chosen on dev.
+        if !train.is_empty() {
+            quality(index, "train", &train, &[DEFAULT_TITLE_BOOST, 1.0]);
+        }
+        last = Some(out);
+    }
+    let index = Index::open(&last.expect("an index")).expect("open index");
     if questions.is_empty() {
         println!(
             "{} not found: latency uses passage titles as queries; quality skipped",
@@ -109,13 +133,54 @@ fn shipped(config: &Config, scratch: &Path) {
         return;
     }
     let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
-    println!("queries: {} HotPotQA dev questions", queries.len());
+    println!("\nqueries: {} HotPotQA dev questions, tokenizer `{TOKENIZER}`", queries.len());
     latency(&index, &queries);
-    let index = quality(index, "dev", &questions, &BOOSTS);
-    // A held-out check of the boost chosen on dev.
-    let train = read_questions(&config.data.join("hotpotqa_train.jsonl"));
-    if !train.is_empty() {
-        quality(index, "train", &train, &[DEFAULT_TITLE_BOOST, 1.0]);
+}
+
+/// Issue 15 item 5: the query built from terms (one lookup per term) against
+/// the parsed query string it replaced, on the same index, interleaved query
+/// by query; and whether both rank every dev question identically.
+fn query_paths(index: &Index, questions: &[Question]) {
+    let queries: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
+    let mut differ = 0;
+    for q in &queries {
+        let a = index.search(q, 10).expect("search");
+        let b = index.search_via_query_parser(q, 10).expect("search");
+        let key = |p: &[dspy_rhai::retrieve::Passage]| {
+            p.iter().map(|p| (p.id.clone(), p.score.to_bits())).collect::<Vec<_>>()
+        };
+        if key(&a) != key(&b) {
+            differ += 1;
+        }
+    }
+    println!(
+        "query paths: {differ} of {} dev questions rank differently (ids and scores at k=10)",
+        queries.len()
+    );
+    for q in &queries {
+        index.search(q, 3).expect("warm-up");
+        index.search_via_query_parser(q, 3).expect("warm-up");
+    }
+    for k in [3, 10] {
+        let (mut terms, mut parsed) = (Vec::new(), Vec::new());
+        for q in &queries {
+            let started = Instant::now();
+            std::hint::black_box(index.search_via_query_parser(q, k).expect("search"));
+            parsed.push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            std::hint::black_box(index.search(q, k).expect("search"));
+            terms.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        for (name, micros) in [("parsed query string (before)", &mut parsed), ("terms, one lookup each (after)", &mut terms)] {
+            micros.sort_by(f64::total_cmp);
+            let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "query path k={k:<2} {name}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
+                pct(0.5) / 1e3,
+                pct(0.99) / 1e3,
+                micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
+            );
+        }
     }
 }
 
@@ -170,12 +235,17 @@ fn synthetic(config: &Config, scratch: &Path) {
 
 /// Builds the index in a child process and prints its report and peak RSS.
 fn run_child_build(config: &Config, corpus: &Path, out: &Path) {
+    run_child_build_with(config, corpus, out, TOKENIZER)
+}
+
+fn run_child_build_with(config: &Config, corpus: &Path, out: &Path, tokenizer: &str) {
     let output = Command::new(std::env::current_exe().expect("current exe"))
         .arg("--child-build")
         .arg(corpus)
         .arg(out)
         .arg(config.threads.to_string())
         .arg(config.memory_mb.to_string())
+        .arg(tokenizer)
         .output()
         .expect("spawn child build");
     assert!(
@@ -187,12 +257,16 @@ fn run_child_build(config: &Config, corpus: &Path, out: &Path) {
 }
 
 fn child_build(args: &[String]) {
-    let [corpus, out, threads, memory_mb] = args else {
-        panic!("--child-build CORPUS OUT THREADS MEMORY_MB");
+    let [corpus, out, threads, memory_mb, tokenizer] = args else {
+        panic!("--child-build CORPUS OUT THREADS MEMORY_MB TOKENIZER");
     };
     let options = BuildOptions {
         threads: threads.parse().expect("threads"),
         memory_budget_bytes: memory_mb.parse::<usize>().expect("memory") * 1024 * 1024,
+        tokenizer: TOKENIZERS
+            .into_iter()
+            .find(|t| t == tokenizer)
+            .expect("known tokenizer"),
         ..BuildOptions::default()
     };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

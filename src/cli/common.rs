@@ -78,9 +78,14 @@ impl LmArgs {
 /// compile and repl.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir);
+    /// short for --retriever tantivy:DIR, and wins over $DSPY_RETRIEVER.
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
+    /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
+    /// opensearch:https://HOST:9200/INDEX (default: the local index).
+    #[arg(long, env = "DSPY_RETRIEVER", hide_env_values = true, value_name = "URI")]
+    pub retriever: Option<String>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -96,9 +101,17 @@ impl HostArgs {
     ) -> anyhow::Result<(crate::host::Host, crate::optimize::program_file::Mode)> {
         use crate::host::{Host, HostOptions};
         use crate::predict::{ProgramState, RunContext};
+        let (retriever, remote) = super::search::choose_retriever(
+            self.retriever.as_deref(),
+            self.index.clone(),
+            !self.lm.no_cache,
+            self.lm.cache_dir.clone(),
+        )?;
         let options = HostOptions {
             print_to_stderr,
             index_dir: self.index.clone(),
+            retriever: Some(retriever),
+            remote,
             ..HostOptions::default()
         };
         let session = RunContext::new(self.lm.build()?, Arc::new(ProgramState::default()));

@@ -51,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         memory_budget_bytes: args.memory_mb.saturating_mul(1024 * 1024),
         title_boost: args.title_boost,
         cancel,
+        ..BuildOptions::default()
     };
 
     let bar = super::progress::Progress::counter("passages");

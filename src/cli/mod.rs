@@ -9,6 +9,7 @@ mod progress;
 mod repl;
 mod run;
 mod search;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -34,8 +35,10 @@ enum Command {
     Repl(repl::Args),
     /// Build the search index from a passage corpus.
     Index(index::Args),
-    /// Search the index.
+    /// Search the index (or any retriever).
     Search(search::Args),
+    /// Serve the index over DSPy's ColBERTv2 protocol.
+    Serve(serve::Args),
 }
 
 /// Entry point of the binary: parses arguments and runs the subcommand.
@@ -70,5 +73,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Compile(args) => compile::run(args),
         Command::Index(args) => index::run(args),
         Command::Search(args) => search::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

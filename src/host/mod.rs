@@ -35,6 +35,10 @@ pub struct HostOptions {
     pub print_to_stderr: bool,
     /// The retrieval index to use (default: [`crate::retrieve::default_index_dir`]).
     pub index_dir: Option<PathBuf>,
+    /// The retriever to use; when set it wins over `index_dir`.
+    pub retriever: Option<crate::retrieve::RetrieverSpec>,
+    /// Timeout, retries and cache of remote retrievers.
+    pub remote: crate::retrieve::RemoteOptions,
 }
 
 /// The per-call context handed to native functions through Rhai's call tag.
@@ -57,8 +61,8 @@ pub(crate) struct Shared {
     pub cancel: Arc<AtomicBool>,
     /// Host options.
     pub options: HostOptions,
-    /// The opened retrieval index, once a script asked for one.
-    pub index: bindings::retrieve::IndexSlot,
+    /// The retriever, opened once a script asks for one.
+    pub index: crate::retrieve::RetrieverSlot,
 }
 
 impl Shared {
@@ -88,7 +92,13 @@ impl Host {
             program: RwLock::new(Arc::new(AST::empty())),
             source: RwLock::new(("<script>".into(), String::new())),
             cancel: Arc::new(AtomicBool::new(false)),
-            index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
+            index: crate::retrieve::RetrieverSlot::new(
+                options
+                    .retriever
+                    .clone()
+                    .unwrap_or_else(|| crate::retrieve::RetrieverSpec::Tantivy(options.index_dir.clone())),
+                options.remote.clone(),
+            ),
             options,
         });
         let engine = engine::build(&shared);
@@ -195,6 +205,11 @@ impl Host {
         let mut ctx = (*self.session()).clone();
         ctx.state = Arc::new(state);
         self.set_session(ctx);
+    }
+
+    /// The host's retriever slot (what `retrieve` searches).
+    pub fn retriever(&self) -> &crate::retrieve::RetrieverSlot {
+        &self.shared.index
     }
 
     /// The flag that Ctrl-C sets to stop running scripts.

@@ -12,7 +12,7 @@ use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
 
 use super::corpus::CorpusReader;
 use super::meta::{IndexMeta, META_FILE};
-use super::schema::{Fields, SCHEMA_VERSION};
+use super::schema::{register_tokenizers, Fields, SCHEMA_VERSION, TOKENIZER, TOKENIZERS};
 use super::RetrieveError;
 
 /// Title boost applied at search time unless a build says otherwise; chosen by
@@ -47,6 +47,11 @@ pub struct BuildOptions {
     /// Set it (for instance from a Ctrl-C handler) to abandon the build; the
     /// previous index is then left untouched.
     pub cancel: Arc<AtomicBool>,
+    /// The analyzer of `title` and `text`, one of [`TOKENIZERS`] (default
+    /// [`TOKENIZER`]; another one is for measuring).
+    pub tokenizer: &'static str,
+    /// Build (and swap in) an index even when the corpus has no passage.
+    pub allow_empty: bool,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +62,8 @@ impl Default for BuildOptions {
             memory_budget_bytes: DEFAULT_MEMORY_MB * 1024 * 1024,
             title_boost: DEFAULT_TITLE_BOOST,
             cancel: Arc::new(AtomicBool::new(false)),
+            tokenizer: TOKENIZER,
+            allow_empty: false,
         }
     }
 }
@@ -138,6 +145,13 @@ pub fn build_index(
 
 /// Validates the options and returns the number of indexing threads to use.
 fn checked_threads(options: &BuildOptions) -> Result<usize, RetrieveError> {
+    if !TOKENIZERS.contains(&options.tokenizer) {
+        return Err(RetrieveError::InvalidOption(format!(
+            "unknown tokenizer `{}`; expected one of {}",
+            options.tokenizer,
+            TOKENIZERS.join(", ")
+        )));
+    }
     if !(options.title_boost.is_finite() && options.title_boost > 0.0) {
         return Err(RetrieveError::InvalidOption(format!(
             "title boost must be a positive number, got {}",
@@ -176,7 +190,7 @@ fn write_index(
     threads: usize,
     progress: &dyn Fn(u64),
 ) -> Result<Counts, RetrieveError> {
-    let (schema, fields) = Fields::schema();
+    let (schema, fields) = Fields::schema_with(options.tokenizer);
     let settings = tantivy::IndexSettings {
         docstore_blocksize: DOCSTORE_BLOCK_BYTES,
         ..tantivy::IndexSettings::default()
@@ -188,6 +202,7 @@ fn write_index(
         .map_err(|e| {
             RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
         })?;
+    register_tokenizers(&index);
     let mut writer: IndexWriter = index
         .writer_with_num_threads(threads, options.memory_budget_bytes)
         .map_err(|e| RetrieveError::tantivy("starting the index writer", e))?;
