@@ -16,4 +16,5 @@ mod predict;
 mod pyrandom;
 mod repl;
 mod retrieve;
+mod retrieve_remote;
 mod signature;

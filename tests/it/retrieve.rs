@@ -13,7 +13,7 @@ use dspy_rhai::retrieve::{
 };
 
 /// Five passages, with the titles the ranking tests look for.
-const PASSAGES: [(&str, &str, &str); 5] = [
+pub(crate) const PASSAGES: [(&str, &str, &str); 5] = [
     (
         "p1",
         "The Wailing (film)",
@@ -41,7 +41,7 @@ const PASSAGES: [(&str, &str, &str); 5] = [
     ),
 ];
 
-fn jsonl_fixture() -> String {
+pub(crate) fn jsonl_fixture() -> String {
     PASSAGES
         .iter()
         .map(|(id, title, text)| {
@@ -50,7 +50,7 @@ fn jsonl_fixture() -> String {
         .collect()
 }
 
-fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
@@ -89,7 +89,7 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-fn titles(passages: &[Passage]) -> Vec<&str> {
+pub(crate) fn titles(passages: &[Passage]) -> Vec<&str> {
     passages.iter().map(|p| p.title.as_str()).collect()
 }
 
@@ -233,7 +233,7 @@ fn skip_bad_lines_counts_them() {
 }
 
 /// A corpus of `n` passages titled `Passage <i>` whose line `bad_line` (if any) is malformed.
-fn numbered_corpus(n: usize, bad_line: Option<usize>) -> String {
+pub(crate) fn numbered_corpus(n: usize, bad_line: Option<usize>) -> String {
     (1..=n)
         .map(|i| {
             if Some(i) == bad_line {
@@ -319,7 +319,7 @@ fn refuses_to_replace_a_directory_that_is_not_an_index() {
     );
 }
 
-fn fixture_index(tmp: &Path) -> Index {
+pub(crate) fn fixture_index(tmp: &Path) -> Index {
     let out = tmp.join("fixture.index");
     build(&write(tmp, "c.jsonl", &jsonl_fixture()), &out).unwrap();
     Index::open(&out).unwrap()
@@ -529,10 +529,11 @@ fn hotpotqa_gold_titles_are_in_the_shipped_corpus() {
     }
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
         .args(args)
         .env_remove("DSPY_INDEX")
+        .env_remove("DSPY_RETRIEVER")
         .output()
         .unwrap()
 }
