@@ -33,7 +33,8 @@ fn input_text(fields: &Fields) -> String {
 
 impl KnnIndex {
     /// Indexes the inputs of every example (Tantivy's `default` analyzer,
-    /// every query word kept, no title: the scoring KNNFewShot always had).
+    /// every query word kept and repeated words counted, no title: the
+    /// scoring KNNFewShot always had).
     pub fn build(trainset: &[Example]) -> Result<KnnIndex> {
         let records = trainset.iter().enumerate().map(|(i, ex)| Record {
             id: i.to_string(),
@@ -44,6 +45,7 @@ impl KnnIndex {
             tokenizer: DEFAULT_TOKENIZER,
             title_boost: 1.0,
             common_word_share: None,
+            repeated_words: true,
         };
         Ok(KnnIndex {
             index: MemoryIndex::build(records, &options).map_err(Error::from)?,

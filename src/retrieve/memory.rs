@@ -23,6 +23,9 @@ pub struct MemoryOptions {
     /// Leave out query words in more than this share of passages (see
     /// [`COMMON_WORD_SHARE`]); `None` keeps every word.
     pub common_word_share: Option<f64>,
+    /// Score a word repeated in the query once per occurrence (Tantivy's
+    /// query parser did; KNNFewShot keeps that scoring) instead of once.
+    pub repeated_words: bool,
 }
 
 impl Default for MemoryOptions {
@@ -32,6 +35,7 @@ impl Default for MemoryOptions {
             tokenizer: TOKENIZER,
             title_boost: DEFAULT_TITLE_BOOST,
             common_word_share: Some(COMMON_WORD_SHARE),
+            repeated_words: false,
         }
     }
 }
@@ -72,6 +76,7 @@ impl MemoryIndex {
         writer.commit().map_err(err)?;
         let mut core = Bm25Core::new(index, options.title_boost)?;
         core.common_word_share = options.common_word_share;
+        core.repeated_words = options.repeated_words;
         Ok(MemoryIndex { core })
     }
 

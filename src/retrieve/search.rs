@@ -75,6 +75,9 @@ pub(crate) struct Bm25Core {
     /// Words in more than this share of passages are dropped (see [`COMMON_WORD_SHARE`]);
     /// `None` keeps every word.
     pub(crate) common_word_share: Option<f64>,
+    /// Keep a word repeated in the query as often as it occurs (each
+    /// occurrence adds its clauses, as Tantivy's query parser does).
+    pub(crate) repeated_words: bool,
 }
 
 impl Bm25Core {
@@ -105,6 +108,7 @@ impl Bm25Core {
             reader,
             title_boost,
             common_word_share: Some(COMMON_WORD_SHARE),
+            repeated_words: false,
         })
     }
 
@@ -155,8 +159,9 @@ impl Bm25Core {
         }
     }
 
-    /// The query's distinct words as the `text` field's analyzer makes them
-    /// (the `title` field uses the same analyzer), in first-seen order.
+    /// The query's distinct words (all of them with `repeated_words`) as the
+    /// `text` field's analyzer makes them (the `title` field uses the same
+    /// analyzer), in first-seen order.
     fn words(&self, query: &str) -> Vec<String> {
         let mut analyzer = match self.index.tokenizer_for_field(self.fields.text) {
             Ok(analyzer) => analyzer,
@@ -166,7 +171,7 @@ impl Bm25Core {
         let mut words: Vec<String> = Vec::new();
         while stream.advance() {
             let word = &stream.token().text;
-            if !words.iter().any(|w| w == word) {
+            if self.repeated_words || !words.iter().any(|w| w == word) {
                 words.push(word.clone());
             }
         }

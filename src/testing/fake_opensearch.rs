@@ -152,6 +152,7 @@ fn handle(state: &mut State, req: &MockRequest) -> MockReply {
                     tokenizer: EN_STEM_STOP_TOKENIZER,
                     title_boost: 1.0,
                     common_word_share: None,
+                    repeated_words: false,
                 };
                 match MemoryIndex::build(fake.docs.iter().cloned(), &options) {
                     Ok(built) => {

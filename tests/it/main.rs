@@ -16,5 +16,6 @@ mod predict;
 mod pyrandom;
 mod repl;
 mod retrieve;
+mod retrieve_index;
 mod retrieve_remote;
 mod signature;
