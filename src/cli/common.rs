@@ -84,7 +84,12 @@ pub struct HostArgs {
     pub index: Option<PathBuf>,
     /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
     /// opensearch:https://HOST:9200/INDEX (default: the local index).
-    #[arg(long, env = "DSPY_RETRIEVER", hide_env_values = true, value_name = "URI")]
+    #[arg(
+        long,
+        env = "DSPY_RETRIEVER",
+        hide_env_values = true,
+        value_name = "URI"
+    )]
     pub retriever: Option<String>,
     #[command(flatten)]
     pub lm: LmArgs,

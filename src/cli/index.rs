@@ -124,7 +124,8 @@ fn load_remote(args: &Args, uri: &str, cancel: Arc<AtomicBool>) -> anyhow::Resul
     let bar = super::progress::Progress::counter("passages");
     let result = client.bulk_load(reader, &options, &|n| bar.update(n, None, String::new()));
     bar.finish();
-    let report = result.with_context(|| format!("loading {} into {}", args.corpus.display(), client.name()))?;
+    let report = result
+        .with_context(|| format!("loading {} into {}", args.corpus.display(), client.name()))?;
     println!(
         "loaded {} passages ({} bad lines skipped) into {} in {:.1} s: {} requests, {:.1} MB of _bulk bodies, {} items resent",
         report.doc_count,

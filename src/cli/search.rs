@@ -24,7 +24,12 @@ pub struct Args {
     pub index: Option<PathBuf>,
     /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
     /// opensearch:https://HOST:9200/INDEX (default: the local index).
-    #[arg(long, env = "DSPY_RETRIEVER", hide_env_values = true, value_name = "URI")]
+    #[arg(
+        long,
+        env = "DSPY_RETRIEVER",
+        hide_env_values = true,
+        value_name = "URI"
+    )]
     pub retriever: Option<String>,
     /// Number of passages to return.
     #[arg(short = 'k', value_name = "N", default_value_t = 5)]

@@ -16,7 +16,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
     /// Serve another retriever instead (tantivy:DIR, colbertv2:URL, opensearch:URL/INDEX).
-    #[arg(long, env = "DSPY_RETRIEVER", hide_env_values = true, value_name = "URI")]
+    #[arg(
+        long,
+        env = "DSPY_RETRIEVER",
+        hide_env_values = true,
+        value_name = "URI"
+    )]
     pub retriever: Option<String>,
     /// Address to listen on (use 0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]

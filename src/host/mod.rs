@@ -93,10 +93,9 @@ impl Host {
             source: RwLock::new(("<script>".into(), String::new())),
             cancel: Arc::new(AtomicBool::new(false)),
             index: crate::retrieve::RetrieverSlot::new(
-                options
-                    .retriever
-                    .clone()
-                    .unwrap_or_else(|| crate::retrieve::RetrieverSpec::Tantivy(options.index_dir.clone())),
+                options.retriever.clone().unwrap_or_else(|| {
+                    crate::retrieve::RetrieverSpec::Tantivy(options.index_dir.clone())
+                }),
                 options.remote.clone(),
             ),
             options,

@@ -217,7 +217,10 @@ impl Iterator for CorpusReader {
         while !self.done {
             self.buf.clear();
             let limit = MAX_LINE_BYTES as u64 + 1;
-            match (&mut self.input).take(limit).read_until(b'\n', &mut self.buf) {
+            match (&mut self.input)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(0) => self.done = true,
                 Ok(n) if n as u64 == limit && self.buf.last() != Some(&b'\n') => {
                     self.line_no += 1;

@@ -64,8 +64,7 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.sent
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let outcome = make(&self.client).send().and_then(|response| {
                 let status = response.status().as_u16();
                 let retry_after = response

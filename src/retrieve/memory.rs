@@ -65,7 +65,9 @@ impl MemoryIndex {
         let index = TantivyIndex::create_in_ram(schema);
         register_tokenizers(&index);
         // One thread keeps document order (and so tie order) deterministic.
-        let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BYTES).map_err(err)?;
+        let mut writer: IndexWriter = index
+            .writer_with_num_threads(1, WRITER_BYTES)
+            .map_err(err)?;
         for record in records {
             let mut doc = TantivyDocument::default();
             doc.add_text(fields.id, record.id);

@@ -44,13 +44,15 @@ pub mod serve;
 use std::path::PathBuf;
 
 pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST};
-pub use error::RetrieveError;
-pub use meta::{IndexMeta, META_FILE};
 pub use colbert::{ColBertV2, COLBERTV2_MAX_K};
+pub use error::RetrieveError;
 pub use memory::{MemoryIndex, MemoryOptions};
+pub use meta::{IndexMeta, META_FILE};
 pub use opensearch::OpenSearch;
 pub use retriever::{RemoteOptions, Retriever, RetrieverSlot, RetrieverSpec, RETRIEVER_ENV};
-pub use schema::{DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TOKENIZER, TOKENIZERS};
+pub use schema::{
+    DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
+};
 pub use search::{Index, Passage, COMMON_WORD_SHARE};
 
 /// Environment variable naming the default index directory.

@@ -153,7 +153,11 @@ pub struct BulkReport {
 impl OpenSearch {
     /// A client of `index` on the server at `base` (e.g.
     /// `https://localhost:9200`), with credentials from the environment.
-    pub fn new(base: &str, index: &str, options: &RemoteOptions) -> Result<OpenSearch, RetrieveError> {
+    pub fn new(
+        base: &str,
+        index: &str,
+        options: &RemoteOptions,
+    ) -> Result<OpenSearch, RetrieveError> {
         Self::with_env(base, index, options, &|name| {
             std::env::var(name).ok().filter(|v| !v.is_empty())
         })
@@ -208,7 +212,10 @@ impl OpenSearch {
         self.http.requests_sent()
     }
 
-    fn authed(&self, request: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+    fn authed(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
         match &self.auth {
             Auth::None => request,
             Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
@@ -329,7 +336,11 @@ impl OpenSearch {
                 bad_lines: report.bad_lines_skipped,
             });
         }
-        self.call(reqwest::Method::POST, &format!("{}/_refresh", self.index), None)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("{}/_refresh", self.index),
+            None,
+        )?;
         report.requests = self.http.requests_sent() - requests_before;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
@@ -367,7 +378,10 @@ impl OpenSearch {
             }
             let mut rejected = Vec::new();
             for (item, record) in items.iter().zip(&pending) {
-                let result = item.get("index").or_else(|| item.get("create")).unwrap_or(item);
+                let result = item
+                    .get("index")
+                    .or_else(|| item.get("create"))
+                    .unwrap_or(item);
                 let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
                 match status {
                     200..=299 => report.doc_count += 1,
@@ -413,8 +427,11 @@ fn ndjson(index: &str, records: &[&Record]) -> Vec<u8> {
         serde_json::to_writer(&mut body, &json!({"index": {"_index": index, "_id": r.id}}))
             .expect("JSON to memory");
         body.push(b'\n');
-        serde_json::to_writer(&mut body, &json!({"id": r.id, "title": r.title, "text": r.text}))
-            .expect("JSON to memory");
+        serde_json::to_writer(
+            &mut body,
+            &json!({"id": r.id, "title": r.title, "text": r.text}),
+        )
+        .expect("JSON to memory");
         let _ = body.write_all(b"\n");
     }
     body

@@ -62,7 +62,10 @@ impl Retriever for super::MemoryIndex {
     }
 
     fn description(&self) -> String {
-        format!("in-memory Tantivy BM25 index ({} passages)", self.num_docs())
+        format!(
+            "in-memory Tantivy BM25 index ({} passages)",
+            self.num_docs()
+        )
     }
 }
 
@@ -96,8 +99,11 @@ impl RetrieverSpec {
     pub fn parse(uri: &str) -> Result<RetrieverSpec, RetrieveError> {
         let forms = "expected tantivy:DIR, colbertv2:http://HOST:PORT/PATH or \
                      opensearch:https://HOST:9200/INDEX";
-        let bad = |why: &str| RetrieveError::InvalidOption(format!("retriever `{uri}`: {why}; {forms}"));
-        let (scheme, rest) = uri.split_once(':').ok_or_else(|| bad("no backend prefix"))?;
+        let bad =
+            |why: &str| RetrieveError::InvalidOption(format!("retriever `{uri}`: {why}; {forms}"));
+        let (scheme, rest) = uri
+            .split_once(':')
+            .ok_or_else(|| bad("no backend prefix"))?;
         match scheme {
             "tantivy" => Ok(RetrieverSpec::Tantivy(
                 (!rest.is_empty()).then(|| PathBuf::from(rest)),
@@ -113,21 +119,25 @@ impl RetrieverSpec {
                     .strip_prefix("http://")
                     .or_else(|| rest.strip_prefix("https://"))
                 else {
-                    return Err(bad("the OpenSearch URL must start with http:// or https://"));
+                    return Err(bad(
+                        "the OpenSearch URL must start with http:// or https://",
+                    ));
                 };
                 let trimmed = rest.trim_end_matches('/');
                 match trimmed.rsplit_once('/') {
                     Some((base, index))
-                        if !index.is_empty() && after_scheme.trim_end_matches('/').contains('/') =>
+                        if !index.is_empty()
+                            && after_scheme.trim_end_matches('/').contains('/') =>
                     {
-                        super::opensearch::check_index_name(index)
-                            .map_err(|why| bad(&why))?;
+                        super::opensearch::check_index_name(index).map_err(|why| bad(&why))?;
                         Ok(RetrieverSpec::OpenSearch {
                             base: base.to_string(),
                             index: index.to_string(),
                         })
                     }
-                    _ => Err(bad("the URL must end with the index name, as in https://HOST:9200/wiki")),
+                    _ => Err(bad(
+                        "the URL must end with the index name, as in https://HOST:9200/wiki",
+                    )),
                 }
             }
             _ => Err(bad(&format!("unknown backend `{scheme}`"))),

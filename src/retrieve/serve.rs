@@ -239,10 +239,9 @@ async fn handle(
                 .enumerate()
                 .map(|(i, (p, e))| {
                     let text = p.dspy_text();
-                    let pid = p
-                        .id
-                        .parse::<u64>()
-                        .map_or_else(|_| json!(p.id), |n| json!(n));
+                    let pid =
+                        p.id.parse::<u64>()
+                            .map_or_else(|_| json!(p.id), |n| json!(n));
                     json!({
                         "text": text,
                         "pid": pid,
@@ -323,9 +322,7 @@ fn form_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn read_json(
-    request: Request<Incoming>,
-) -> Result<(Option<String>, Option<String>), String> {
+async fn read_json(request: Request<Incoming>) -> Result<(Option<String>, Option<String>), String> {
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES);
     let body = limited
         .collect()
@@ -349,10 +346,9 @@ fn checked(query: Option<String>, k: Option<String>) -> Result<(String, usize), 
     let query = query.ok_or("missing `query`")?;
     let k = match k {
         None => 10,
-        Some(k) => k
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`k` must be a whole number from 1 to {COLBERTV2_MAX_K}, got {k:?}"))?,
+        Some(k) => k.trim().parse::<usize>().map_err(|_| {
+            format!("`k` must be a whole number from 1 to {COLBERTV2_MAX_K}, got {k:?}")
+        })?,
     };
     if k == 0 || k > COLBERTV2_MAX_K {
         return Err(format!("`k` must be from 1 to {COLBERTV2_MAX_K}, got {k}"));

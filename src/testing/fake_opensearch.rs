@@ -139,7 +139,11 @@ fn handle(state: &mut State, req: &MockRequest) -> MockReply {
     state.auth_seen.push(auth.clone());
     if let Some(required) = &state.required_auth {
         if auth.as_deref() != Some(required.as_str()) {
-            return error(401, "security_exception", "missing authentication credentials for REST request");
+            return error(
+                401,
+                "security_exception",
+                "missing authentication credentials for REST request",
+            );
         }
     }
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
@@ -174,7 +178,11 @@ fn handle(state: &mut State, req: &MockRequest) -> MockReply {
 }
 
 fn missing(index: &str) -> MockReply {
-    error(404, "index_not_found_exception", &format!("no such index [{index}]"))
+    error(
+        404,
+        "index_not_found_exception",
+        &format!("no such index [{index}]"),
+    )
 }
 
 fn create(state: &mut State, index: &str, body: &Value) -> MockReply {
@@ -185,11 +193,19 @@ fn create(state: &mut State, index: &str, body: &Value) -> MockReply {
             &format!("index [{index}/fake-uuid] already exists"),
         );
     }
-    let Some(properties) = body.pointer("/mappings/properties").and_then(Value::as_object) else {
+    let Some(properties) = body
+        .pointer("/mappings/properties")
+        .and_then(Value::as_object)
+    else {
         return error(400, "mapper_parsing_exception", "no mappings.properties");
     };
     for field in ["title", "text"] {
-        if properties.get(field).and_then(|f| f.get("type")).and_then(Value::as_str) != Some("text") {
+        if properties
+            .get(field)
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str)
+            != Some("text")
+        {
             return error(
                 400,
                 "mapper_parsing_exception",
@@ -212,10 +228,16 @@ fn bulk(state: &mut State, req: &MockRequest) -> MockReply {
     state.bulk_bytes += req.raw_body.len() as u64;
     if state.fail_bulk_requests > 0 {
         state.fail_bulk_requests -= 1;
-        return error(429, "es_rejected_execution_exception", "rejected execution (queue full)");
+        return error(
+            429,
+            "es_rejected_execution_exception",
+            "rejected execution (queue full)",
+        );
     }
     let content_type = req.header("content-type").unwrap_or("");
-    if !(content_type.starts_with("application/x-ndjson") || content_type.starts_with("application/json")) {
+    if !(content_type.starts_with("application/x-ndjson")
+        || content_type.starts_with("application/json"))
+    {
         return error(
             406,
             "illegal_argument_exception",
@@ -233,8 +255,12 @@ fn bulk(state: &mut State, req: &MockRequest) -> MockReply {
         );
     }
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    if lines.len() % 2 != 0 {
-        return error(400, "illegal_argument_exception", "an action line without a source line");
+    if !lines.len().is_multiple_of(2) {
+        return error(
+            400,
+            "illegal_argument_exception",
+            "an action line without a source line",
+        );
     }
     let mut items = Vec::new();
     let mut errors = false;
@@ -246,10 +272,22 @@ fn bulk(state: &mut State, req: &MockRequest) -> MockReply {
             return error(400, "parse_exception", "malformed bulk line");
         };
         let Some(meta) = action.get("index") else {
-            return error(400, "illegal_argument_exception", "only index actions are supported");
+            return error(
+                400,
+                "illegal_argument_exception",
+                "only index actions are supported",
+            );
         };
-        let index = meta.get("_index").and_then(Value::as_str).unwrap_or_default().to_string();
-        let id = meta.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let index = meta
+            .get("_index")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let id = meta
+            .get("_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if state.reject_items > 0 {
             state.reject_items -= 1;
             errors = true;
@@ -263,7 +301,13 @@ fn bulk(state: &mut State, req: &MockRequest) -> MockReply {
                 "error": {"type": "index_not_found_exception", "reason": format!("no such index [{index}]")}}}));
             continue;
         };
-        let field = |name: &str| source.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let field = |name: &str| {
+            source
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let record = Record {
             id: id.clone(),
             title: field("title"),
@@ -302,7 +346,11 @@ fn search(state: &State, index: &str, body: &Value) -> MockReply {
         );
     };
     let Some(text) = multi.get("query").and_then(Value::as_str) else {
-        return error(400, "parsing_exception", "[multi_match] requires query value");
+        return error(
+            400,
+            "parsing_exception",
+            "[multi_match] requires query value",
+        );
     };
     let size = body.get("size").and_then(Value::as_u64).unwrap_or(10) as usize;
     let empty = json!({"took": 1, "timed_out": false,

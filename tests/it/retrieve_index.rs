@@ -20,20 +20,48 @@ fn an_empty_build_never_replaces_a_good_index() {
     drop(old);
     let empty = write(tmp.path(), "empty.jsonl", "\n\n");
     let err = build_index(&empty, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
-    assert!(matches!(err, RetrieveError::EmptyCorpus { bad_lines: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, RetrieveError::EmptyCorpus { bad_lines: 0, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("--allow-empty"), "{err}");
     // Every line bad, skipped: still empty.
     let bad = write(tmp.path(), "bad.jsonl", "{oops\nnot json\n");
-    let options = BuildOptions { skip_bad_lines: true, ..BuildOptions::default() };
+    let options = BuildOptions {
+        skip_bad_lines: true,
+        ..BuildOptions::default()
+    };
     let err = build_index(&bad, &out, &options, &|_| {}).unwrap_err();
-    assert!(matches!(err, RetrieveError::EmptyCorpus { bad_lines: 2, .. }), "{err:?}");
-    assert_eq!(Index::open(&out).unwrap().num_docs(), 5, "the old index is kept");
+    assert!(
+        matches!(err, RetrieveError::EmptyCorpus { bad_lines: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        Index::open(&out).unwrap().num_docs(),
+        5,
+        "the old index is kept"
+    );
     // The CLI says so too, and --allow-empty builds it.
-    let run = cli(&["index", empty.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let run = cli(&[
+        "index",
+        empty.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("refusing to build an empty index"));
-    let run = cli(&["index", empty.to_str().unwrap(), "--out", out.to_str().unwrap(), "--allow-empty"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = cli(&[
+        "index",
+        empty.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--allow-empty",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert_eq!(Index::open(&out).unwrap().num_docs(), 0);
 }
 
@@ -50,8 +78,14 @@ fn an_overlong_corpus_line_is_a_bad_line_naming_file_and_line() {
     let out = tmp.path().join("out");
     let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("huge.jsonl:2:") && text.contains("longer than 8 MiB"), "{text}");
-    let options = BuildOptions { skip_bad_lines: true, ..BuildOptions::default() };
+    assert!(
+        text.contains("huge.jsonl:2:") && text.contains("longer than 8 MiB"),
+        "{text}"
+    );
+    let options = BuildOptions {
+        skip_bad_lines: true,
+        ..BuildOptions::default()
+    };
     let report = build_index(&corpus, &out, &options, &|_| {}).unwrap();
     assert_eq!((report.doc_count, report.bad_lines_skipped), (2, 1));
 }
@@ -66,8 +100,14 @@ fn a_second_build_into_the_same_out_says_another_build_is_running() {
     std::fs::write(&lock_path, "4242").unwrap();
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
-    assert!(matches!(err, RetrieveError::BuildLocked { pid: 4242, .. }), "{err:?}");
-    assert!(err.to_string().contains("another build is running"), "{err}");
+    assert!(
+        matches!(err, RetrieveError::BuildLocked { pid: 4242, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("another build is running"),
+        "{err}"
+    );
     assert!(!out.exists());
     drop(lock);
     build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
@@ -82,20 +122,36 @@ fn ctrl_c_during_index_keeps_the_old_index() {
     drop(old);
     let corpus = write(tmp.path(), "big.jsonl", &numbered_corpus(300_000, None));
     let child = Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
-        .args(["index", corpus.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "1", "--memory-mb", "20"])
+        .args([
+            "index",
+            corpus.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--memory-mb",
+            "20",
+        ])
         .env_remove("DSPY_INDEX")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the build has started writing, then interrupt it.
-    let building = format!(".{}.building-{}", out.file_name().unwrap().to_string_lossy(), child.id());
+    let building = format!(
+        ".{}.building-{}",
+        out.file_name().unwrap().to_string_lossy(),
+        child.id()
+    );
     let started = std::time::Instant::now();
     while !tmp.path().join(&building).exists() {
         assert!(started.elapsed().as_secs() < 60, "the build never started");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
@@ -111,12 +167,38 @@ fn cli_index_to_opensearch_then_search_it() {
     let fake = FakeOpenSearch::start().unwrap();
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let uri = format!("opensearch:{}/wiki", fake.url());
-    let run = cli(&["index", corpus.to_str().unwrap(), "--to", &uri, "--batch-docs", "2"]);
+    let run = cli(&[
+        "index",
+        corpus.to_str().unwrap(),
+        "--to",
+        &uri,
+        "--batch-docs",
+        "2",
+    ]);
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("loaded 5 passages") && stdout.contains("5 requests"), "{stdout}");
-    let run = cli(&["search", "Kinsey Millhone", "--retriever", &uri, "-k", "1", "--json"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("loaded 5 passages") && stdout.contains("5 requests"),
+        "{stdout}"
+    );
+    let run = cli(&[
+        "search",
+        "Kinsey Millhone",
+        "--retriever",
+        &uri,
+        "-k",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let hits: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(hits[0]["id"], "p3");
     // The same through the environment variable.
@@ -158,13 +240,22 @@ impl KnnReference {
         let text = builder.add_text_field("inputs", TEXT);
         let row = builder.add_u64_field("row", STORED);
         let index = tantivy::Index::create_in_ram(builder.build());
-        let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000).unwrap();
+        let mut writer = index
+            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
+            .unwrap();
         for (i, ex) in train.iter().enumerate() {
-            writer.add_document(doc!(text => input_text(ex), row => i as u64)).unwrap();
+            writer
+                .add_document(doc!(text => input_text(ex), row => i as u64))
+                .unwrap();
         }
         writer.commit().unwrap();
         let reader = index.reader().unwrap();
-        KnnReference { index, reader, text, row }
+        KnnReference {
+            index,
+            reader,
+            text,
+            row,
+        }
     }
 
     fn nearest(&self, query: &str, k: usize) -> Vec<usize> {
@@ -172,7 +263,8 @@ impl KnnReference {
         use tantivy::query::QueryParser;
         use tantivy::schema::Value as _;
         use tantivy::TantivyDocument;
-        let (parsed, _) = QueryParser::for_index(&self.index, vec![self.text]).parse_query_lenient(query);
+        let (parsed, _) =
+            QueryParser::for_index(&self.index, vec![self.text]).parse_query_lenient(query);
         let searcher = self.reader.searcher();
         searcher
             .search(&parsed, &TopDocs::with_limit(k.max(1)))
@@ -216,14 +308,26 @@ fn knn_on_the_shared_in_memory_retriever_finds_what_its_own_index_found() {
     let train: Vec<Example> = questions
         .iter()
         .enumerate()
-        .map(|(i, q)| Example::new(fields(json!({"question": q, "answer": format!("a{i}")}))).with_inputs(&["question"]))
+        .map(|(i, q)| {
+            Example::new(fields(json!({"question": q, "answer": format!("a{i}")})))
+                .with_inputs(&["question"])
+        })
         .collect();
     let knn = dspy_rhai::optimize::KnnIndex::build(&train).unwrap();
     let reference = KnnReference::new(&train);
     let probes: Vec<String> = questions
         .iter()
-        .map(|q| q.split_whitespace().rev().take(6).collect::<Vec<_>>().join(" "))
-        .chain(["the best film of the magazine".to_string(), "who".to_string()])
+        .map(|q| {
+            q.split_whitespace()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .chain([
+            "the best film of the magazine".to_string(),
+            "who".to_string(),
+        ])
         .collect();
     let mut compared = 0;
     for probe in &probes {
@@ -236,13 +340,21 @@ fn knn_on_the_shared_in_memory_retriever_finds_what_its_own_index_found() {
                 .contains(|c: char| !c.is_alphanumeric())
         });
         if joined
-            || probe.contains(['-', '+', '"', ':', '(', ')', '[', ']', '^', '~', '*', '{', '}', '!', '\\', '/'])
-            || probe.split_whitespace().any(|w| ["AND", "OR", "NOT", "IN"].contains(&w))
+            || probe.contains([
+                '-', '+', '"', ':', '(', ')', '[', ']', '^', '~', '*', '{', '}', '!', '\\', '/',
+            ])
+            || probe
+                .split_whitespace()
+                .any(|w| ["AND", "OR", "NOT", "IN"].contains(&w))
         {
             continue;
         }
         let inputs = fields(json!({"question": probe}));
-        assert_eq!(knn.nearest(&inputs, 5), reference.nearest(probe, 5), "{probe}");
+        assert_eq!(
+            knn.nearest(&inputs, 5),
+            reference.nearest(probe, 5),
+            "{probe}"
+        );
         compared += 1;
     }
     assert!(compared >= 5, "only {compared} probes compared");

@@ -84,8 +84,12 @@ fn loaded_fake(tmp: &Path) -> FakeOpenSearch {
     let fake = FakeOpenSearch::start().unwrap();
     let corpus = write(tmp, "os.jsonl", &jsonl_fixture());
     let os = OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &|_| None).unwrap();
-    os.bulk_load(CorpusReader::open(&corpus).unwrap(), &BulkOptions::default(), &|_| {})
-        .unwrap();
+    os.bulk_load(
+        CorpusReader::open(&corpus).unwrap(),
+        &BulkOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
     fake
 }
 
@@ -98,7 +102,11 @@ fn every_backend_answers_the_same_questions_through_the_trait() {
         Arc::new(fixture_index(tmp.path())),
         Arc::new(MemoryIndex::build(records(), &MemoryOptions::default()).unwrap()),
         Arc::new(ColBertV2::new(&server.url(), &quick(None)).unwrap()),
-        Arc::new(ColBertV2::new(&server.url(), &quick(None)).unwrap().with_post(true)),
+        Arc::new(
+            ColBertV2::new(&server.url(), &quick(None))
+                .unwrap()
+                .with_post(true),
+        ),
         Arc::new(OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &|_| None).unwrap()),
     ];
     for backend in &backends {
@@ -107,7 +115,10 @@ fn every_backend_answers_the_same_questions_through_the_trait() {
         let hits = backend.search("Who is Kinsey Millhone?", 2).unwrap();
         assert_eq!(hits[0].title, "Kinsey Millhone", "{name}: {hits:?}");
         assert_eq!(hits[0].id, "p3", "{name}");
-        assert!(hits[0].text.starts_with("Kinsey Millhone is a fictional"), "{name}");
+        assert!(
+            hits[0].text.starts_with("Kinsey Millhone is a fictional"),
+            "{name}"
+        );
         let hits = backend.search("Gabilan Mountains Salinas", 1).unwrap();
         assert_eq!(titles(&hits), ["Gabilan Mountains"], "{name}");
         assert!(backend.search("Santa", 0).unwrap().is_empty(), "{name}");
@@ -125,8 +136,14 @@ fn colbertv2_client_matches_in_process_search_through_serve() {
     let index = fixture_index(tmp.path());
     let server = serve(fixture_index(tmp.path()));
     for post in [false, true] {
-        let client = ColBertV2::new(&server.url(), &quick(None)).unwrap().with_post(post);
-        for query in ["Who directed The Wailing?", "Santa Teresa private investigator", "film"] {
+        let client = ColBertV2::new(&server.url(), &quick(None))
+            .unwrap()
+            .with_post(post);
+        for query in [
+            "Who directed The Wailing?",
+            "Santa Teresa private investigator",
+            "film",
+        ] {
             let local = index.search(query, 3).unwrap();
             let remote = client.search(query, 3).unwrap();
             assert_eq!(remote.len(), local.len(), "{query}");
@@ -154,8 +171,15 @@ fn serve_answers_health_and_refuses_bad_requests() {
         .json()
         .unwrap();
     assert_eq!(health["status"], "ok");
-    assert!(health["retriever"].as_str().unwrap().starts_with("tantivy:"));
-    let get = |q: &str| http.get(format!("{}/wiki17_abstracts?{q}", server.url())).send().unwrap();
+    assert!(health["retriever"]
+        .as_str()
+        .unwrap()
+        .starts_with("tantivy:"));
+    let get = |q: &str| {
+        http.get(format!("{}/wiki17_abstracts?{q}", server.url()))
+            .send()
+            .unwrap()
+    };
     let ok = get("query=Kinsey+Millhone&k=1");
     assert_eq!(ok.status(), 200);
     let body: serde_json::Value = ok.json().unwrap();
@@ -170,7 +194,10 @@ fn serve_answers_health_and_refuses_bad_requests() {
         assert_eq!(reply.status(), 400, "{bad}");
         let body: serde_json::Value = reply.json().unwrap();
         assert_eq!(body["error"], true, "{bad}");
-        assert!(body["message"].as_str().unwrap().contains('k') || bad == "k=3", "{bad}");
+        assert!(
+            body["message"].as_str().unwrap().contains('k') || bad == "k=3",
+            "{bad}"
+        );
     }
     let reply = http.post(server.url()).body("not json").send().unwrap();
     assert_eq!(reply.status(), 400);
@@ -186,10 +213,22 @@ fn serve_stays_correct_under_64_concurrent_clients() {
     let tmp = tempfile::tempdir().unwrap();
     let index = Arc::new(fixture_index(tmp.path()));
     let server = Server::start(index.clone(), "127.0.0.1", 0, 2, None).unwrap();
-    let queries = ["Who directed The Wailing?", "Kinsey Millhone", "Gabilan Mountains", "South Korean film"];
+    let queries = [
+        "Who directed The Wailing?",
+        "Kinsey Millhone",
+        "Gabilan Mountains",
+        "South Korean film",
+    ];
     let expected: Vec<Vec<String>> = queries
         .iter()
-        .map(|q| index.search(q, 3).unwrap().into_iter().map(|p| p.id).collect())
+        .map(|q| {
+            index
+                .search(q, 3)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.id)
+                .collect()
+        })
         .collect();
     let url = server.url();
     std::thread::scope(|s| {
@@ -199,8 +238,12 @@ fn serve_stays_correct_under_64_concurrent_clients() {
                 let client = ColBertV2::new(url, &quick(None)).unwrap();
                 for i in 0..10 {
                     let q = (t + i) % queries.len();
-                    let ids: Vec<String> =
-                        client.search(queries[q], 3).unwrap().into_iter().map(|p| p.id).collect();
+                    let ids: Vec<String> = client
+                        .search(queries[q], 3)
+                        .unwrap()
+                        .into_iter()
+                        .map(|p| p.id)
+                        .collect();
                     assert_eq!(ids, expected[q]);
                 }
             });
@@ -212,7 +255,10 @@ fn serve_stays_correct_under_64_concurrent_clients() {
 #[test]
 fn remote_errors_are_clear_and_transient_ones_are_retried() {
     // {"error": true, "message"} from the server.
-    let server = MockServer::start(|_| MockReply::raw(200, r#"{"error": true, "message": "index is warming up"}"#)).unwrap();
+    let server = MockServer::start(|_| {
+        MockReply::raw(200, r#"{"error": true, "message": "index is warming up"}"#)
+    })
+    .unwrap();
     let client = ColBertV2::new(&format!("http://{}/x", server.addr()), &quick(None)).unwrap();
     let err = client.search("q", 3).unwrap_err();
     assert!(matches!(err, RetrieveError::RemoteError { .. }), "{err:?}");
@@ -220,11 +266,18 @@ fn remote_errors_are_clear_and_transient_ones_are_retried() {
     assert_eq!(server.request_count(), 1, "an error answer is not retried");
 
     // Malformed JSON and a body without topk.
-    for body in ["{\"topk\": [", "{\"passages\": []}", "{\"topk\": [{\"pid\": 1}]}"] {
+    for body in [
+        "{\"topk\": [",
+        "{\"passages\": []}",
+        "{\"topk\": [{\"pid\": 1}]}",
+    ] {
         let server = MockServer::start(move |_| MockReply::raw(200, body)).unwrap();
         let client = ColBertV2::new(&format!("http://{}/x", server.addr()), &quick(None)).unwrap();
         let err = client.search("q", 3).unwrap_err();
-        assert!(matches!(err, RetrieveError::RemoteMalformed { .. }), "{body}: {err:?}");
+        assert!(
+            matches!(err, RetrieveError::RemoteMalformed { .. }),
+            "{body}: {err:?}"
+        );
         assert!(err.to_string().contains("unexpected response"), "{err}");
     }
 
@@ -245,7 +298,10 @@ fn remote_errors_are_clear_and_transient_ones_are_retried() {
     let hits = client.search("capital of France", 3).unwrap();
     assert_eq!(server.request_count(), 3);
     assert_eq!(hits.len(), 1);
-    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("7", "Paris"));
+    assert_eq!(
+        (hits[0].id.as_str(), hits[0].title.as_str()),
+        ("7", "Paris")
+    );
     assert_eq!(hits[0].text, "Paris is the capital of France.");
     assert_eq!(hits[0].score, 21.5);
 
@@ -253,19 +309,35 @@ fn remote_errors_are_clear_and_transient_ones_are_retried() {
     let server = MockServer::start(|_| MockReply::status(500)).unwrap();
     let client = ColBertV2::new(&format!("http://{}/x", server.addr()), &quick(None)).unwrap();
     let err = client.search("q", 3).unwrap_err();
-    assert!(matches!(err, RetrieveError::RemoteUnavailable { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, RetrieveError::RemoteUnavailable { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert_eq!(server.request_count(), 3);
 
     // A server slower than the timeout.
-    let server = MockServer::start(|_| MockReply::raw(200, r#"{"topk": []}"#).delay(Duration::from_secs(3))).unwrap();
-    let options = RemoteOptions { timeout: Duration::from_millis(200), max_retries: 1, cache: None };
+    let server =
+        MockServer::start(|_| MockReply::raw(200, r#"{"topk": []}"#).delay(Duration::from_secs(3)))
+            .unwrap();
+    let options = RemoteOptions {
+        timeout: Duration::from_millis(200),
+        max_retries: 1,
+        cache: None,
+    };
     let client = ColBertV2::new(&format!("http://{}/x", server.addr()), &options).unwrap();
     let err = client.search("q", 3).unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
-    assert!(matches!(err, RetrieveError::RemoteUnavailable { attempts: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, RetrieveError::RemoteUnavailable { attempts: 2, .. }),
+        "{err:?}"
+    );
 
     // Nothing listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = ColBertV2::new(&format!("http://127.0.0.1:{port}/x"), &quick(None)).unwrap();
     let err = client.search("q", 3).unwrap_err();
     assert!(err.to_string().contains("could not connect"), "{err}");
@@ -281,7 +353,10 @@ fn colbertv2_results_are_cached_in_their_own_namespace_and_errors_are_not() {
         if failing.load(std::sync::atomic::Ordering::SeqCst) {
             MockReply::raw(200, r#"{"error": true, "message": "nope"}"#)
         } else {
-            MockReply::raw(200, r#"{"topk": [{"text": "A | b", "pid": 1, "score": 1.0}]}"#)
+            MockReply::raw(
+                200,
+                r#"{"topk": [{"text": "A | b", "pid": 1, "score": 1.0}]}"#,
+            )
         }
     })
     .unwrap();
@@ -291,11 +366,21 @@ fn colbertv2_results_are_cached_in_their_own_namespace_and_errors_are_not() {
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     let first = client.search("q", 3).unwrap();
     assert_eq!(server.request_count(), 2, "the error was not cached");
-    let again = ColBertV2::new(&url, &quick(Some(cache))).unwrap().search("q", 3).unwrap();
+    let again = ColBertV2::new(&url, &quick(Some(cache)))
+        .unwrap()
+        .search("q", 3)
+        .unwrap();
     assert_eq!(again, first);
-    assert_eq!(server.request_count(), 2, "the second search came from the cache");
+    assert_eq!(
+        server.request_count(),
+        2,
+        "the second search came from the cache"
+    );
     assert!(tmp.path().join("retrieve").join("v1").is_dir());
-    assert!(!tmp.path().join("v1").exists(), "LM entries' directory untouched");
+    assert!(
+        !tmp.path().join("v1").exists(),
+        "LM entries' directory untouched"
+    );
     // Another k is another entry.
     client.search("q", 2).unwrap();
     assert_eq!(server.request_count(), 3);
@@ -307,10 +392,15 @@ fn opensearch_bulk_loads_with_an_explicit_mapping_and_batches() {
     let fake = FakeOpenSearch::start().unwrap();
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let os = OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &|_| None).unwrap();
-    let options = BulkOptions { batch_docs: 2, ..BulkOptions::default() };
+    let options = BulkOptions {
+        batch_docs: 2,
+        ..BulkOptions::default()
+    };
     let progress = std::sync::Mutex::new(Vec::new());
     let report = os
-        .bulk_load(CorpusReader::open(&corpus).unwrap(), &options, &|n| progress.lock().unwrap().push(n))
+        .bulk_load(CorpusReader::open(&corpus).unwrap(), &options, &|n| {
+            progress.lock().unwrap().push(n)
+        })
         .unwrap();
     assert_eq!(report.doc_count, 5);
     // PUT index, three _bulk requests (2 + 2 + 1), one _refresh.
@@ -333,7 +423,10 @@ fn opensearch_bulk_loads_with_an_explicit_mapping_and_batches() {
     // A missing index is a clear error.
     let other = OpenSearch::with_env(&fake.url(), "nope", &quick(None), &|_| None).unwrap();
     let err = other.search("film", 3).unwrap_err();
-    assert!(err.to_string().contains("index_not_found_exception"), "{err}");
+    assert!(
+        err.to_string().contains("index_not_found_exception"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -345,7 +438,11 @@ fn opensearch_retries_rejected_requests_and_items() {
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let os = OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &|_| None).unwrap();
     let report = os
-        .bulk_load(CorpusReader::open(&corpus).unwrap(), &BulkOptions::default(), &|_| {})
+        .bulk_load(
+            CorpusReader::open(&corpus).unwrap(),
+            &BulkOptions::default(),
+            &|_| {},
+        )
         .unwrap();
     assert_eq!(report.doc_count, 5);
     assert_eq!(report.items_resent, 2);
@@ -367,7 +464,10 @@ fn opensearch_credentials_are_sent_but_never_shown() {
     };
     let os = OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &env).unwrap();
     let err = os.search("film", 3).unwrap_err();
-    assert!(err.to_string().contains("index_not_found_exception"), "authenticated: {err}");
+    assert!(
+        err.to_string().contains("index_not_found_exception"),
+        "authenticated: {err}"
+    );
     assert!(!format!("{os:?}").contains("s3cret"));
     assert!(!err.to_string().contains("s3cret"));
     // Without credentials: 401, reported without any secret.
@@ -378,10 +478,16 @@ fn opensearch_credentials_are_sent_but_never_shown() {
     let key_env = |name: &str| (name == "OPENSEARCH_API_KEY").then(|| "k3y".to_string());
     let os = OpenSearch::with_env(&fake.url(), "wiki", &quick(None), &key_env).unwrap();
     let _ = os.search("film", 3);
-    assert_eq!(fake.auth_headers().last().unwrap().as_deref(), Some("ApiKey k3y"));
+    assert_eq!(
+        fake.auth_headers().last().unwrap().as_deref(),
+        Some("ApiKey k3y")
+    );
     assert!(!format!("{os:?}").contains("k3y"));
     // Credentials in the URL never reach errors.
-    let os = OpenSearch::with_env("http://user:pw@127.0.0.1:1", "wiki", &quick(None), &|_| None).unwrap();
+    let os = OpenSearch::with_env("http://user:pw@127.0.0.1:1", "wiki", &quick(None), &|_| {
+        None
+    })
+    .unwrap();
     let err = os.search("film", 3).unwrap_err();
     assert!(!err.to_string().contains(":pw@"), "{err}");
 }
@@ -392,18 +498,33 @@ fn retriever_uris_parse_and_bad_ones_say_which_forms_exist() {
         RetrieverSpec::parse("tantivy:/data/idx").unwrap(),
         RetrieverSpec::Tantivy(Some("/data/idx".into()))
     );
-    assert_eq!(RetrieverSpec::parse("tantivy:").unwrap(), RetrieverSpec::Tantivy(None));
+    assert_eq!(
+        RetrieverSpec::parse("tantivy:").unwrap(),
+        RetrieverSpec::Tantivy(None)
+    );
     assert_eq!(
         RetrieverSpec::parse("colbertv2:http://20.102.90.50:2017/wiki17_abstracts").unwrap(),
         RetrieverSpec::ColBertV2("http://20.102.90.50:2017/wiki17_abstracts".into())
     );
     assert_eq!(
         RetrieverSpec::parse("opensearch:https://localhost:9200/wiki").unwrap(),
-        RetrieverSpec::OpenSearch { base: "https://localhost:9200".into(), index: "wiki".into() }
+        RetrieverSpec::OpenSearch {
+            base: "https://localhost:9200".into(),
+            index: "wiki".into()
+        }
     );
-    for bad in ["/data/idx", "colbertv2:localhost:8893", "opensearch:https://localhost:9200", "opensearch:https://h:9200/Wiki", "bm25:x"] {
+    for bad in [
+        "/data/idx",
+        "colbertv2:localhost:8893",
+        "opensearch:https://localhost:9200",
+        "opensearch:https://h:9200/Wiki",
+        "bm25:x",
+    ] {
         let err = RetrieverSpec::parse(bad).unwrap_err().to_string();
-        assert!(err.contains("tantivy:DIR") && err.contains(bad), "{bad}: {err}");
+        assert!(
+            err.contains("tantivy:DIR") && err.contains(bad),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -419,9 +540,14 @@ fn scripts_switch_retrievers_with_use_retriever() {
     host.load_source("s.rhai", &script).unwrap();
     let out = host.call("probe", vec![], &host.session()).unwrap();
     let out: Vec<rhai::Dynamic> = out.into_array().unwrap();
-    assert!(out[0].to_string().starts_with("colbertv2:http://127.0.0.1:"));
+    assert!(out[0]
+        .to_string()
+        .starts_with("colbertv2:http://127.0.0.1:"));
     let texts: Vec<rhai::Dynamic> = out[1].clone().into_array().unwrap();
-    assert!(texts[0].to_string().starts_with("Kinsey Millhone | "), "{texts:?}");
+    assert!(
+        texts[0].to_string().starts_with("Kinsey Millhone | "),
+        "{texts:?}"
+    );
     let err = host
         .load_source("t.rhai", "use_retriever(\"nope:x\")")
         .unwrap_err()
@@ -435,25 +561,43 @@ fn cli_serve_prints_its_address_logs_requests_and_stops_on_ctrl_c() {
     let index_dir = tmp.path().join("fixture.index");
     drop(fixture_index(tmp.path()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
-        .args(["serve", "--index", index_dir.to_str().unwrap(), "--port", "0"])
+        .args([
+            "serve",
+            "--index",
+            index_dir.to_str().unwrap(),
+            "--port",
+            "0",
+        ])
         .env_remove("DSPY_RETRIEVER")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let client = ColBertV2::new(&url, &quick(None)).unwrap();
     assert_eq!(client.search("Kinsey Millhone", 1).unwrap()[0].id, "p3");
     assert_eq!(client.search("Santa Teresa", 2).unwrap().len(), 2);
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let logged = stderr.lines().filter(|l| l.starts_with("GET / 200 k=")).count();
+    let logged = stderr
+        .lines()
+        .filter(|l| l.starts_with("GET / 200 k="))
+        .count();
     assert_eq!(logged, 2, "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
 }
@@ -510,7 +654,11 @@ print(json.dumps(out))
         .env("HOME", tmp.path())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for form in ["get", "post", "simplify"] {
         assert_eq!(got[form], serde_json::json!(expected), "{form}");

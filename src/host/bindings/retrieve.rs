@@ -73,7 +73,8 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
     );
     let s = shared.clone();
     engine.register_fn("use_index", move |dir: &str| {
-        s.index.select(RetrieverSpec::Tantivy(Some(PathBuf::from(dir))))
+        s.index
+            .select(RetrieverSpec::Tantivy(Some(PathBuf::from(dir))))
     });
     let s = shared.clone();
     engine.register_fn(
