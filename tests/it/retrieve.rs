@@ -567,7 +567,7 @@ fn cli_index_then_search_json() {
 
     let run = cli(&[
         "search",
-        "Who directed The Wailing?",
+        "Who directed The Wailing film?",
         "--index",
         out.to_str().unwrap(),
         "-k",
