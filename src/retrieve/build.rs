@@ -505,3 +505,27 @@ fn dir_size(dir: &Path) -> Result<u64, RetrieveError> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_anywhere_in_the_chain_is_disk_full() {
+        let full = RetrieveError::io("/idx/seg", std::io::Error::from_raw_os_error(28));
+        assert!(mentions_disk_full(&full));
+        let other = RetrieveError::io("/idx/seg", std::io::Error::from_raw_os_error(13));
+        assert!(!mentions_disk_full(&other));
+        let dir = tempfile::tempdir().unwrap();
+        // A writable directory with space is not full; the probe leaves nothing behind.
+        let kept = disk_full_or(RetrieveError::InvalidOption("x".into()), dir.path());
+        assert!(matches!(kept, RetrieveError::InvalidOption(_)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let named = disk_full_or(full, dir.path()).to_string();
+        assert!(
+            named.contains("no space left on device")
+                && named.contains(&dir.path().display().to_string()),
+            "{named}"
+        );
+    }
+}
