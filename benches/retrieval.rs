@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Options: `--synthetic N` (passages of the synthetic corpus, 0 = skip),
-//! `--no-shipped`, `--threads N`, `--memory-mb M`, `--queries N` (synthetic
+//! `--no-shipped`, `--quality-only` (tokenizer quality on dev and train at
+//! two boosts, no timings: usable from a debug build, `cargo test --bench
+//! retrieval -- --quality-only`), `--no-serve` (skip `serve`, Python DSPy and OpenSearch
+//! bulk-load figures), `--requests N` (per `serve` row, default 4000), `--threads N`, `--memory-mb M`, `--queries N` (synthetic
 //! queries), `--data DIR` (default `../shared/data`), `--keep-synthetic FILE`
 //! (write the synthetic corpus there and keep it; reuse it if it exists).
 //!
@@ -20,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use dspy_rhai::retrieve::{build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST};
+use dspy_rhai::retrieve::{
+    build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER, TOKENIZER, TOKENIZERS,
+};
 
 const KS: [usize; 5] = [1, 3, 5, 10, 20];
 const BOOSTS: [f32; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
@@ -33,6 +38,9 @@ struct Config {
     queries: usize,
     data: PathBuf,
     keep_synthetic: Option<PathBuf>,
+    serve: bool,
+    requests: usize,
+    quality_only: bool,
 }
 
 fn main() {
@@ -67,6 +75,9 @@ fn parse_args(args: &[String]) -> Config {
         queries: 2000,
         data: PathBuf::from("../shared/data"),
         keep_synthetic: None,
+        serve: true,
+        requests: 4000,
+        quality_only: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -74,6 +85,12 @@ fn parse_args(args: &[String]) -> Config {
         match arg.as_str() {
             "--synthetic" => config.synthetic = value().parse().expect("--synthetic N"),
             "--no-shipped" => config.shipped = false,
+            "--no-serve" => config.serve = false,
+            "--quality-only" => {
+                config.quality_only = true;
+                config.serve = false;
+            }
+            "--requests" => config.requests = value().parse().expect("--requests N"),
             "--threads" => config.threads = value().parse().expect("--threads N"),
             "--memory-mb" => config.memory_mb = value().parse().expect("--memory-mb M"),
             "--queries" => config.queries = value().parse().expect("--queries N"),
@@ -88,13 +105,43 @@ fn parse_args(args: &[String]) -> Config {
 
 fn shipped(config: &Config, scratch: &Path) {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/wiki_abstracts.jsonl.gz");
-    let out = scratch.join("wiki.index");
     println!("\n== shipped corpus: {}", corpus.display());
-    run_child_build(config, &corpus, &out);
-
     let dev = config.data.join("hotpotqa_dev.jsonl");
     let questions = read_questions(&dev);
-    let index = Index::open(&out).expect("open index");
+    let train = read_questions(&config.data.join("hotpotqa_train.jsonl"));
+    // Every tokenizer, the default one (TOKENIZER) last so its index is the
+    // one measured for latency below.
+    let mut tokenizers: Vec<&str> = TOKENIZERS.into_iter().filter(|t| *t != TOKENIZER).collect();
+    tokenizers.push(TOKENIZER);
+    let mut last = None;
+    for tokenizer in tokenizers {
+        let out = scratch.join(format!("wiki-{tokenizer}.index"));
+        println!("\n-- tokenizer `{tokenizer}`");
+        run_child_build_with(config, &corpus, &out, tokenizer);
+        if questions.is_empty() {
+            last = Some(out);
+            continue;
+        }
+        let index = Index::open(&out).expect("open index");
+        if tokenizer == DEFAULT_TOKENIZER && !config.quality_only {
+            query_paths(&index, &questions);
+        }
+        let boosts: &[f32] = if config.quality_only {
+            &[DEFAULT_TITLE_BOOST, 1.0]
+        } else {
+            &BOOSTS
+        };
+        let index = quality(index, "dev", &questions, boosts);
+        // A held-out check of the boost chosen on dev.
+        if !train.is_empty() {
+            quality(index, "train", &train, &[DEFAULT_TITLE_BOOST, 1.0]);
+        }
+        last = Some(out);
+    }
+    if config.quality_only {
+        return;
+    }
+    let index = Index::open(&last.expect("an index")).expect("open index");
     if questions.is_empty() {
         println!(
             "{} not found: latency uses passage titles as queries; quality skipped",
@@ -109,13 +156,239 @@ fn shipped(config: &Config, scratch: &Path) {
         return;
     }
     let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
-    println!("queries: {} HotPotQA dev questions", queries.len());
+    println!(
+        "\nqueries: {} HotPotQA dev questions, tokenizer `{TOKENIZER}`",
+        queries.len()
+    );
     latency(&index, &queries);
-    let index = quality(index, "dev", &questions, &BOOSTS);
-    // A held-out check of the boost chosen on dev.
-    let train = read_questions(&config.data.join("hotpotqa_train.jsonl"));
-    if !train.is_empty() {
-        quality(index, "train", &train, &[DEFAULT_TITLE_BOOST, 1.0]);
+    if config.serve {
+        let index = std::sync::Arc::new(index);
+        serve_bench(index, &queries, config.requests);
+        python_dspy(&last_dir(scratch), &queries);
+        opensearch_bulk(&corpus);
+    }
+}
+
+fn last_dir(scratch: &Path) -> PathBuf {
+    scratch.join(format!("wiki-{TOKENIZER}.index"))
+}
+
+/// `serve` throughput and latency at 1, 16 and 64 concurrent clients (each
+/// with its own ColBERTv2 client and keep-alive connection), and the client
+/// overhead per query against in-process search.
+fn serve_bench(index: std::sync::Arc<Index>, queries: &[String], requests: usize) {
+    use dspy_rhai::retrieve::serve::Server;
+    use dspy_rhai::retrieve::{ColBertV2, RemoteOptions, Retriever};
+    let server = Server::start(index.clone(), "127.0.0.1", 0, 0, None).expect("serve");
+    let url = server.url();
+    println!(
+        "\nserve: {url}, {} runtime workers, k=3, {requests} requests per row, no cache",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut in_process: Vec<f64> = queries
+        .iter()
+        .take(requests)
+        .map(|q| {
+            let started = Instant::now();
+            std::hint::black_box(index.search(q, 3).expect("search"));
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    in_process.sort_by(f64::total_cmp);
+    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "in-process search k=3: p50 {:.3} ms, p99 {:.3} ms",
+        p(&in_process, 0.5) / 1e3,
+        p(&in_process, 0.99) / 1e3
+    );
+    let mut one_client_p50 = 0.0;
+    for clients in [1usize, 16, 64] {
+        let per_client = requests.div_ceil(clients);
+        let started = Instant::now();
+        let mut micros: Vec<f64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|c| {
+                    let url = &url;
+                    s.spawn(move || {
+                        let client =
+                            ColBertV2::new(url, &RemoteOptions::default()).expect("client");
+                        (0..per_client)
+                            .map(|i| {
+                                let q = &queries[(c * per_client + i) % queries.len()];
+                                let t = Instant::now();
+                                std::hint::black_box(client.search(q, 3).expect("remote search"));
+                                t.elapsed().as_secs_f64() * 1e6
+                            })
+                            .collect::<Vec<f64>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("client thread"))
+                .collect()
+        });
+        let wall = started.elapsed().as_secs_f64();
+        micros.sort_by(f64::total_cmp);
+        if clients == 1 {
+            one_client_p50 = p(&micros, 0.5);
+        }
+        println!(
+            "serve {clients:>2} client(s): {:.0} queries/s, p50 {:.3} ms, p99 {:.3} ms ({} requests in {:.2} s; load average {})",
+            micros.len() as f64 / wall,
+            p(&micros, 0.5) / 1e3,
+            p(&micros, 0.99) / 1e3,
+            micros.len(),
+            wall,
+            loadavg()
+        );
+    }
+    println!(
+        "client overhead per query (1 client, p50 over HTTP - p50 in process): {:.3} ms",
+        (one_client_p50 - p(&in_process, 0.5)) / 1e3
+    );
+    server.shutdown();
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Python DSPy's `dspy.ColBERTv2(url=...)` against `serve`: same passages as
+/// in-process search, and its time per query. Skipped without Python DSPy
+/// (`$DSPY_PYTHON`, else /work/shared-bench-venv/bin/python).
+fn python_dspy(index_dir: &Path, queries: &[String]) {
+    use dspy_rhai::retrieve::serve::Server;
+    let python = std::env::var("DSPY_PYTHON")
+        .unwrap_or_else(|_| "/work/shared-bench-venv/bin/python".to_string());
+    let index = std::sync::Arc::new(Index::open(index_dir).expect("open index"));
+    let server = Server::start(index.clone(), "127.0.0.1", 0, 0, None).expect("serve");
+    let n = queries.len().min(500);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let qfile = scratch.path().join("queries.json");
+    std::fs::write(&qfile, serde_json::to_string(&queries[..n]).expect("json")).expect("write");
+    let script = r#"
+import json, sys, time
+import dspy
+rm = dspy.ColBERTv2(url=sys.argv[1])
+queries = json.load(open(sys.argv[2]))
+t = time.perf_counter()
+out = [[r["long_text"] for r in rm(q, k=3)] for q in queries]
+print(json.dumps({"seconds": time.perf_counter() - t, "results": out}))
+"#;
+    let output = Command::new(&python)
+        .args(["-c", script, &format!("{}/wiki17_abstracts", server.url())])
+        .arg(&qfile)
+        .env("DSPY_CACHEDIR", scratch.path().join("dspy_cache"))
+        .output();
+    let Some(output) = output.ok().filter(|o| o.status.success()) else {
+        println!("\nPython DSPy: skipped (no `{python}` with dspy)");
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).expect("python json");
+    let same = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .zip(&queries[..n])
+        .filter(|(got, q)| {
+            let want: Vec<String> = index
+                .search(q, 3)
+                .expect("search")
+                .iter()
+                .map(|p| p.dspy_text())
+                .collect();
+            **got == serde_json::json!(want)
+        })
+        .count();
+    println!(
+        "\nPython DSPy 3.x dspy.ColBERTv2 against serve: {same} of {n} queries return exactly the in-process passages; {:.3} ms per query (Python client, cache off by a fresh DSPY_CACHEDIR)",
+        v["seconds"].as_f64().unwrap_or(0.0) / n as f64 * 1e3
+    );
+}
+
+/// Bulk-loading the shipped corpus into the fake OpenSearch: requests and
+/// bytes (what the client controls), with the default batch size.
+fn opensearch_bulk(corpus: &Path) {
+    use dspy_rhai::retrieve::opensearch::BulkOptions;
+    use dspy_rhai::retrieve::{OpenSearch, RemoteOptions};
+    let fake = dspy_rhai::testing::FakeOpenSearch::start().expect("fake");
+    let client = OpenSearch::with_env(&fake.url(), "wiki", &RemoteOptions::default(), &|_| None)
+        .expect("client");
+    let options = BulkOptions::default();
+    let reader = dspy_rhai::retrieve::corpus::CorpusReader::open(corpus).expect("corpus");
+    let report = client
+        .bulk_load(reader, &options, &|_| {})
+        .expect("bulk load");
+    let (bulk_requests, bulk_bytes) = fake.bulk_totals();
+    println!(
+        "\nOpenSearch bulk load into the in-process fake ({} passages per request at most): {} passages, {} requests in all ({} _bulk), {:.1} MB of _bulk bodies ({:.0} bytes per passage), {:.1} s = {:.0} passages/s (the fake indexes in RAM on refresh; load average {})",
+        options.batch_docs,
+        report.doc_count,
+        report.requests,
+        bulk_requests,
+        bulk_bytes as f64 / 1e6,
+        bulk_bytes as f64 / report.doc_count.max(1) as f64,
+        report.seconds,
+        report.doc_count as f64 / report.seconds.max(1e-9),
+        loadavg()
+    );
+}
+
+/// Issue 15 item 5: the query built from terms (one lookup per term) against
+/// the parsed query string it replaced, on the same index, interleaved query
+/// by query; and whether both rank every dev question identically.
+fn query_paths(index: &Index, questions: &[Question]) {
+    let queries: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
+    let mut differ = 0;
+    for q in &queries {
+        let a = index.search(q, 10).expect("search");
+        let b = index.search_via_query_parser(q, 10).expect("search");
+        let key = |p: &[dspy_rhai::retrieve::Passage]| {
+            p.iter()
+                .map(|p| (p.id.clone(), p.score.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        if key(&a) != key(&b) {
+            differ += 1;
+        }
+    }
+    println!(
+        "query paths: {differ} of {} dev questions rank differently (ids and scores at k=10)",
+        queries.len()
+    );
+    for q in &queries {
+        index.search(q, 3).expect("warm-up");
+        index.search_via_query_parser(q, 3).expect("warm-up");
+    }
+    for k in [3, 10] {
+        let (mut terms, mut parsed) = (Vec::new(), Vec::new());
+        for q in &queries {
+            let started = Instant::now();
+            std::hint::black_box(index.search_via_query_parser(q, k).expect("search"));
+            parsed.push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            std::hint::black_box(index.search(q, k).expect("search"));
+            terms.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        for (name, micros) in [
+            ("parsed query string (before)", &mut parsed),
+            ("terms, one lookup each (after)", &mut terms),
+        ] {
+            micros.sort_by(f64::total_cmp);
+            let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "query path k={k:<2} {name}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
+                pct(0.5) / 1e3,
+                pct(0.99) / 1e3,
+                micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
+            );
+        }
     }
 }
 
@@ -166,16 +439,30 @@ fn synthetic(config: &Config, scratch: &Path) {
         .collect();
     println!("queries: {} random 4-word queries, words drawn uniformly from the vocabulary (mostly rare words)", uniform_queries.len());
     latency(&index, &uniform_queries);
+    if config.serve {
+        let mixed: Vec<String> = zipf_queries
+            .into_iter()
+            .zip(uniform_queries)
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        println!("serve on the synthetic index, queries alternating Zipf and uniform:");
+        serve_bench(std::sync::Arc::new(index), &mixed, config.requests);
+    }
 }
 
 /// Builds the index in a child process and prints its report and peak RSS.
 fn run_child_build(config: &Config, corpus: &Path, out: &Path) {
+    run_child_build_with(config, corpus, out, TOKENIZER)
+}
+
+fn run_child_build_with(config: &Config, corpus: &Path, out: &Path, tokenizer: &str) {
     let output = Command::new(std::env::current_exe().expect("current exe"))
         .arg("--child-build")
         .arg(corpus)
         .arg(out)
         .arg(config.threads.to_string())
         .arg(config.memory_mb.to_string())
+        .arg(tokenizer)
         .output()
         .expect("spawn child build");
     assert!(
@@ -187,12 +474,16 @@ fn run_child_build(config: &Config, corpus: &Path, out: &Path) {
 }
 
 fn child_build(args: &[String]) {
-    let [corpus, out, threads, memory_mb] = args else {
-        panic!("--child-build CORPUS OUT THREADS MEMORY_MB");
+    let [corpus, out, threads, memory_mb, tokenizer] = args else {
+        panic!("--child-build CORPUS OUT THREADS MEMORY_MB TOKENIZER");
     };
     let options = BuildOptions {
         threads: threads.parse().expect("threads"),
         memory_budget_bytes: memory_mb.parse::<usize>().expect("memory") * 1024 * 1024,
+        tokenizer: TOKENIZERS
+            .into_iter()
+            .find(|t| t == tokenizer)
+            .expect("known tokenizer"),
         ..BuildOptions::default()
     };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

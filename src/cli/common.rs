@@ -105,7 +105,8 @@ impl LmArgs {
 /// compile and repl.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir).
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir);
+    /// short for --retriever tantivy:DIR, and wins over $DSPY_RETRIEVER.
     #[arg(long, value_name = "DIR")]
     pub index: Option<PathBuf>,
     /// Prompt format for predictors that choose none: chat (DSPy's default,
@@ -120,6 +121,15 @@ pub struct HostArgs {
     /// folder and the working directory.
     #[arg(long = "allow-path", value_name = "DIR")]
     pub allow_paths: Vec<PathBuf>,
+    /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
+    /// opensearch:https://HOST:9200/INDEX (default: the local index).
+    #[arg(
+        long,
+        env = "DSPY_RETRIEVER",
+        hide_env_values = true,
+        value_name = "URI"
+    )]
+    pub retriever: Option<String>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -135,9 +145,17 @@ impl HostArgs {
     ) -> anyhow::Result<(crate::host::Host, crate::optimize::Program)> {
         use crate::host::{Host, HostOptions};
         use crate::predict::{ProgramState, RunContext};
+        let (retriever, remote) = super::search::choose_retriever(
+            self.retriever.as_deref(),
+            self.index.clone(),
+            !self.lm.no_cache,
+            self.lm.cache_dir.clone(),
+        )?;
         let mut options = HostOptions {
             print_to_stderr,
             index_dir: self.index.clone(),
+            retriever: Some(retriever),
+            remote,
             allow_paths: Some(self.allow_paths.clone()),
             cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::retrieve::corpus::CorpusReader;
+use crate::retrieve::opensearch::BulkOptions;
 use crate::retrieve::{
-    build_index, default_index_dir, BuildOptions, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
+    build_index, default_index_dir, BuildOptions, OpenSearch, RemoteOptions, Retriever as _,
+    RetrieverSpec, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
 };
 
 /// Build the search index from a passage corpus (replaces any index at --out).
@@ -33,24 +36,47 @@ pub struct Args {
     /// Weight of title matches relative to text matches, stored in the index.
     #[arg(long, value_name = "B", default_value_t = DEFAULT_TITLE_BOOST)]
     pub title_boost: f32,
+    /// Build even when the corpus yields no passage (otherwise an error, and
+    /// the previous index is kept).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Load the corpus into a remote index instead:
+    /// opensearch:https://HOST:9200/INDEX (credentials from OPENSEARCH_USER /
+    /// OPENSEARCH_PASSWORD or OPENSEARCH_API_KEY).
+    #[arg(long, value_name = "URI", conflicts_with = "out")]
+    pub to: Option<String>,
+    /// Passages per _bulk request when loading into OpenSearch.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub batch_docs: usize,
 }
 
 /// Runs `dspy-rhai index`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let out = match args.out {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now; the previous index is kept");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping the build; the previous index is kept (Ctrl-C again to exit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    if let Some(uri) = &args.to {
+        return load_remote(&args, uri, cancel);
+    }
+    let out = match args.out.clone() {
         Some(out) => out,
         None => default_index_dir()?,
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&cancel);
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
     let options = BuildOptions {
         skip_bad_lines: args.skip_bad_lines,
         threads: args.threads,
         memory_budget_bytes: args.memory_mb.saturating_mul(1024 * 1024),
         title_boost: args.title_boost,
         cancel,
+        allow_empty: args.allow_empty,
+        ..BuildOptions::default()
     };
 
     let bar = super::progress::Progress::counter("passages");
@@ -71,6 +97,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.docs_per_sec(),
         report.index_bytes as f64 / 1e6,
         report.out.display()
+    );
+    Ok(())
+}
+
+/// `index CORPUS --to opensearch:URL/INDEX`: create the index and bulk-load.
+fn load_remote(args: &Args, uri: &str, cancel: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let (base, index) = match RetrieverSpec::parse(uri)? {
+        RetrieverSpec::OpenSearch { base, index } => (base, index),
+        other => anyhow::bail!(
+            "--to {other}: only opensearch:URL/INDEX can be loaded remotely; \
+             use --out DIR for a local index"
+        ),
+    };
+    let client = OpenSearch::new(&base, &index, &RemoteOptions::default())?
+        .with_title_boost(args.title_boost);
+    let options = BulkOptions {
+        batch_docs: args.batch_docs.max(1),
+        skip_bad_lines: args.skip_bad_lines,
+        allow_empty: args.allow_empty,
+        cancel,
+        ..BulkOptions::default()
+    };
+    let reader = CorpusReader::open(&args.corpus)?;
+    let bar = super::progress::Progress::counter("passages");
+    let result = client.bulk_load(reader, &options, &|n| bar.update(n, None, String::new()));
+    bar.finish();
+    let report = result
+        .with_context(|| format!("loading {} into {}", args.corpus.display(), client.name()))?;
+    println!(
+        "loaded {} passages ({} bad lines skipped) into {} in {:.1} s: {} requests, {:.1} MB of _bulk bodies, {} items resent",
+        report.doc_count,
+        report.bad_lines_skipped,
+        client.name(),
+        report.seconds,
+        report.requests,
+        report.bulk_bytes as f64 / 1e6,
+        report.items_resent
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ mod progress;
 mod repl;
 mod run;
 mod search;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -57,7 +58,7 @@ enum Command {
     Repl(repl::Args),
     /// Build the search index from a passage corpus.
     Index(index::Args),
-    /// Search the index.
+    /// Search the index (or any retriever).
     Search(search::Args),
     /// Print a shell completion script: `dspy-rhai completions bash > ~/.local/share/bash-completion/completions/dspy-rhai`.
     Completions {
@@ -65,6 +66,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Serve the index over DSPy's ColBERTv2 protocol.
+    Serve(serve::Args),
 }
 
 /// Stack of the thread that runs a subcommand (virtual memory; only what
@@ -178,5 +181,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut command, "dspy-rhai", &mut std::io::stdout());
             Ok(())
         }
+        Command::Serve(args) => serve::run(args),
     }
 }

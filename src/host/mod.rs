@@ -43,6 +43,10 @@ pub struct HostOptions {
     /// Folders scripts may read and write besides their own folder and the
     /// working directory (`--allow-path`); `None`: no restriction.
     pub allow_paths: Option<Vec<PathBuf>>,
+    /// The retriever to use; when set it wins over `index_dir`.
+    pub retriever: Option<crate::retrieve::RetrieverSpec>,
+    /// Timeout, retries and cache of remote retrievers.
+    pub remote: crate::retrieve::RemoteOptions,
 }
 
 /// The per-call context handed to native functions through Rhai's call tag.
@@ -65,8 +69,8 @@ pub(crate) struct Shared {
     pub cancel: Arc<AtomicBool>,
     /// Host options.
     pub options: HostOptions,
-    /// The opened retrieval index, once a script asked for one.
-    pub index: bindings::retrieve::IndexSlot,
+    /// The retriever, opened once a script asks for one.
+    pub index: crate::retrieve::RetrieverSlot,
     /// Where script paths resolve and which folders they may reach.
     pub paths: RwLock<paths::PathAccess>,
 }
@@ -111,7 +115,12 @@ impl Host {
             program: RwLock::new(Arc::new(AST::empty())),
             source: RwLock::new(("<script>".into(), String::new())),
             cancel: options.cancel.clone().unwrap_or_default(),
-            index: bindings::retrieve::IndexSlot::new(options.index_dir.clone()),
+            index: crate::retrieve::RetrieverSlot::new(
+                options.retriever.clone().unwrap_or_else(|| {
+                    crate::retrieve::RetrieverSpec::Tantivy(options.index_dir.clone())
+                }),
+                options.remote.clone(),
+            ),
             paths: RwLock::new(paths::PathAccess {
                 script_dir: None,
                 allowed: options.allow_paths.clone(),
@@ -251,6 +260,11 @@ impl Host {
         let mut ctx = (*self.session()).clone();
         ctx.state = Arc::new(state);
         self.set_session(ctx);
+    }
+
+    /// The host's retriever slot (what `retrieve` searches).
+    pub fn retriever(&self) -> &crate::retrieve::RetrieverSlot {
+        &self.shared.index
     }
 
     /// The flag that Ctrl-C sets to stop running scripts.

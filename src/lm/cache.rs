@@ -44,9 +44,16 @@ pub struct Cache {
 }
 
 #[derive(Serialize)]
-struct EntryOut<'a> {
+struct EntryOut<'a, T> {
     key: &'a str,
-    response: &'a LmResponse,
+    response: &'a T,
+}
+
+/// An entry of a namespace other than LM responses (see [`Cache::get_json`]).
+#[derive(Deserialize)]
+struct JsonEntryIn<T> {
+    key: String,
+    response: T,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +115,48 @@ impl Cache {
         }
     }
 
-    fn try_put(&self, key: &str, response: &LmResponse) -> std::io::Result<()> {
+    /// Opens the cache namespace `name` under the cache directory `dir`
+    /// (`<dir>/<name>/v1/...`), kept apart from LM responses; the retrieval
+    /// clients use `retrieve`. Entries are read and written with
+    /// [`Cache::get_json`] and [`Cache::put_json`], keyed by [`Cache::key_of`].
+    pub fn open_namespace(dir: &Path, name: &str) -> std::io::Result<Cache> {
+        Cache::open(&dir.join(name))
+    }
+
+    /// The key of any serializable request in `namespace`: SHA-256 hex of
+    /// the format, the namespace and the value's JSON.
+    pub fn key_of(namespace: &str, request: &impl Serialize) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(FORMAT.as_bytes());
+        hasher.update([0]);
+        hasher.update(namespace.as_bytes());
+        hasher.update([0]);
+        serde_json::to_writer(&mut hasher, request).expect("a request always serializes");
+        hex::encode(hasher.finalize())
+    }
+
+    /// Looks up an entry written by [`Cache::put_json`]; a missing, corrupt
+    /// or mistyped entry is a miss.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let bytes = std::fs::read(self.path(key)?).ok()?;
+        let entry: JsonEntryIn<T> = serde_json::from_slice(&bytes).ok()?;
+        (entry.key == key).then_some(entry.response)
+    }
+
+    /// Stores any serializable value; never fails (like [`Cache::put`]).
+    pub fn put_json<T: Serialize>(&self, key: &str, value: &T) {
+        if let Err(e) = self.try_put(key, value) {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: could not write to the cache in {}: {e} \
+                     (further cache errors are not reported)",
+                    self.root.display()
+                );
+            }
+        }
+    }
+
+    fn try_put<T: Serialize>(&self, key: &str, response: &T) -> std::io::Result<()> {
         let path = self.path(key).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "malformed cache key")
         })?;

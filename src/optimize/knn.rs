@@ -1,15 +1,10 @@
 //! `KNNFewShot(k)`: demos chosen per input from the k nearest trainset
 //! examples. DSPy embeds inputs with a vectorizer; here the neighbours come
-//! from a BM25 index over the trainset inputs (Tantivy, in RAM), so no
-//! embedding model is needed.
+//! from a BM25 index over the trainset inputs (the in-memory retriever,
+//! [`crate::retrieve::MemoryIndex`]), so no embedding model is needed.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
-use tantivy::schema::{Field, Schema, Value as _, STORED, TEXT};
-use tantivy::{doc, Index, IndexReader, TantivyDocument};
 
 use super::{bootstrap_few_shot, BootstrapConfig, Compiled, Compiler, Data, Mode, Optimizer};
 use crate::adapter::Fields;
@@ -17,14 +12,12 @@ use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::evaluate::{Metric, Pipeline};
 use crate::predict::{Demo, ProgramState, RunContext};
-use crate::retrieve::RetrieveError;
+use crate::retrieve::corpus::Record;
+use crate::retrieve::{MemoryIndex, MemoryOptions, DEFAULT_TOKENIZER};
 
 /// A BM25 index over the inputs of a trainset.
 pub struct KnnIndex {
-    index: Index,
-    reader: IndexReader,
-    text: Field,
-    row: Field,
+    index: MemoryIndex,
 }
 
 fn input_text(fields: &Fields) -> String {
@@ -39,45 +32,33 @@ fn input_text(fields: &Fields) -> String {
 }
 
 impl KnnIndex {
-    /// Indexes the inputs of every example.
+    /// Indexes the inputs of every example (Tantivy's `default` analyzer,
+    /// every query word kept and repeated words counted, no title: the
+    /// scoring KNNFewShot always had).
     pub fn build(trainset: &[Example]) -> Result<KnnIndex> {
-        let err = |e: tantivy::TantivyError| {
-            Error::from(RetrieveError::tantivy("building the KNN index", e))
+        let records = trainset.iter().enumerate().map(|(i, ex)| Record {
+            id: i.to_string(),
+            title: String::new(),
+            text: input_text(&ex.inputs()),
+        });
+        let options = MemoryOptions {
+            tokenizer: DEFAULT_TOKENIZER,
+            title_boost: 1.0,
+            common_word_share: None,
+            repeated_words: true,
         };
-        let mut builder = Schema::builder();
-        let text = builder.add_text_field("inputs", TEXT);
-        let row = builder.add_u64_field("row", STORED);
-        let index = Index::create_in_ram(builder.build());
-        let mut writer = index
-            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
-            .map_err(err)?;
-        for (i, ex) in trainset.iter().enumerate() {
-            writer
-                .add_document(doc!(text => input_text(&ex.inputs()), row => i as u64))
-                .map_err(err)?;
-        }
-        writer.commit().map_err(err)?;
-        let reader = index.reader().map_err(err)?;
         Ok(KnnIndex {
-            index,
-            reader,
-            text,
-            row,
+            index: MemoryIndex::build(records, &options).map_err(Error::from)?,
         })
     }
 
     /// Rows of the (at most) `k` trainset examples nearest to `inputs`, best first.
     pub fn nearest(&self, inputs: &Fields, k: usize) -> Vec<usize> {
-        let parser = QueryParser::for_index(&self.index, vec![self.text]);
-        let (query, _) = parser.parse_query_lenient(&input_text(inputs));
-        let searcher = self.reader.searcher();
-        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(k.max(1))) else {
+        let Ok(hits) = self.index.search(&input_text(inputs), k.max(1)) else {
             return Vec::new();
         };
-        top.into_iter()
-            .filter_map(|(_, addr)| searcher.doc::<TantivyDocument>(addr).ok())
-            .filter_map(|d| d.get_first(self.row).and_then(|v| v.as_u64()))
-            .map(|r| r as usize)
+        hits.into_iter()
+            .filter_map(|p| p.id.parse().ok())
             .take(k)
             .collect()
     }

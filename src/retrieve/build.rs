@@ -12,7 +12,7 @@ use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
 
 use super::corpus::CorpusReader;
 use super::meta::{IndexMeta, META_FILE};
-use super::schema::{Fields, SCHEMA_VERSION};
+use super::schema::{register_tokenizers, Fields, SCHEMA_VERSION, TOKENIZER, TOKENIZERS};
 use super::RetrieveError;
 
 /// Title boost applied at search time unless a build says otherwise; chosen by
@@ -47,6 +47,11 @@ pub struct BuildOptions {
     /// Set it (for instance from a Ctrl-C handler) to abandon the build; the
     /// previous index is then left untouched.
     pub cancel: Arc<AtomicBool>,
+    /// The analyzer of `title` and `text`, one of [`TOKENIZERS`] (default
+    /// [`TOKENIZER`]; another one is for measuring).
+    pub tokenizer: &'static str,
+    /// Build (and swap in) an index even when the corpus has no passage.
+    pub allow_empty: bool,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +62,8 @@ impl Default for BuildOptions {
             memory_budget_bytes: DEFAULT_MEMORY_MB * 1024 * 1024,
             title_boost: DEFAULT_TITLE_BOOST,
             cancel: Arc::new(AtomicBool::new(false)),
+            tokenizer: TOKENIZER,
+            allow_empty: false,
         }
     }
 }
@@ -89,8 +96,18 @@ impl BuildReport {
 /// thousand or so and once at the end. The index is built in a hidden sibling
 /// directory of `out` and renamed into place only after its single commit; on
 /// any error or cancellation that directory is removed and `out` is untouched.
-/// Debris left by a killed build is removed by the next build of the same `out`
-/// (so two builds into the same `out` must not run at once).
+/// Debris left by a killed build is removed by the next build of the same `out`.
+///
+/// Errors besides bad input: [`RetrieveError::EmptyCorpus`] when no passage
+/// was read (unless `allow_empty`), [`RetrieveError::BuildLocked`] when
+/// another build into `out` is running (a `.<name>.lock` file beside `out`
+/// holds an OS lock), [`RetrieveError::DiskFull`], and
+/// [`RetrieveError::Cancelled`]; in every case the previous index is kept.
+///
+/// Known gap: replacing an existing index is two renames (old aside, new in),
+/// so for an instant `out` does not exist; a reader opening it at that
+/// instant gets [`RetrieveError::MissingIndex`] and can retry. Indexes
+/// already open are unaffected (their files stay mapped).
 pub fn build_index(
     corpus: &Path,
     out: &Path,
@@ -104,11 +121,21 @@ pub fn build_index(
     let threads = checked_threads(options)?;
     let reader = CorpusReader::open(corpus)?;
     let paths = BuildPaths::new(out)?;
+    // Held until this function returns; the OS releases it if the process dies.
+    let _lock = paths.lock()?;
     paths.prepare()?;
 
     let counts = match write_index(reader, &paths.tmp, options, threads, progress) {
+        Ok(counts) if counts.docs == 0 && !options.allow_empty => {
+            let _ = std::fs::remove_dir_all(&paths.tmp);
+            return Err(RetrieveError::EmptyCorpus {
+                path: corpus.to_path_buf(),
+                bad_lines: counts.bad_lines,
+            });
+        }
         Ok(counts) => counts,
         Err(e) => {
+            let e = disk_full_or(e, &paths.tmp);
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(e);
         }
@@ -122,7 +149,17 @@ pub fn build_index(
         build_seconds: started.elapsed().as_secs_f64(),
         title_boost: options.title_boost,
     };
-    if let Err(e) = meta.write(&paths.tmp).and_then(|()| paths.swap_in()) {
+    // The last point where Ctrl-C still keeps the old index: after this the
+    // swap is two renames.
+    let written = meta.write(&paths.tmp).and_then(|()| {
+        if options.cancel.load(Ordering::Relaxed) {
+            Err(RetrieveError::Cancelled)
+        } else {
+            paths.swap_in()
+        }
+    });
+    if let Err(e) = written {
+        let e = disk_full_or(e, &paths.tmp);
         let _ = std::fs::remove_dir_all(&paths.tmp);
         return Err(e);
     }
@@ -138,6 +175,13 @@ pub fn build_index(
 
 /// Validates the options and returns the number of indexing threads to use.
 fn checked_threads(options: &BuildOptions) -> Result<usize, RetrieveError> {
+    if !TOKENIZERS.contains(&options.tokenizer) {
+        return Err(RetrieveError::InvalidOption(format!(
+            "unknown tokenizer `{}`; expected one of {}",
+            options.tokenizer,
+            TOKENIZERS.join(", ")
+        )));
+    }
     if !(options.title_boost.is_finite() && options.title_boost > 0.0) {
         return Err(RetrieveError::InvalidOption(format!(
             "title boost must be a positive number, got {}",
@@ -176,7 +220,7 @@ fn write_index(
     threads: usize,
     progress: &dyn Fn(u64),
 ) -> Result<Counts, RetrieveError> {
-    let (schema, fields) = Fields::schema();
+    let (schema, fields) = Fields::schema_with(options.tokenizer);
     let settings = tantivy::IndexSettings {
         docstore_blocksize: DOCSTORE_BLOCK_BYTES,
         ..tantivy::IndexSettings::default()
@@ -188,6 +232,7 @@ fn write_index(
         .map_err(|e| {
             RetrieveError::tantivy(format!("creating an index in {}", dir.display()), e)
         })?;
+    register_tokenizers(&index);
     let mut writer: IndexWriter = index
         .writer_with_num_threads(threads, options.memory_budget_bytes)
         .map_err(|e| RetrieveError::tantivy("starting the index writer", e))?;
@@ -231,10 +276,19 @@ fn write_index(
     writer
         .commit()
         .map_err(|e| RetrieveError::tantivy("committing the index", e))?;
+    // Ctrl-C during the commit or the merge is honoured as soon as that
+    // step returns (neither can be interrupted inside Tantivy); the old
+    // index is then kept.
+    if options.cancel.load(Ordering::Relaxed) {
+        return Err(RetrieveError::Cancelled);
+    }
     merge_if_small(&index, &mut writer, dir)?;
     writer
         .wait_merging_threads()
         .map_err(|e| RetrieveError::tantivy("merging index segments", e))?;
+    if options.cancel.load(Ordering::Relaxed) {
+        return Err(RetrieveError::Cancelled);
+    }
     Ok(counts)
 }
 
@@ -258,9 +312,64 @@ fn merge_if_small(
     Ok(())
 }
 
+/// `e`, or [`RetrieveError::DiskFull`] when the disk under `dir` is full:
+/// Tantivy often reports a failed write as "index writer was killed" (its
+/// indexing thread died), so the disk is probed with a small write as well.
+fn disk_full_or(e: RetrieveError, dir: &Path) -> RetrieveError {
+    if matches!(e, RetrieveError::Cancelled | RetrieveError::BadLine { .. }) {
+        return e;
+    }
+    if mentions_disk_full(&e) || probe_disk_full(dir) {
+        return RetrieveError::DiskFull {
+            dir: dir.to_path_buf(),
+        };
+    }
+    e
+}
+
+/// Whether an error (or any error it wraps) is ENOSPC.
+pub(crate) fn mentions_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                return true;
+            }
+        }
+        if err.to_string().contains("No space left on device") {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Writes and removes a 1 MiB file in `dir` (or its parent if `dir` is
+/// gone); true when that fails for lack of space.
+fn probe_disk_full(dir: &Path) -> bool {
+    use std::io::Write as _;
+    let dir = if dir.is_dir() {
+        dir
+    } else {
+        match dir.parent() {
+            Some(p) => p,
+            None => return false,
+        }
+    };
+    let probe = dir.join(".dspy-rhai-space-probe");
+    let result = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(&vec![0u8; 1 << 20]).and_then(|()| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    match result {
+        Ok(()) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28),
+    }
+}
+
 /// The output directory and its hidden build-time siblings.
 struct BuildPaths {
     out: PathBuf,
+    name: String,
     parent: PathBuf,
     /// Prefix shared by every temporary sibling of `out`, past or present.
     debris_prefix: String,
@@ -288,11 +397,44 @@ impl BuildPaths {
         let pid = std::process::id();
         Ok(BuildPaths {
             out: out.to_path_buf(),
+            name: name.clone(),
             tmp: parent.join(format!("{debris_prefix}{pid}")),
             old: parent.join(format!("{debris_prefix}{pid}-old")),
             parent,
             debris_prefix,
         })
+    }
+
+    /// Takes the build lock of `out` (`.<name>.lock` beside it, an OS file
+    /// lock released when the process ends, however it ends).
+    fn lock(&self) -> Result<std::fs::File, RetrieveError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        std::fs::create_dir_all(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
+        let path = self.parent.join(format!(".{}.lock", self.name));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| RetrieveError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(RetrieveError::BuildLocked {
+                    out: self.out.clone(),
+                    lock: path,
+                    pid: pid.trim().parse().unwrap_or(0),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(RetrieveError::io(&path, e)),
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(file)
     }
 
     /// Checks that `out` may be replaced, removes debris of killed builds and
@@ -362,4 +504,28 @@ fn dir_size(dir: &Path) -> Result<u64, RetrieveError> {
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_anywhere_in_the_chain_is_disk_full() {
+        let full = RetrieveError::io("/idx/seg", std::io::Error::from_raw_os_error(28));
+        assert!(mentions_disk_full(&full));
+        let other = RetrieveError::io("/idx/seg", std::io::Error::from_raw_os_error(13));
+        assert!(!mentions_disk_full(&other));
+        let dir = tempfile::tempdir().unwrap();
+        // A writable directory with space is not full; the probe leaves nothing behind.
+        let kept = disk_full_or(RetrieveError::InvalidOption("x".into()), dir.path());
+        assert!(matches!(kept, RetrieveError::InvalidOption(_)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let named = disk_full_or(full, dir.path()).to_string();
+        assert!(
+            named.contains("no space left on device")
+                && named.contains(&dir.path().display().to_string()),
+            "{named}"
+        );
+    }
 }

@@ -11,7 +11,7 @@
 //! whole, so a corpus of any size streams in constant memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -119,6 +119,11 @@ impl CorpusReader {
         })
     }
 
+    /// The corpus file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The detected format.
     pub fn kind(&self) -> CorpusKind {
         self.kind
@@ -211,8 +216,26 @@ impl Iterator for CorpusReader {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             self.buf.clear();
-            match self.input.read_until(b'\n', &mut self.buf) {
+            let limit = MAX_LINE_BYTES as u64 + 1;
+            match (&mut self.input)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(0) => self.done = true,
+                Ok(n) if n as u64 == limit && self.buf.last() != Some(&b'\n') => {
+                    self.line_no += 1;
+                    self.buf.clear();
+                    let error = self.bad_line(format!(
+                        "line longer than {} MiB; a passage must fit on a shorter line",
+                        MAX_LINE_BYTES >> 20
+                    ));
+                    // Skip the rest of the line without holding it in memory.
+                    if let Err(e) = skip_line(&mut self.input) {
+                        self.done = true;
+                        return Some(Err(RetrieveError::io(&self.path, e)));
+                    }
+                    return Some(Err(error));
+                }
                 Ok(_) => {
                     self.line_no += 1;
                     match self.parse_line() {
@@ -228,6 +251,30 @@ impl Iterator for CorpusReader {
             }
         }
         None
+    }
+}
+
+/// Longest corpus line read, in bytes (issue 12: a 50 MB line took 200 MB
+/// and an endless one aborted). Longer lines are bad lines naming `file:line`.
+pub const MAX_LINE_BYTES: usize = 8 << 20;
+
+/// Consumes input up to and including the next newline (or the end).
+fn skip_line(input: &mut dyn BufRead) -> std::io::Result<()> {
+    loop {
+        let (found, used) = {
+            let available = input.fill_buf()?;
+            if available.is_empty() {
+                return Ok(());
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (true, i + 1),
+                None => (false, available.len()),
+            }
+        };
+        input.consume(used);
+        if found {
+            return Ok(());
+        }
     }
 }
 

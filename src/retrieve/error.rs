@@ -83,6 +83,66 @@ pub enum RetrieveError {
     /// The build was cancelled through its cancel flag (Ctrl-C in the CLI).
     #[error("index build cancelled; the previous index (if any) is unchanged")]
     Cancelled,
+    /// A remote retriever could not be reached or kept failing (connection
+    /// errors, timeouts, 429/5xx) after its retries.
+    #[error("{url}: {message} (after {attempts} attempt(s))")]
+    RemoteUnavailable {
+        /// The URL requested (credentials removed).
+        url: String,
+        /// What failed last.
+        message: String,
+        /// Requests sent.
+        attempts: u32,
+    },
+    /// A remote retriever answered with an error (an HTTP error status, or a
+    /// ColBERTv2 `{"error": true, "message"}` body).
+    #[error("{url}: the server returned an error: {message}")]
+    RemoteError {
+        /// The URL requested (credentials removed).
+        url: String,
+        /// The server's message, with the HTTP status when there was one.
+        message: String,
+    },
+    /// A remote retriever answered with a body that is not the documented shape.
+    #[error("{url}: unexpected response ({message}); body starts: {snippet}")]
+    RemoteMalformed {
+        /// The URL requested (credentials removed).
+        url: String,
+        /// What was wrong.
+        message: String,
+        /// The first few hundred characters of the body.
+        snippet: String,
+    },
+    /// The corpus produced no passage; an empty build never replaces an index.
+    #[error(
+        "{path}: no passages to index ({bad_lines} bad line(s) skipped); refusing to build an empty \
+         index (pass --allow-empty to build one anyway)"
+    )]
+    EmptyCorpus {
+        /// The corpus file.
+        path: PathBuf,
+        /// Lines skipped as malformed.
+        bad_lines: u64,
+    },
+    /// Another build into the same output directory holds its lock.
+    #[error(
+        "another build is running into {out} (lock file {lock} held by pid {pid}); wait for it \
+         to finish, or choose another --out"
+    )]
+    BuildLocked {
+        /// The output directory.
+        out: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The process id recorded in the lock file (0 if unreadable).
+        pid: u32,
+    },
+    /// The disk filled up while writing the index.
+    #[error("no space left on device while writing the index into {dir}; the previous index (if any) is unchanged")]
+    DiskFull {
+        /// The directory being written.
+        dir: PathBuf,
+    },
     /// Tantivy failed while building or searching the index.
     #[error("{context}: {error}")]
     Tantivy {
@@ -99,6 +159,20 @@ impl RetrieveError {
         RetrieveError::Io {
             path: path.into(),
             error,
+        }
+    }
+
+    /// The error for a remote URL, with any `user:password@` removed.
+    pub fn redact_url(url: &str) -> String {
+        match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                match authority.rsplit_once('@') {
+                    Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                    None => url.to_string(),
+                }
+            }
+            None => url.to_string(),
         }
     }
 

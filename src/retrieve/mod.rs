@@ -1,6 +1,14 @@
-//! Retrieval: a Tantivy BM25 index over a passage corpus, built by
-//! `dspy-rhai index` and searched by pipelines for multi-hop QA.
+//! Retrieval: the [`Retriever`] seam and its backends, searched by pipelines
+//! for multi-hop QA.
 //!
+//! - [`Retriever`]: `search(query, k)`, chosen by a URI ([`RetrieverSpec`]:
+//!   `tantivy:DIR`, `colbertv2:URL`, `opensearch:URL/INDEX`); a host holds a
+//!   [`RetrieverSlot`];
+//! - [`Index`]: the local Tantivy BM25 index built by `dspy-rhai index`;
+//!   [`MemoryIndex`]: the same in RAM (KNNFewShot);
+//! - [`ColBertV2`]: a client of DSPy's ColBERTv2 protocol; [`serve`]: the
+//!   server side of it over any retriever;
+//! - [`OpenSearch`]: an OpenSearch/Elasticsearch index (bulk load and search);
 //! - [`corpus`]: streaming readers for JSONL, DSPy/ColBERT `"Title | text"`
 //!   JSONL and DPR-style TSV corpora, plain or gzipped;
 //! - [`build_index`]: one streaming, multi-threaded, memory-bounded build with
@@ -21,19 +29,31 @@
 //! ```
 
 mod build;
+mod colbert;
 pub mod corpus;
 mod error;
+mod http;
+mod memory;
 mod meta;
+pub mod opensearch;
+mod retriever;
 mod schema;
 mod search;
+pub mod serve;
 
 use std::path::PathBuf;
 
 pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST};
+pub use colbert::{ColBertV2, COLBERTV2_MAX_K};
 pub use error::RetrieveError;
+pub use memory::{MemoryIndex, MemoryOptions};
 pub use meta::{IndexMeta, META_FILE};
-pub use schema::SCHEMA_VERSION;
-pub use search::{Index, Passage};
+pub use opensearch::OpenSearch;
+pub use retriever::{RemoteOptions, Retriever, RetrieverSlot, RetrieverSpec, RETRIEVER_ENV};
+pub use schema::{
+    DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
+};
+pub use search::{Index, Passage, COMMON_WORD_SHARE};
 
 /// Environment variable naming the default index directory.
 pub const INDEX_ENV: &str = "DSPY_INDEX";

@@ -1,32 +1,35 @@
-//! Searching a built index: BM25 over `title` and `text`.
+//! Searching a Tantivy index: BM25 over `title` and `text`.
 //!
 //! Queries are usually written by an LM, so they are read as a bag of words:
-//! every character that is not a letter or digit separates words, and each
-//! distinct lower-cased word is looked up in both fields. Quotes, colons,
-//! brackets, `AND`/`OR`/`NOT`, `field:value`, `*`, `^`, `~` therefore never
-//! fail and never silently drop words (a hyphenated word such as `Woo-hee`
-//! would otherwise become a phrase query needing positions), and a query with
-//! no words returns no passages.
+//! the query goes through the fields' own analyzer (so every character that
+//! is not a letter or digit separates words, and words are lower-cased and,
+//! with the English analyzer, stemmed and stop words dropped), and each
+//! distinct word is looked up in both fields. Quotes, colons, brackets,
+//! `AND`/`OR`/`NOT`, `field:value`, `*`, `^`, `~` therefore never fail and
+//! never silently drop words, and a query with no words returns no passages.
 //!
-//! The words are handed to Tantivy's lenient query parser as explicit
-//! `title:w text:w` clauses rather than as default-field words: the parser
-//! would nest each word's two field clauses in a sub-query, and a union of
-//! nested boolean scorers is much slower than a flat union of term scorers
-//! (measured: HotPotQA questions p50 0.93 → 0.40 ms on the shipped corpus,
-//! 4-word queries on 500k synthetic passages 5.2 → 1.2 ms, same scores).
-//! Tantivy's block-max WAND only engages when every clause has postings in a
-//! segment; forcing it by dropping absent words was measured slower here.
+//! The query is built directly from terms (issue 15, item 5): a flat
+//! `BooleanQuery` of `Should` term clauses, `title:w^boost text:w` per word,
+//! the same query Tantivy's parser made from `title:w^b text:w ...` text
+//! before, without formatting and re-parsing a string. A flat union of term
+//! scorers is much faster than the nested per-word sub-queries the parser
+//! makes for default fields. Each word's document frequency is looked up once
+//! per field: the lookups made to drop very common words are handed to BM25
+//! through a [`Bm25StatisticsProvider`], with the field token totals computed
+//! once when the index is opened.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
-use tantivy::schema::Value;
-use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument};
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Value};
+use tantivy::tokenizer::TokenStream as _;
+use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
 use super::meta::IndexMeta;
-use super::schema::Fields;
+use super::schema::{register_tokenizers, Fields};
 use super::RetrieveError;
 
 /// One retrieved passage.
@@ -54,14 +57,240 @@ impl Passage {
     }
 }
 
-/// An opened index. It is `Send + Sync`: wrap it in an `Arc` and search from
-/// as many threads as you like; each search takes its own cheap searcher.
+/// Words in more than this share of passages are left out of queries.
+pub const COMMON_WORD_SHARE: f64 = 0.5;
+
+/// The searching half of a Tantivy BM25 index, shared by the on-disk
+/// [`Index`] and the in-memory [`super::MemoryIndex`]. `Send + Sync`; each
+/// search takes its own cheap searcher.
+pub(crate) struct Bm25Core {
+    pub(crate) index: TantivyIndex,
+    pub(crate) fields: Fields,
+    reader: IndexReader,
+    /// Total tokens in `title` and `text` (the index never changes once opened).
+    title_tokens: u64,
+    text_tokens: u64,
+    /// Boost of title clauses; 1.0 (or nonsense) means none.
+    pub(crate) title_boost: f32,
+    /// Words in more than this share of passages are dropped (see [`COMMON_WORD_SHARE`]);
+    /// `None` keeps every word.
+    pub(crate) common_word_share: Option<f64>,
+    /// Keep a word repeated in the query as often as it occurs (each
+    /// occurrence adds its clauses, as Tantivy's query parser does).
+    pub(crate) repeated_words: bool,
+}
+
+impl Bm25Core {
+    /// Opens a reader on `index` and computes the field statistics.
+    pub(crate) fn new(index: TantivyIndex, title_boost: f32) -> Result<Bm25Core, RetrieveError> {
+        register_tokenizers(&index);
+        let fields =
+            Fields::from_schema(&index.schema()).ok_or_else(|| RetrieveError::BadMetadata {
+                path: PathBuf::from("<index>"),
+                message: "the index lacks the id/title/text fields".to_string(),
+            })?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| RetrieveError::tantivy("opening an index reader", e))?;
+        let searcher = reader.searcher();
+        let tokens = |field| {
+            searcher
+                .total_num_tokens(field)
+                .map_err(|e| RetrieveError::tantivy("reading field statistics", e))
+        };
+        Ok(Bm25Core {
+            title_tokens: tokens(fields.title)?,
+            text_tokens: tokens(fields.text)?,
+            index,
+            fields,
+            reader,
+            title_boost,
+            common_word_share: Some(COMMON_WORD_SHARE),
+            repeated_words: false,
+        })
+    }
+
+    pub(crate) fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The `k` best passages for `query`, best first.
+    pub(crate) fn search(&self, query: &str, k: usize) -> Result<Vec<Passage>, RetrieveError> {
+        let searcher = self.reader.searcher();
+        let k = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let words = self.words(query);
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stats = self.stats(&searcher, &words);
+        let words = self.distinctive(&words, &stats);
+        let query = self.term_query(&words);
+        let hits = searcher
+            .search_with_statistics_provider(&query, &TopDocs::with_limit(k), &stats)
+            .map_err(|e| RetrieveError::tantivy("searching", e))?;
+        hits.into_iter()
+            .map(|(score, address)| {
+                let doc: TantivyDocument = searcher
+                    .doc(address)
+                    .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))?;
+                Ok(self.passage(&doc, score))
+            })
+            .collect()
+    }
+
+    /// A stored document as a passage.
+    fn passage(&self, doc: &TantivyDocument, score: f32) -> Passage {
+        let text_of = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Passage {
+            id: text_of(self.fields.id),
+            title: text_of(self.fields.title),
+            text: text_of(self.fields.text),
+            score,
+        }
+    }
+
+    /// The query's distinct words (all of them with `repeated_words`) as the
+    /// `text` field's analyzer makes them (the `title` field uses the same
+    /// analyzer), in first-seen order.
+    fn words(&self, query: &str) -> Vec<String> {
+        let mut analyzer = match self.index.tokenizer_for_field(self.fields.text) {
+            Ok(analyzer) => analyzer,
+            Err(_) => return Vec::new(),
+        };
+        let mut stream = analyzer.token_stream(query);
+        let mut words: Vec<String> = Vec::new();
+        while stream.advance() {
+            let word = &stream.token().text;
+            if self.repeated_words || !words.iter().any(|w| w == word) {
+                words.push(word.clone());
+            }
+        }
+        words
+    }
+
+    /// Looks up every word's document frequency in both fields, once.
+    fn stats(&self, searcher: &tantivy::Searcher, words: &[String]) -> QueryStats {
+        let mut doc_freqs = HashMap::with_capacity(words.len() * 2);
+        for word in words {
+            for field in [self.fields.title, self.fields.text] {
+                let term = Term::from_field_text(field, word);
+                // An error counts as 0, like a word in no passage.
+                let df = searcher.doc_freq(&term).unwrap_or(0);
+                doc_freqs.insert(term, df);
+            }
+        }
+        QueryStats {
+            num_docs: searcher.num_docs(),
+            title: (self.fields.title, self.title_tokens),
+            text: self.text_tokens,
+            doc_freqs,
+        }
+    }
+
+    /// Drops words in more than the common share of passages' text, unless
+    /// no word is both present and rare: such words barely move BM25 scores
+    /// but make the union of postings slow on a large index.
+    fn distinctive<'w>(&self, words: &'w [String], stats: &QueryStats) -> Vec<&'w str> {
+        let all = || words.iter().map(String::as_str).collect();
+        let Some(share) = self.common_word_share else {
+            return all();
+        };
+        let limit = stats.num_docs as f64 * share;
+        let df = |w: &str| stats.text_df(self.fields.text, w) as f64;
+        let some_rare = words.iter().any(|w| {
+            let df = df(w);
+            df > 0.0 && df <= limit
+        });
+        if !some_rare {
+            return all();
+        }
+        words
+            .iter()
+            .map(String::as_str)
+            .filter(|w| df(w) <= limit)
+            .collect()
+    }
+
+    /// `title:w^boost text:w` for every word, as one flat union.
+    fn term_query(&self, words: &[&str]) -> BooleanQuery {
+        let boost = self.title_boost;
+        let boosted = boost != 1.0 && boost.is_finite() && boost > 0.0;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 2);
+        for word in words {
+            let title: Box<dyn Query> = Box::new(TermQuery::new(
+                Term::from_field_text(self.fields.title, word),
+                IndexRecordOption::WithFreqs,
+            ));
+            let title = if boosted {
+                Box::new(BoostQuery::new(title, boost))
+            } else {
+                title
+            };
+            clauses.push((Occur::Should, title));
+            clauses.push((
+                Occur::Should,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.text, word),
+                    IndexRecordOption::WithFreqs,
+                )),
+            ));
+        }
+        BooleanQuery::new(clauses)
+    }
+}
+
+/// BM25 statistics of one query, gathered once: the corpus totals and the
+/// document frequency of each of its terms.
+struct QueryStats {
+    num_docs: u64,
+    title: (Field, u64),
+    text: u64,
+    doc_freqs: HashMap<Term, u64>,
+}
+
+impl QueryStats {
+    fn text_df(&self, text: Field, word: &str) -> u64 {
+        self.doc_freqs
+            .get(&Term::from_field_text(text, word))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Bm25StatisticsProvider for QueryStats {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        Ok(if field == self.title.0 {
+            self.title.1
+        } else {
+            self.text
+        })
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.num_docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        Ok(self.doc_freqs.get(term).copied().unwrap_or(0))
+    }
+}
+
+/// An opened on-disk index. It is `Send + Sync`: wrap it in an `Arc` and
+/// search from as many threads as you like.
 pub struct Index {
     dir: PathBuf,
     meta: IndexMeta,
-    fields: Fields,
-    reader: IndexReader,
-    parser: QueryParser,
+    core: Bm25Core,
 }
 
 impl std::fmt::Debug for Index {
@@ -76,28 +305,26 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// Opens the index in `dir`, checking that it was built with this
     /// version's schema.
+    ///
+    /// Errors: [`RetrieveError::MissingIndex`] when there is none,
+    /// [`RetrieveError::SchemaVersion`] for an index of another version (the
+    /// message says to re-run `index`).
     pub fn open(dir: &Path) -> Result<Index, RetrieveError> {
         let meta = IndexMeta::read(dir)?;
         let index = TantivyIndex::open_in_dir(dir).map_err(|e| {
             RetrieveError::tantivy(format!("opening the index in {}", dir.display()), e)
         })?;
-        let fields =
-            Fields::from_schema(&index.schema()).ok_or_else(|| RetrieveError::BadMetadata {
+        let core = Bm25Core::new(index, meta.title_boost).map_err(|e| match e {
+            RetrieveError::BadMetadata { message, .. } => RetrieveError::BadMetadata {
                 path: dir.to_path_buf(),
-                message: "the index lacks the id/title/text fields".to_string(),
-            })?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(|e| RetrieveError::tantivy("opening an index reader", e))?;
-        let parser = make_parser(&index, fields);
+                message,
+            },
+            other => other,
+        })?;
         Ok(Index {
             dir: dir.to_path_buf(),
             meta,
-            fields,
-            reader,
-            parser,
+            core,
         })
     }
 
@@ -105,6 +332,7 @@ impl Index {
     /// that are not positive and finite also mean none).
     pub fn with_title_boost(mut self, boost: f32) -> Index {
         self.meta.title_boost = boost;
+        self.core.title_boost = boost;
         self
     }
 
@@ -120,109 +348,60 @@ impl Index {
 
     /// Number of passages in the index.
     pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.core.num_docs()
     }
 
     /// The `k` best passages for `query`, best first. Any string is a valid
     /// query; one without words (or `k == 0`) gives an empty list.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Passage>, RetrieveError> {
-        let searcher = self.reader.searcher();
+        self.core.search(query, k)
+    }
+
+    /// The query path before issue 15 item 5: the words formatted as
+    /// `title:w^b text:w ...` text and handed to Tantivy's lenient query
+    /// parser (which looks every term up again). Kept only so the benchmark
+    /// can measure both paths in one run and the tests can check that they
+    /// rank identically; use [`Index::search`].
+    #[doc(hidden)]
+    pub fn search_via_query_parser(
+        &self,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Passage>, RetrieveError> {
+        let core = &self.core;
+        let searcher = core.reader.searcher();
         let k = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
-        let words = self.distinctive_words(&searcher, query);
-        let clauses = field_clauses(&words, self.meta.title_boost);
-        if k == 0 || clauses.is_empty() {
+        let words = core.words(query);
+        if k == 0 || words.is_empty() {
             return Ok(Vec::new());
         }
-        // Lenient parsing of `field:word` clauses made of letters and digits
-        // cannot fail; an error it reports concerns a word that matches nothing.
-        let (query, _ignored) = self.parser.parse_query_lenient(&clauses);
+        let stats = core.stats(&searcher, &words);
+        let words = core.distinctive(&words, &stats);
+        let boost = core.title_boost;
+        let boost = if boost == 1.0 || !(boost.is_finite() && boost > 0.0) {
+            String::new()
+        } else {
+            format!("^{boost}")
+        };
+        let clauses: Vec<String> = words
+            .iter()
+            .map(|w| format!("title:{w}{boost} text:{w}"))
+            .collect();
+        let parser = tantivy::query::QueryParser::for_index(
+            &core.index,
+            vec![core.fields.title, core.fields.text],
+        );
+        let (parsed, _ignored) = parser.parse_query_lenient(&clauses.join(" "));
         let hits = searcher
-            .search(&query, &TopDocs::with_limit(k))
+            .search(&parsed, &TopDocs::with_limit(k))
             .map_err(|e| RetrieveError::tantivy("searching", e))?;
         hits.into_iter()
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher
                     .doc(address)
                     .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))?;
-                let text_of = |field| {
-                    doc.get_first(field)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                Ok(Passage {
-                    id: text_of(self.fields.id),
-                    title: text_of(self.fields.title),
-                    text: text_of(self.fields.text),
-                    score,
-                })
+                Ok(core.passage(&doc, score))
             })
             .collect()
     }
-}
-
-impl Index {
-    /// The query's distinct lower-cased words (maximal runs of letters and
-    /// digits), without those in more than [`COMMON_WORD_SHARE`] of the
-    /// passages (unless every word is that common): such words barely move
-    /// BM25 scores but make the union of postings slow on a large index.
-    fn distinctive_words(&self, searcher: &tantivy::Searcher, query: &str) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        let words: Vec<String> = query
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(|w| w.chars().flat_map(char::to_lowercase).collect::<String>())
-            .filter(|w| seen.insert(w.clone()))
-            .collect();
-        let limit = searcher.num_docs() as f64 * COMMON_WORD_SHARE;
-        // One document-frequency lookup per word (an error counts as 0).
-        let dfs: Vec<f64> = words
-            .iter()
-            .map(|w| {
-                let term = tantivy::Term::from_field_text(self.fields.text, w);
-                searcher.doc_freq(&term).unwrap_or(0) as f64
-            })
-            .collect();
-        // Words in no passage's text decide nothing either way: the common
-        // words go only when some word is both present and rare.
-        let some_rare = dfs.iter().any(|&df| df > 0.0 && df <= limit);
-        let distinctive: Vec<String> = if some_rare {
-            words
-                .iter()
-                .zip(&dfs)
-                .filter(|(_, &df)| df <= limit)
-                .map(|(w, _)| w.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if distinctive.is_empty() {
-            words
-        } else {
-            distinctive
-        }
-    }
-}
-
-/// Words in more than this share of passages are left out of queries.
-pub const COMMON_WORD_SHARE: f64 = 0.5;
-
-fn make_parser(index: &TantivyIndex, fields: Fields) -> QueryParser {
-    QueryParser::for_index(index, vec![fields.title, fields.text])
-}
-
-/// Turns words into `title:w text:w ...`, with `^boost` on title clauses
-/// when the boost is not 1.
-fn field_clauses(words: &[String], title_boost: f32) -> String {
-    let boost = if title_boost == 1.0 || !(title_boost.is_finite() && title_boost > 0.0) {
-        String::new()
-    } else {
-        format!("^{title_boost}")
-    };
-    let mut clauses = String::with_capacity(words.iter().map(|w| w.len() * 2 + 16).sum());
-    for word in words {
-        clauses.push_str(&format!("title:{word}{boost} text:{word} "));
-    }
-    clauses.truncate(clauses.trim_end().len());
-    clauses
 }

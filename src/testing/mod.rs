@@ -6,6 +6,8 @@
 //! benches turn on (a self dev-dependency in `Cargo.toml`); a normal
 //! `cargo build` leaves it, and its HTTP server crates, out.
 
+pub mod fake_opensearch;
 pub mod mock_server;
 
+pub use fake_opensearch::FakeOpenSearch;
 pub use mock_server::{MockReply, MockRequest, MockServer, MockServerBuilder};

@@ -23,5 +23,7 @@ mod pyrandom;
 mod reliability;
 mod repl;
 mod retrieve;
+mod retrieve_index;
+mod retrieve_remote;
 mod signature;
 mod simba;

@@ -1,56 +1,21 @@
 //! Retrieval from scripts: `retrieve(query, k)` returns DSPy's
 //! `"Title | text"` passages, `retrieve_passages(query, k)` returns maps
 //! `{id, title, text, score}`, and `Retrieve(k)` is DSPy's module object
-//! (`Retrieve(3).call(query).passages`). `use_index(dir)` selects the index;
-//! by default it is `--index`, `$DSPY_INDEX` or the platform data dir.
+//! (`Retrieve(3).call(query).passages`). `use_index(dir)` selects a local
+//! index and `use_retriever("colbertv2:http://...")` any retriever URI
+//! (`tantivy:DIR`, `colbertv2:URL`, `opensearch:URL/INDEX`); by default it is
+//! `--retriever`/`--index`, `$DSPY_RETRIEVER`/`$DSPY_INDEX` or the platform
+//! data dir. `retriever_name()` says which one is in use.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
 use super::script_error;
 use crate::host::Shared;
-use crate::retrieve::{default_index_dir, Index, Passage, RetrieveError};
+use crate::retrieve::{Passage, RetrieverSpec};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
-
-/// The lazily opened retrieval index of a host, shared by all workers.
-pub(crate) struct IndexSlot {
-    dir: Mutex<Option<PathBuf>>,
-    index: Mutex<Option<Arc<Index>>>,
-}
-
-impl IndexSlot {
-    /// A slot for `dir` (the default location when `None`).
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        IndexSlot {
-            dir: Mutex::new(dir),
-            index: Mutex::new(None),
-        }
-    }
-
-    /// Points the slot at another index directory (opened on next use).
-    pub fn select(&self, dir: PathBuf) {
-        *self.dir.lock().expect("index dir lock") = Some(dir);
-        *self.index.lock().expect("index lock") = None;
-    }
-
-    /// The index, opened on first use.
-    pub fn get(&self) -> Result<Arc<Index>, RetrieveError> {
-        let mut slot = self.index.lock().expect("index lock");
-        if let Some(index) = slot.as_ref() {
-            return Ok(index.clone());
-        }
-        let dir = match self.dir.lock().expect("index dir lock").clone() {
-            Some(d) => d,
-            None => default_index_dir()?,
-        };
-        let index = Arc::new(Index::open(&dir)?);
-        *slot = Some(index.clone());
-        Ok(index)
-    }
-}
 
 const MODULE_FN: &str = "__dspy_retrieve";
 
@@ -64,7 +29,7 @@ fn search(shared: &Shared, ctx: &NativeCallContext, query: &str, k: i64) -> R<Ve
     shared
         .index
         .get()
-        .and_then(|index| index.search(query, k))
+        .and_then(|retriever| retriever.search(query, k))
         .map_err(|e| script_error(format!("retrieve: {e}"), ctx.call_position()))
 }
 
@@ -112,10 +77,22 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
             let dir = s
                 .resolve_path(dir, false)
                 .map_err(|e| script_error(format!("use_index: {e}"), ctx.call_position()))?;
-            s.index.select(dir);
+            s.index.select(RetrieverSpec::Tantivy(Some(dir)));
             Ok(())
         },
     );
+    let s = shared.clone();
+    engine.register_fn(
+        "use_retriever",
+        move |ctx: NativeCallContext, uri: &str| -> R<()> {
+            let spec = RetrieverSpec::parse(uri)
+                .map_err(|e| script_error(format!("use_retriever: {e}"), ctx.call_position()))?;
+            s.index.select(spec);
+            Ok(())
+        },
+    );
+    let s = shared.clone();
+    engine.register_fn("retriever_name", move || s.index.spec().to_string());
     engine.register_fn("Retrieve", |ctx: NativeCallContext, k: i64| -> R<FnPtr> {
         if k <= 0 {
             return Err(script_error(

@@ -1,0 +1,361 @@
+//! Index builds under bad input and interference (issue 12): empty corpora,
+//! endless lines, concurrent builds, Ctrl-C; loading into OpenSearch from the
+//! CLI; KNNFewShot on the shared in-memory retriever.
+
+use std::process::{Command, Stdio};
+
+use dspy_rhai::data::Example;
+use dspy_rhai::retrieve::{build_index, BuildOptions, Index, RetrieveError};
+use dspy_rhai::testing::FakeOpenSearch;
+use serde_json::json;
+
+use super::common::fields;
+use super::retrieve::{cli, fixture_index, jsonl_fixture, numbered_corpus, write};
+
+#[test]
+fn an_empty_build_never_replaces_a_good_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = fixture_index(tmp.path());
+    let out = old.dir().to_path_buf();
+    drop(old);
+    let empty = write(tmp.path(), "empty.jsonl", "\n\n");
+    let err = build_index(&empty, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(
+        matches!(err, RetrieveError::EmptyCorpus { bad_lines: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--allow-empty"), "{err}");
+    // Every line bad, skipped: still empty.
+    let bad = write(tmp.path(), "bad.jsonl", "{oops\nnot json\n");
+    let options = BuildOptions {
+        skip_bad_lines: true,
+        ..BuildOptions::default()
+    };
+    let err = build_index(&bad, &out, &options, &|_| {}).unwrap_err();
+    assert!(
+        matches!(err, RetrieveError::EmptyCorpus { bad_lines: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        Index::open(&out).unwrap().num_docs(),
+        5,
+        "the old index is kept"
+    );
+    // The CLI says so too, and --allow-empty builds it.
+    let run = cli(&[
+        "index",
+        empty.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("refusing to build an empty index"));
+    let run = cli(&[
+        "index",
+        empty.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--allow-empty",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(Index::open(&out).unwrap().num_docs(), 0);
+}
+
+#[test]
+fn an_overlong_corpus_line_is_a_bad_line_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = format!(
+        "{}{{\"id\": \"big\", \"text\": \"{}\"}}\n{}",
+        numbered_corpus(1, None),
+        "x".repeat(dspy_rhai::retrieve::corpus::MAX_LINE_BYTES + 10),
+        numbered_corpus(2, None).lines().nth(1).unwrap().to_string() + "\n"
+    );
+    let corpus = write(tmp.path(), "huge.jsonl", &huge);
+    let out = tmp.path().join("out");
+    let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("huge.jsonl:2:") && text.contains("longer than 8 MiB"),
+        "{text}"
+    );
+    let options = BuildOptions {
+        skip_bad_lines: true,
+        ..BuildOptions::default()
+    };
+    let report = build_index(&corpus, &out, &options, &|_| {}).unwrap();
+    assert_eq!((report.doc_count, report.bad_lines_skipped), (2, 1));
+}
+
+#[test]
+fn a_second_build_into_the_same_out_says_another_build_is_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shared.index");
+    let lock_path = tmp.path().join(".shared.index.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(&lock_path, "4242").unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(
+        matches!(err, RetrieveError::BuildLocked { pid: 4242, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("another build is running"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    drop(lock);
+    build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
+    assert_eq!(Index::open(&out).unwrap().num_docs(), 5);
+}
+
+#[test]
+fn ctrl_c_during_index_keeps_the_old_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = fixture_index(tmp.path());
+    let out = old.dir().to_path_buf();
+    drop(old);
+    let corpus = write(tmp.path(), "big.jsonl", &numbered_corpus(300_000, None));
+    let child = Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
+        .args([
+            "index",
+            corpus.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--memory-mb",
+            "20",
+        ])
+        .env_remove("DSPY_INDEX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the build has started writing, then interrupt it.
+    let building = format!(
+        ".{}.building-{}",
+        out.file_name().unwrap().to_string_lossy(),
+        child.id()
+    );
+    let started = std::time::Instant::now();
+    while !tmp.path().join(&building).exists() {
+        assert!(started.elapsed().as_secs() < 60, "the build never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("previous index"), "{stderr}");
+    let index = Index::open(&out).unwrap();
+    assert_eq!(index.num_docs(), 5, "the old index is kept");
+    assert_eq!(index.search("Kinsey", 1).unwrap()[0].id, "p3");
+}
+
+#[test]
+fn cli_index_to_opensearch_then_search_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = FakeOpenSearch::start().unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let uri = format!("opensearch:{}/wiki", fake.url());
+    let run = cli(&[
+        "index",
+        corpus.to_str().unwrap(),
+        "--to",
+        &uri,
+        "--batch-docs",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("loaded 5 passages") && stdout.contains("5 requests"),
+        "{stdout}"
+    );
+    let run = cli(&[
+        "search",
+        "Kinsey Millhone",
+        "--retriever",
+        &uri,
+        "-k",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(hits[0]["id"], "p3");
+    // The same through the environment variable.
+    let run = Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
+        .args(["search", "Gabilan", "-k", "1", "--json"])
+        .env("DSPY_RETRIEVER", &uri)
+        .output()
+        .unwrap();
+    let hits: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(hits[0]["id"], "p5");
+    // --to takes only remote indexes.
+    let run = cli(&["index", corpus.to_str().unwrap(), "--to", "tantivy:/tmp/x"]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("only opensearch:URL/INDEX"));
+}
+
+/// KNNFewShot's index as it was before it moved onto the shared in-memory
+/// retriever: its own Tantivy index, one `TEXT` field, the lenient query
+/// parser. The reference the new one must agree with.
+struct KnnReference {
+    index: tantivy::Index,
+    reader: tantivy::IndexReader,
+    text: tantivy::schema::Field,
+    row: tantivy::schema::Field,
+}
+
+impl KnnReference {
+    fn new(train: &[Example]) -> KnnReference {
+        use tantivy::schema::{Schema, STORED, TEXT};
+        use tantivy::{doc, TantivyDocument};
+        let input_text = |ex: &Example| {
+            ex.inputs()
+                .values()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let mut builder = Schema::builder();
+        let text = builder.add_text_field("inputs", TEXT);
+        let row = builder.add_u64_field("row", STORED);
+        let index = tantivy::Index::create_in_ram(builder.build());
+        let mut writer = index
+            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
+            .unwrap();
+        for (i, ex) in train.iter().enumerate() {
+            writer
+                .add_document(doc!(text => input_text(ex), row => i as u64))
+                .unwrap();
+        }
+        writer.commit().unwrap();
+        let reader = index.reader().unwrap();
+        KnnReference {
+            index,
+            reader,
+            text,
+            row,
+        }
+    }
+
+    fn nearest(&self, query: &str, k: usize) -> Vec<usize> {
+        use tantivy::collector::TopDocs;
+        use tantivy::query::QueryParser;
+        use tantivy::schema::Value as _;
+        use tantivy::TantivyDocument;
+        let (parsed, _) =
+            QueryParser::for_index(&self.index, vec![self.text]).parse_query_lenient(query);
+        let searcher = self.reader.searcher();
+        searcher
+            .search(&parsed, &TopDocs::with_limit(k.max(1)))
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, addr)| searcher.doc::<TantivyDocument>(addr).ok())
+            .filter_map(|d| d.get_first(self.row).and_then(|v| v.as_u64()))
+            .map(|r| r as usize)
+            .take(k)
+            .collect()
+    }
+}
+
+#[test]
+fn knn_on_the_shared_in_memory_retriever_finds_what_its_own_index_found() {
+    // HotPotQA train questions when the shared data is there, else a built-in set.
+    let shared = ["../shared", "../../shared"]
+        .iter()
+        .find_map(|d| std::fs::read_to_string(format!("{d}/data/hotpotqa_train.jsonl")).ok());
+    let questions: Vec<String> = match &shared {
+        Some(text) => text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["question"].as_str().map(str::to_string))
+            .take(300)
+            .collect(),
+        None => [
+            "Which magazine was started first Arthur's Magazine or First for Women?",
+            "The Oberoi family is part of a hotel company that has a head office in what city?",
+            "Musician and satirist Allie Goertz wrote a song about the The Simpsons character Milhouse, who Matt Groening named after who?",
+            "What nationality was James Henry Miller's wife?",
+            "Cadmium Chloride is slightly soluble in this chemical, it is also called what?",
+            "Which tennis player won more Grand Slam titles, Henri Leconte or Jonathan Stark?",
+            "Which genus of moth in the world's seventh-largest country contains only one species?",
+            "Who was once considered the best kick boxer in the world, however he has been involved in a number of controversies?",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    let train: Vec<Example> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            Example::new(fields(json!({"question": q, "answer": format!("a{i}")})))
+                .with_inputs(&["question"])
+        })
+        .collect();
+    let knn = dspy_rhai::optimize::KnnIndex::build(&train).unwrap();
+    let reference = KnnReference::new(&train);
+    let probes: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            q.split_whitespace()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .chain([
+            "the best film of the magazine".to_string(),
+            "who".to_string(),
+        ])
+        .collect();
+    let mut compared = 0;
+    for probe in &probes {
+        // The old parser read `-x`, `+x`, quotes and AND/OR/NOT as operators,
+        // and words joined by punctuation (`Inc.suggest`, `Woo-hee`) as
+        // phrases; the shared retriever reads words only. Compare where they
+        // mean the same.
+        let joined = probe.split_whitespace().any(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .contains(|c: char| !c.is_alphanumeric())
+        });
+        if joined
+            || probe.contains([
+                '-', '+', '"', ':', '(', ')', '[', ']', '^', '~', '*', '{', '}', '!', '\\', '/',
+            ])
+            || probe
+                .split_whitespace()
+                .any(|w| ["AND", "OR", "NOT", "IN"].contains(&w))
+        {
+            continue;
+        }
+        let inputs = fields(json!({"question": probe}));
+        assert_eq!(
+            knn.nearest(&inputs, 5),
+            reference.nearest(probe, 5),
+            "{probe}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 5, "only {compared} probes compared");
+}
