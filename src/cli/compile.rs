@@ -339,7 +339,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report(&format!("{speculative} LM calls beyond the sequential algorithm (speculation; --speculation 0 for none)"));
     }
     if to_stdout {
-        println!("{}", serde_json::to_string_pretty(&program.to_json(&predictors))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&program.to_json(&predictors))?
+        );
     } else {
         report(&format!("saved {}", args.out.display()));
     }

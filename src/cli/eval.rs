@@ -218,7 +218,10 @@ impl ResultsFile {
     /// Opens `PATH.partial` for writing (`-`: stdout).
     pub fn create(path: &Path) -> anyhow::Result<ResultsFile> {
         let (partial, writer) = if path == Path::new("-") {
-            (None, Sink::Stdout(std::io::BufWriter::new(std::io::stdout())))
+            (
+                None,
+                Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            )
         } else {
             let mut name = path.file_name().unwrap_or_default().to_os_string();
             name.push(".partial");

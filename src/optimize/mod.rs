@@ -28,8 +28,8 @@ pub mod program_file;
 pub mod propose;
 mod random_search;
 pub mod registry;
-pub mod tpe;
 pub mod simba;
+pub mod tpe;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -389,7 +389,14 @@ fn compile_keeps_a_run_wide_adapter_in_the_saved_program() {
     .unwrap();
     let out = dir.path().join("p.json");
     let status = crate::common::cli()
-        .args(["compile", "scripts/qa.rhai", "--optimizer", "labeled", "--adapter", "xml"])
+        .args([
+            "compile",
+            "scripts/qa.rhai",
+            "--optimizer",
+            "labeled",
+            "--adapter",
+            "xml",
+        ])
         .arg("--train")
         .arg(&train)
         .arg("--out")

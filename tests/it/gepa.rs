@@ -239,7 +239,9 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let user = &req.messages.last().unwrap().content;
         let n = number_in(user);
-        Ok(crate::common::reply(&fields(json!({"answer": format!("a{n}")}))))
+        Ok(crate::common::reply(&fields(
+            json!({"answer": format!("a{n}")}),
+        )))
     }));
     let host = host_with(TWO, Some(lm));
     let pipeline = host.pipeline();
@@ -437,7 +439,9 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
         } else {
             "Use alpha."
         };
-        Ok(crate::common::reply(&fields(json!({"new_instruction": text}))))
+        Ok(crate::common::reply(&fields(
+            json!({"new_instruction": text}),
+        )))
     }));
     let host = host_with(PAIR, Some(lm));
     let pipeline = host.pipeline();

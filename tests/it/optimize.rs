@@ -1664,5 +1664,9 @@ fn saved_programs_follow_the_umask() {
         old
     };
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o666 & !(umask as u32), "mode {mode:o} with umask {umask:o}");
+    assert_eq!(
+        mode,
+        0o666 & !(umask as u32),
+        "mode {mode:o} with umask {umask:o}"
+    );
 }

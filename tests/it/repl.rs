@@ -288,7 +288,10 @@ fn evaluate_and_compile_work_at_a_script_top_level() {
         .expect("top-level evaluate and compile run");
     let mut s = Session::new(host, LmConfig::default());
     let (out, _) = feed_all(&mut s, &["summary"]);
-    assert!(out.contains("=> \"100.0 Program(labeled: qa: 1 demo (0 bootstrapped))"), "{out}");
+    assert!(
+        out.contains("=> \"100.0 Program(labeled: qa: 1 demo (0 bootstrapped))"),
+        "{out}"
+    );
 }
 
 #[test]

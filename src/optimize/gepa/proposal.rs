@@ -200,7 +200,8 @@ mod tests {
             Some("Task inputs provided to the assistant, the assistant's response for each, and feedback on how the response could be better.")
         );
         let backend = Arc::new(ScriptedLm::from_fn(|_| {
-            Ok(reply(AdapterKind::Chat, 
+            Ok(reply(
+                AdapterKind::Chat,
                 &serde_json::from_value(json!({"new_instruction": "  Be exact.  "})).unwrap(),
             ))
         }));
@@ -236,7 +237,10 @@ mod tests {
             } else {
                 json!({"new_instruction": "A very long instruction indeed."})
             };
-            Ok(reply(AdapterKind::Chat, &serde_json::from_value(outputs).unwrap()))
+            Ok(reply(
+                AdapterKind::Chat,
+                &serde_json::from_value(outputs).unwrap(),
+            ))
         }));
         let lm = Arc::new(Lm::new("scripted", backend.clone()));
         assert_eq!(propose(&lm, "Old.", &[], Some(10)).unwrap(), "Short.");
