@@ -17,35 +17,14 @@ use dspy_rhai::optimize::gepa::{gepa, reflective_dataset, GepaConfig};
 use dspy_rhai::optimize::{Compiler, Data};
 use dspy_rhai::predict::{ProgramState, RunContext};
 
-use crate::common::{fields, host_with, scripted_lm};
-
-fn examples(range: std::ops::Range<usize>) -> Vec<Example> {
-    range
-        .map(|i| {
-            Example::new(fields(
-                json!({"question": format!("q{i}"), "answer": format!("a{i}")}),
-            ))
-            .with_inputs(&["question"])
-        })
-        .collect()
-}
-
-fn number_in(text: &str) -> usize {
-    let at = text.rfind("\nq").expect("a question") + 2;
-    text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use crate::common::{fields, host_with, numbered_examples, question_number, scripted_lm};
 
 /// Right on even questions; on every question once the instruction says "exact".
 fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let system = &req.messages[0].content;
         let user = &req.messages.last().unwrap().content;
-        let n = number_in(user);
+        let n = question_number(user);
         let right = n.is_multiple_of(2) || system.contains("exact");
         let answer = if right {
             format!("a{n}")
@@ -93,8 +72,8 @@ fn run(
     .with_threads(threads)
     .with_prompt_lm(Some(reflection));
     let data = Data {
-        valset: Some(examples(10..16)),
-        ..Data::train(examples(0..6))
+        valset: Some(numbered_examples(10..16)),
+        ..Data::train(numbered_examples(0..6))
     };
     gepa(&cx, &ProgramState::default(), &data, config).expect("gepa runs")
 }
@@ -212,7 +191,7 @@ fn a_rerun_with_the_same_log_dir_resumes() {
     let err = gepa(
         &cx,
         &ProgramState::default(),
-        &Data::train(examples(0..6)),
+        &Data::train(numbered_examples(0..6)),
         &with_log(40),
     )
     .unwrap_err()
@@ -238,7 +217,7 @@ const TWO: &str = r#"
 fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let user = &req.messages.last().unwrap().content;
-        let n = number_in(user);
+        let n = question_number(user);
         Ok(crate::common::reply(&fields(
             json!({"answer": format!("a{n}")}),
         )))
@@ -253,7 +232,7 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
         Metric::Script("metric".into()),
         &cancel,
     );
-    let batch = examples(0..2);
+    let batch = numbered_examples(0..2);
     let ctx: RunContext = (*host.session()).clone();
     let jobs: Vec<(RunContext, &Example)> = batch.iter().map(|e| (ctx.clone(), e)).collect();
     let runs = rollouts(&cx, &jobs, Tracing::RecordAndScore, 0.0).unwrap();
@@ -371,7 +350,7 @@ fn scripts_compile_with_gepa_by_name_and_the_task_lm_reflects() {
             )));
         }
         let system = &req.messages[0].content;
-        let n = number_in(&req.messages.last().unwrap().content);
+        let n = question_number(&req.messages.last().unwrap().content);
         let right = n.is_multiple_of(2) || system.contains("exact");
         let answer = if right {
             format!("a{n}")
@@ -423,7 +402,7 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let system = &req.messages[0].content;
         let user = &req.messages.last().unwrap().content;
-        let n = number_in(user);
+        let n = question_number(user);
         let reply = if user.contains("[[ ## draft ## ]]") {
             let right = n % 4 != 3 || system.contains("beta");
             json!({"answer": if right { format!("a{n}") } else { "wrong".into() }})
@@ -461,8 +440,8 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
         ..GepaConfig::default()
     };
     let data = Data {
-        valset: Some(examples(10..18)),
-        ..Data::train(examples(0..8))
+        valset: Some(numbered_examples(10..18)),
+        ..Data::train(numbered_examples(0..8))
     };
     let out = gepa(&cx, &ProgramState::default(), &data, &config).unwrap();
     let details = &out.metadata["detailed_results"];

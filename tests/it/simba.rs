@@ -20,35 +20,14 @@ use dspy_rhai::optimize::simba::{
 use dspy_rhai::optimize::Compiler;
 use dspy_rhai::predict::{ProgramState, RunContext};
 
-use crate::common::{fields, host_with, scripted_lm};
-
-fn examples(n: usize) -> Vec<Example> {
-    (0..n)
-        .map(|i| {
-            Example::new(fields(
-                json!({"question": format!("q{i}"), "answer": format!("a{i}")}),
-            ))
-            .with_inputs(&["question"])
-        })
-        .collect()
-}
-
-fn number_in(text: &str) -> usize {
-    let at = text.rfind("\nq").expect("a question") + 2;
-    text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
+use crate::common::{fields, host_with, numbered_examples, question_number, scripted_lm};
 
 /// Right on even questions, on every question once the instruction says
 /// "exact"; with rollout id 1 right on odd ones too (so trajectories differ).
 fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
     scripted_lm(ScriptedLm::from_fn(|req: &LmRequest| {
         let system = &req.messages[0].content;
-        let n = number_in(&req.messages.last().unwrap().content);
+        let n = question_number(&req.messages.last().unwrap().content);
         let right = n.is_multiple_of(2) || system.contains("exact") || req.rollout_id == Some(1);
         let answer = if right {
             format!("a{n}")
@@ -92,7 +71,7 @@ fn both_strategies_build_candidates_from_the_widest_bucket() {
     )
     .with_prompt_lm(Some(advice))
     .with_source(QA.to_string());
-    let train = examples(2);
+    let train = numbered_examples(0..2);
     // Two trajectories per example (rollout ids 0 and 1): q1 differs, q0 does not.
     let mut jobs: Vec<(RunContext, &Example)> = Vec::new();
     for model in 0..2u64 {
@@ -187,7 +166,13 @@ fn a_run_improves_the_student_and_counts_every_metric_call() {
             )
             .with_threads(threads)
             .with_prompt_lm(Some(advice));
-            let out = simba(&cx, &ProgramState::default(), &examples(8), &config).unwrap();
+            let out = simba(
+                &cx,
+                &ProgramState::default(),
+                &numbered_examples(0..8),
+                &config,
+            )
+            .unwrap();
             (out, backend.requests().len())
         })
         .collect();

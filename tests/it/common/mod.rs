@@ -98,3 +98,27 @@ pub fn reply(outputs: &Fields) -> String {
     let sig = signature_for_outputs(outputs).expect("output names are field names");
     ChatAdapter.format_reply(&sig, outputs, "")
 }
+
+/// Examples `q{i}` → `a{i}` for `i` in `range`, with `question` as input
+/// (the numbered trainsets of the optimizer tests).
+pub fn numbered_examples(range: std::ops::Range<usize>) -> Vec<dspy_rhai::data::Example> {
+    range
+        .map(|i| {
+            dspy_rhai::data::Example::new(fields(
+                json!({"question": format!("q{i}"), "answer": format!("a{i}")}),
+            ))
+            .with_inputs(&["question"])
+        })
+        .collect()
+}
+
+/// The number `n` of the last `q{n}` question in a prompt.
+pub fn question_number(text: &str) -> usize {
+    let at = text.rfind("\nq").expect("a question") + 2;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
