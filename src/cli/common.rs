@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::lm::cache::Cache;
 use crate::lm::config::LmConfig;
 use crate::lm::openai::ClientOptions;
 use crate::lm::{Lm, LmSettings};
+use crate::retrieve::{RemoteOptions, RetrieverSpec};
 
 /// How to reach the LM.
 ///
@@ -105,10 +107,8 @@ impl LmArgs {
 /// compile and repl.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
-    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir);
-    /// short for --retriever tantivy:DIR, and wins over $DSPY_RETRIEVER.
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub retriever: RetrieverArgs,
     /// Prompt format for predictors that choose none: chat (DSPy's default,
     /// falling back to json), json (structured outputs) or xml.
     #[arg(long, value_name = "chat|json|xml")]
@@ -121,15 +121,6 @@ pub struct HostArgs {
     /// folder and the working directory.
     #[arg(long = "allow-path", value_name = "DIR")]
     pub allow_paths: Vec<PathBuf>,
-    /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
-    /// opensearch:https://HOST:9200/INDEX (default: the local index).
-    #[arg(
-        long,
-        env = "DSPY_RETRIEVER",
-        hide_env_values = true,
-        value_name = "URI"
-    )]
-    pub retriever: Option<String>,
     #[command(flatten)]
     pub lm: LmArgs,
 }
@@ -145,15 +136,12 @@ impl HostArgs {
     ) -> anyhow::Result<(crate::host::Host, crate::optimize::Program)> {
         use crate::host::{Host, HostOptions};
         use crate::predict::{ProgramState, RunContext};
-        let (retriever, remote) = super::search::choose_retriever(
-            self.retriever.as_deref(),
-            self.index.clone(),
-            !self.lm.no_cache,
-            self.lm.cache_dir.clone(),
-        )?;
+        let (retriever, remote) = self
+            .retriever
+            .choose(!self.lm.no_cache, self.lm.cache_dir.clone())?;
         let mut options = HostOptions {
             print_to_stderr,
-            index_dir: self.index.clone(),
+            index_dir: self.retriever.index.clone(),
             retriever: Some(retriever),
             remote,
             allow_paths: Some(self.allow_paths.clone()),
@@ -346,5 +334,67 @@ pub fn choose_metric(
             "the script defines no `fn metric(example, pred, trace)`; pass --metric with one of {}",
             metrics::names().join(", ")
         ),
+    }
+}
+
+/// Cache namespace of remote retrieval results (under the LM cache directory).
+pub const RETRIEVE_CACHE_NAMESPACE: &str = "retrieve";
+
+/// Which retriever a command uses: `--index DIR`, else `--retriever URI`
+/// (or `$DSPY_RETRIEVER`), else the default local index. Shared by run,
+/// eval, compile, repl, search and serve.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RetrieverArgs {
+    /// Retrieval index directory (default: $DSPY_INDEX or the platform data dir);
+    /// short for --retriever tantivy:DIR, and wins over $DSPY_RETRIEVER.
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Retriever: tantivy:DIR, colbertv2:http://HOST:PORT/PATH or
+    /// opensearch:https://HOST:9200/INDEX (default: the local index).
+    #[arg(
+        long,
+        env = "DSPY_RETRIEVER",
+        hide_env_values = true,
+        value_name = "URI"
+    )]
+    pub retriever: Option<String>,
+}
+
+impl RetrieverArgs {
+    /// The retriever chosen by `--index DIR` (first), else `--retriever URI` /
+    /// `$DSPY_RETRIEVER`, else the default local index; and the options of
+    /// remote backends, with the persistent cache (namespace
+    /// [`RETRIEVE_CACHE_NAMESPACE`] of the LM cache directory) unless `cache` is false.
+    pub fn choose(
+        &self,
+        cache: bool,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<(RetrieverSpec, RemoteOptions)> {
+        let spec = match (
+            self.index.clone(),
+            self.retriever.as_deref().filter(|r| !r.is_empty()),
+        ) {
+            (Some(dir), _) => RetrieverSpec::Tantivy(Some(dir)),
+            (None, Some(uri)) => RetrieverSpec::parse(uri)?,
+            (None, None) => RetrieverSpec::Tantivy(None),
+        };
+        let mut remote = RemoteOptions::default();
+        let is_remote = !matches!(spec, RetrieverSpec::Tantivy(_));
+        if cache && is_remote {
+            let dir = match cache_dir {
+                Some(dir) => Some(dir),
+                None => dirs::cache_dir().map(|d| d.join("dspy-rhai")),
+            };
+            if let Some(dir) = dir {
+                match Cache::open_namespace(&dir, RETRIEVE_CACHE_NAMESPACE) {
+                    Ok(cache) => remote.cache = Some(std::sync::Arc::new(cache)),
+                    Err(e) => eprintln!(
+                        "warning: retrieval results will not be cached: cannot open {}: {e}",
+                        dir.join(RETRIEVE_CACHE_NAMESPACE).display()
+                    ),
+                }
+            }
+        }
+        Ok((spec, remote))
     }
 }

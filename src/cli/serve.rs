@@ -2,27 +2,18 @@
 //! other machines and Python DSPy (`dspy.ColBERTv2(url=...)`) can use it.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use super::common::RetrieverArgs;
 use crate::retrieve::serve::{Server, DEFAULT_PORT};
 
 /// Serve the index over DSPy's ColBERTv2 protocol (GET/POST, /health).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Index directory [default: $DSPY_INDEX, else <data dir>/dspy-rhai/index].
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
-    /// Serve another retriever instead (tantivy:DIR, colbertv2:URL, opensearch:URL/INDEX).
-    #[arg(
-        long,
-        env = "DSPY_RETRIEVER",
-        hide_env_values = true,
-        value_name = "URI"
-    )]
-    pub retriever: Option<String>,
+    #[command(flatten)]
+    pub retriever: RetrieverArgs,
     /// Address to listen on (use 0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -39,8 +30,7 @@ pub struct Args {
 
 /// Runs `dspy-rhai serve` until Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (spec, remote) =
-        super::search::choose_retriever(args.retriever.as_deref(), args.index, true, None)?;
+    let (spec, remote) = args.retriever.choose(true, None)?;
     let retriever = spec.open(&remote)?;
     let description = retriever.description();
     let log: crate::retrieve::serve::RequestLog = if args.quiet {
