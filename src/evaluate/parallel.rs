@@ -168,21 +168,48 @@ pub struct ExampleResult {
     pub error_kind: Option<&'static str>,
 }
 
-/// The kind of a library error, as counted in an evaluation summary: `lm`
-/// (the LM could not be reached or refused), `parse` (its reply did not
-/// parse), `script`, `config`, `data`, `io`, `retrieve`, `signature`,
-/// `interrupted`.
+/// A short name for an error's kind, for the counts in eval and compile
+/// summaries: `no-lm`, `lm` (transport, HTTP, timeouts), `parse`, `script`,
+/// `signature`, `data`, `io`, `retrieve`, `config`, `interrupted`. An LM or
+/// parse error raised inside a script reaches the host as a script error
+/// carrying the original text; it is counted by that text
+/// ([`script_error_kind`]).
 pub fn error_kind(error: &Error) -> &'static str {
+    use crate::lm::LmError;
     match error {
         Error::Signature(_) => "signature",
+        Error::Lm(LmError::NotConfigured) => "no-lm",
         Error::Lm(_) => "lm",
         Error::Parse(_) => "parse",
-        Error::Script(_) => "script",
+        Error::Script(text) => script_error_kind(text),
         Error::Data { .. } => "data",
         Error::Io { .. } => "io",
         Error::Retrieve(_) => "retrieve",
         Error::Config(_) => "config",
         Error::Interrupted => "interrupted",
+    }
+}
+
+/// The kind of an error known only by its text (a script error, or an
+/// evaluation result's `error`), from the messages of
+/// [`crate::lm::LmError`] and the adapters' parse error; `script` otherwise.
+pub fn script_error_kind(text: &str) -> &'static str {
+    const LM: [&str; 6] = [
+        "could not connect to the LM server",
+        "LM server returned HTTP",
+        "LM request timed out",
+        "LM call failed after",
+        "LM server sent a malformed response",
+        "invalid LM configuration",
+    ];
+    if text.contains("no LM is configured") {
+        "no-lm"
+    } else if LM.iter().any(|m| text.contains(m)) {
+        "lm"
+    } else if text.contains("could not parse the LM response") {
+        "parse"
+    } else {
+        "script"
     }
 }
 

@@ -51,6 +51,7 @@ pub use registry::{build as build_optimizer, Entry as RegistryEntry};
 use crate::adapter::Fields;
 use crate::data::Example;
 use crate::error::{Error, Result};
+pub use crate::evaluate::{error_kind, script_error_kind};
 use crate::evaluate::{Metric, Pipeline};
 use crate::lm::Lm;
 use crate::predict::{Predictor, ProgramState, RunContext};
@@ -287,49 +288,6 @@ impl Stats {
     /// Speculative predictor calls so far.
     pub fn speculative(&self) -> usize {
         self.speculative_calls.load(Ordering::Relaxed)
-    }
-}
-
-/// A short name for an error's kind, for counts in summaries: `no-lm`,
-/// `lm` (transport, HTTP, timeouts), `parse`, `script`, `data`, `io`,
-/// `retrieve`, `config`, `interrupted`. An LM or parse error raised inside
-/// a script reaches the host as a script error carrying the original text;
-/// it is counted by that text.
-pub fn error_kind(e: &Error) -> &'static str {
-    use crate::lm::LmError;
-    match e {
-        Error::Lm(LmError::NotConfigured) => "no-lm",
-        Error::Lm(_) => "lm",
-        Error::Parse(_) => "parse",
-        Error::Script(text) => script_error_kind(text),
-        Error::Data { .. } => "data",
-        Error::Io { .. } => "io",
-        Error::Retrieve(_) => "retrieve",
-        Error::Config(_) | Error::Signature(_) => "config",
-        Error::Interrupted => "interrupted",
-    }
-}
-
-/// The kind of an error known only by its text (a script error, or an
-/// evaluation result's `error`), from the messages of
-/// [`crate::lm::LmError`] and the adapters' parse error; `script` otherwise.
-pub fn script_error_kind(text: &str) -> &'static str {
-    const LM: [&str; 6] = [
-        "could not connect to the LM server",
-        "LM server returned HTTP",
-        "LM request timed out",
-        "LM call failed after",
-        "LM server sent a malformed response",
-        "invalid LM configuration",
-    ];
-    if text.contains("no LM is configured") {
-        "no-lm"
-    } else if LM.iter().any(|m| text.contains(m)) {
-        "lm"
-    } else if text.contains("could not parse the LM response") {
-        "parse"
-    } else {
-        "script"
     }
 }
 
