@@ -8,7 +8,7 @@ Ctrl-C one second later and prints how long `interrupted` took and whether the s
 still answers `1 + 1`.
 """
 binary, script, expr, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-cmd = " ".join([binary, "repl", script] + extra)
+cmd = " ".join(["exec", binary, "repl", script] + extra)  # exec: no waiting shell takes the Ctrl-C
 p = subprocess.Popen(["script","-qfec",cmd,"/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, TERM="xterm", HOME="/tmp/x"))
 buf=bytearray(); lock=threading.Lock()
 def rd():

@@ -337,8 +337,11 @@ fn ctrl_c_in_a_terminal_stops_the_call_and_keeps_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("spin.rhai");
     std::fs::write(&script, "fn spin() { print(\"spinning\"); loop { } }\n").unwrap();
+    // `exec`: `script` runs the command through `$SHELL -c`, and a shell
+    // that waits (dash, CI's /bin/sh) takes the Ctrl-C too and then exits
+    // 130 itself when the REPL ends; exec leaves only the REPL on the terminal.
     let command = format!(
-        "{} repl {} --no-cache",
+        "exec {} repl {} --no-cache",
         env!("CARGO_BIN_EXE_dspy-rhai"),
         script.display()
     );
