@@ -41,6 +41,8 @@ struct Config {
     serve: bool,
     requests: usize,
     quality_only: bool,
+    grid: bool,
+    latency_rounds: usize,
 }
 
 fn main() {
@@ -78,6 +80,8 @@ fn parse_args(args: &[String]) -> Config {
         serve: true,
         requests: 4000,
         quality_only: false,
+        grid: false,
+        latency_rounds: 0,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -87,6 +91,15 @@ fn parse_args(args: &[String]) -> Config {
             "--no-shipped" => config.shipped = false,
             "--no-serve" => config.serve = false,
             "--quality-only" => {
+                config.quality_only = true;
+                config.serve = false;
+            }
+            "--latency-only" => {
+                config.latency_rounds = value().parse().expect("--latency-only ROUNDS");
+                config.serve = false;
+            }
+            "--grid" => {
+                config.grid = true;
                 config.quality_only = true;
                 config.serve = false;
             }
@@ -113,6 +126,9 @@ fn shipped(config: &Config, scratch: &Path) {
     // one measured for latency below.
     let mut tokenizers: Vec<&str> = TOKENIZERS.into_iter().filter(|t| *t != TOKENIZER).collect();
     tokenizers.push(TOKENIZER);
+    if config.grid || config.latency_rounds > 0 {
+        tokenizers.retain(|t| *t == TOKENIZER);
+    }
     let mut last = None;
     for tokenizer in tokenizers {
         let out = scratch.join(format!("wiki-{tokenizer}.index"));
@@ -123,6 +139,20 @@ fn shipped(config: &Config, scratch: &Path) {
             continue;
         }
         let index = Index::open(&out).expect("open index");
+        if config.latency_rounds > 0 {
+            let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
+            for _ in 0..config.latency_rounds {
+                println!("load average: {}", loadavg());
+                latency(&index, &queries);
+            }
+            return;
+        }
+        if config.grid {
+            if tokenizer == TOKENIZER {
+                grid(index, &questions, &train);
+            }
+            continue;
+        }
         if tokenizer == DEFAULT_TOKENIZER && !config.quality_only {
             query_paths(&index, &questions);
         }
@@ -654,6 +684,57 @@ fn quality(mut index: Index, split: &str, questions: &[Question], boosts: &[f32]
         }
     }
     index
+}
+
+/// Search-time settings on dev (`--grid`): title-match weight, shortest
+/// n-gram, average-length factor; recall@10 and both-gold@10 (and @5, @20).
+fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
+    let spec = std::env::var("GRID").unwrap_or_else(|_| "0:1:1,1:1:1".to_string());
+    for cell in spec.split(',') {
+        let v: Vec<&str> = cell.split(':').collect();
+        let (boost, min, scale) = (
+            v[0].parse::<f32>().expect("boost"),
+            v[1].parse::<usize>().expect("min words"),
+            v[2].parse::<f64>().expect("avgdl scale"),
+        );
+        let share = v
+            .get(3)
+            .map_or(dspy_rhai::retrieve::COMMON_WORD_SHARE, |s| {
+                s.parse().expect("common share")
+            });
+        index = index.with_tuning(boost, min, scale, Some(share));
+        let splits: &[(&str, &[Question])] = if std::env::var("HELDOUT").is_ok() {
+            &[("dev", dev), ("held-out", train)]
+        } else {
+            &[("dev", dev)]
+        };
+        for (name, questions) in splits {
+            let mut sums = [[0.0f64; 3]; 3];
+            for q in questions.iter() {
+                let titles: Vec<String> = index
+                    .search(&q.question, 20)
+                    .expect("search")
+                    .into_iter()
+                    .map(|p| p.title)
+                    .collect();
+                for (i, k) in [5usize, 10, 20].into_iter().enumerate() {
+                    let got = q
+                        .gold_titles
+                        .iter()
+                        .filter(|g| titles.iter().take(k).any(|t| t == *g))
+                        .count();
+                    sums[i][0] += f64::from(u8::from(got > 0));
+                    sums[i][1] += got as f64 / q.gold_titles.len() as f64;
+                    sums[i][2] += f64::from(u8::from(got == q.gold_titles.len()));
+                }
+            }
+            let n = questions.len() as f64;
+            println!(
+                "grid {name} match {boost} min {min} avgdl x{scale} common {share}: r@5 {:.3} b@5 {:.3} | r@10 {:.3} b@10 {:.3} | r@20 {:.3} b@20 {:.3}",
+                sums[0][1] / n, sums[0][2] / n, sums[1][1] / n, sums[1][2] / n, sums[2][1] / n, sums[2][2] / n
+            );
+        }
+    }
 }
 
 /// A seeded Zipf sampler over a generated vocabulary (splitmix64 + inverse CDF).

@@ -12,7 +12,9 @@ use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
 
 use super::corpus::CorpusReader;
 use super::meta::{IndexMeta, META_FILE};
-use super::schema::{register_tokenizers, Fields, SCHEMA_VERSION, TOKENIZER, TOKENIZERS};
+use super::schema::{
+    register_tokenizers, title_key, Fields, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
+};
 use super::RetrieveError;
 
 /// Title boost applied at search time unless a build says otherwise; chosen by
@@ -260,6 +262,9 @@ fn write_index(
         };
         let mut doc = TantivyDocument::default();
         doc.add_text(fields.id, record.id);
+        if let Some(key) = title_key(&record.title) {
+            doc.add_text(fields.title_key, key);
+        }
         doc.add_text(fields.title, record.title);
         doc.add_text(fields.text, record.text);
         writer

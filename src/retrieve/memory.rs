@@ -6,7 +6,7 @@
 use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
 
 use super::corpus::Record;
-use super::schema::{register_tokenizers, Fields, TOKENIZER};
+use super::schema::{register_tokenizers, title_key, Fields, TOKENIZER};
 use super::search::{Bm25Core, COMMON_WORD_SHARE};
 use super::{Passage, RetrieveError, DEFAULT_TITLE_BOOST};
 
@@ -71,6 +71,9 @@ impl MemoryIndex {
         for record in records {
             let mut doc = TantivyDocument::default();
             doc.add_text(fields.id, record.id);
+            if let Some(key) = title_key(&record.title) {
+                doc.add_text(fields.title_key, key);
+            }
             doc.add_text(fields.title, record.title);
             doc.add_text(fields.text, record.text);
             writer.add_document(doc).map_err(err)?;

@@ -51,9 +51,10 @@ pub use meta::{IndexMeta, META_FILE};
 pub use opensearch::OpenSearch;
 pub use retriever::{RemoteOptions, Retriever, RetrieverSlot, RetrieverSpec, RETRIEVER_ENV};
 pub use schema::{
-    DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
+    title_key, DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TITLE_KEY_MAX_WORDS,
+    TOKENIZER, TOKENIZERS,
 };
-pub use search::{Index, Passage, COMMON_WORD_SHARE};
+pub use search::{Index, Passage, COMMON_WORD_SHARE, TITLE_MATCH_BOOST};
 
 /// Environment variable naming the default index directory.
 pub const INDEX_ENV: &str = "DSPY_INDEX";

@@ -29,7 +29,7 @@ use tantivy::tokenizer::TokenStream as _;
 use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
 use super::meta::IndexMeta;
-use super::schema::{register_tokenizers, Fields};
+use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
 use super::RetrieveError;
 
 /// One retrieved passage.
@@ -60,6 +60,11 @@ impl Passage {
 /// Words in more than this share of passages are left out of queries.
 pub const COMMON_WORD_SHARE: f64 = 0.5;
 
+/// Weight of a title match: a passage whose [`title_key`](super::schema::title_key)
+/// is a run of words of the query scores this times the key's BM25 (about
+/// its IDF) on top of its word scores. 0 turns title matching off.
+pub const TITLE_MATCH_BOOST: f32 = 1.0;
+
 /// The searching half of a Tantivy BM25 index, shared by the on-disk
 /// [`Index`] and the in-memory [`super::MemoryIndex`]. `Send + Sync`; each
 /// search takes its own cheap searcher.
@@ -70,8 +75,15 @@ pub(crate) struct Bm25Core {
     /// Total tokens in `title` and `text` (the index never changes once opened).
     title_tokens: u64,
     text_tokens: u64,
+    key_tokens: u64,
     /// Boost of title clauses; 1.0 (or nonsense) means none.
     pub(crate) title_boost: f32,
+    /// Weight of title-key matches (see [`TITLE_MATCH_BOOST`]); 0 = off.
+    pub(crate) title_match_boost: f32,
+    /// Shortest query n-gram looked up as a title key.
+    pub(crate) title_match_min_words: usize,
+    /// Multiplies the average field length BM25 sees (experiments only; 1.0).
+    pub(crate) avgdl_scale: f64,
     /// Words in more than this share of passages are dropped (see [`COMMON_WORD_SHARE`]);
     /// `None` keeps every word.
     pub(crate) common_word_share: Option<f64>,
@@ -103,10 +115,14 @@ impl Bm25Core {
         Ok(Bm25Core {
             title_tokens: tokens(fields.title)?,
             text_tokens: tokens(fields.text)?,
+            key_tokens: tokens(fields.title_key)?,
             index,
             fields,
             reader,
             title_boost,
+            title_match_boost: TITLE_MATCH_BOOST,
+            title_match_min_words: 1,
+            avgdl_scale: 1.0,
             common_word_share: Some(COMMON_WORD_SHARE),
             repeated_words: false,
         })
@@ -124,12 +140,13 @@ impl Bm25Core {
             return Ok(Vec::new());
         }
         let words = self.words(query);
-        if words.is_empty() {
+        let mut stats = self.stats(&searcher, &words);
+        let keys = self.title_keys(&searcher, query, &mut stats);
+        if words.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
         }
-        let stats = self.stats(&searcher, &words);
         let words = self.distinctive(&words, &stats);
-        let query = self.term_query(&words);
+        let query = self.term_query(&words, &keys);
         let hits = searcher
             .search_with_statistics_provider(&query, &TopDocs::with_limit(k), &stats)
             .map_err(|e| RetrieveError::tantivy("searching", e))?;
@@ -178,6 +195,46 @@ impl Bm25Core {
         words
     }
 
+    /// The title keys among the query's runs of `title_match_min_words` to
+    /// [`TITLE_KEY_MAX_WORDS`] words, each looked up once; their document
+    /// frequencies go into `stats`. None when title matching is off.
+    fn title_keys(
+        &self,
+        searcher: &tantivy::Searcher,
+        query: &str,
+        stats: &mut QueryStats,
+    ) -> Vec<Term> {
+        if !(self.title_match_boost > 0.0 && self.title_match_boost.is_finite()) {
+            return Vec::new();
+        }
+        let words = key_words(query);
+        let min = self.title_match_min_words.max(1);
+        let mut found = Vec::new();
+        let mut key = String::new();
+        for start in 0..words.len() {
+            key.clear();
+            for (n, word) in words[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
+                if n > 0 {
+                    key.push(' ');
+                }
+                key.push_str(word);
+                if n + 1 < min {
+                    continue;
+                }
+                let term = Term::from_field_text(self.fields.title_key, &key);
+                if stats.doc_freqs.contains_key(&term) {
+                    continue;
+                }
+                let df = searcher.doc_freq(&term).unwrap_or(0);
+                if df > 0 {
+                    found.push(term.clone());
+                }
+                stats.doc_freqs.insert(term, df);
+            }
+        }
+        found
+    }
+
     /// Looks up every word's document frequency in both fields, once.
     fn stats(&self, searcher: &tantivy::Searcher, words: &[String]) -> QueryStats {
         let mut doc_freqs = HashMap::with_capacity(words.len() * 2);
@@ -189,10 +246,12 @@ impl Bm25Core {
                 doc_freqs.insert(term, df);
             }
         }
+        let scaled = |tokens: u64| (tokens as f64 * self.avgdl_scale) as u64;
         QueryStats {
             num_docs: searcher.num_docs(),
-            title: (self.fields.title, self.title_tokens),
-            text: self.text_tokens,
+            title: (self.fields.title, scaled(self.title_tokens)),
+            key: (self.fields.title_key, self.key_tokens),
+            text: scaled(self.text_tokens),
             doc_freqs,
         }
     }
@@ -221,8 +280,9 @@ impl Bm25Core {
             .collect()
     }
 
-    /// `title:w^boost text:w` for every word, as one flat union.
-    fn term_query(&self, words: &[&str]) -> BooleanQuery {
+    /// `title:w^boost text:w` for every word and `title_key:key^boost` for
+    /// every title key, as one flat union.
+    fn term_query(&self, words: &[&str], keys: &[Term]) -> BooleanQuery {
         let boost = self.title_boost;
         let boosted = boost != 1.0 && boost.is_finite() && boost > 0.0;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 2);
@@ -245,6 +305,15 @@ impl Bm25Core {
                 )),
             ));
         }
+        for key in keys {
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(key.clone(), IndexRecordOption::Basic)),
+                    self.title_match_boost,
+                )),
+            ));
+        }
         BooleanQuery::new(clauses)
     }
 }
@@ -254,6 +323,7 @@ impl Bm25Core {
 struct QueryStats {
     num_docs: u64,
     title: (Field, u64),
+    key: (Field, u64),
     text: u64,
     doc_freqs: HashMap<Term, u64>,
 }
@@ -271,6 +341,8 @@ impl Bm25StatisticsProvider for QueryStats {
     fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
         Ok(if field == self.title.0 {
             self.title.1
+        } else if field == self.key.0 {
+            self.key.1
         } else {
             self.text
         })
@@ -336,6 +408,24 @@ impl Index {
         self
     }
 
+    /// Search-time knobs for measurement only (the benchmark's grid): the
+    /// title-match weight (0 = off), the shortest query n-gram matched
+    /// against titles, and a factor on the average field length BM25 uses.
+    #[doc(hidden)]
+    pub fn with_tuning(
+        mut self,
+        title_match_boost: f32,
+        min_words: usize,
+        avgdl_scale: f64,
+        common_word_share: Option<f64>,
+    ) -> Index {
+        self.core.common_word_share = common_word_share;
+        self.core.title_match_boost = title_match_boost;
+        self.core.title_match_min_words = min_words;
+        self.core.avgdl_scale = avgdl_scale;
+        self
+    }
+
     /// What the index was built from.
     pub fn meta(&self) -> &IndexMeta {
         &self.meta
@@ -378,6 +468,7 @@ impl Index {
         let stats = core.stats(&searcher, &words);
         let words = core.distinctive(&words, &stats);
         let boost = core.title_boost;
+        // (This path predates title matching; compare it with title matching off.)
         let boost = if boost == 1.0 || !(boost.is_finite() && boost > 0.0) {
             String::new()
         } else {

@@ -402,6 +402,58 @@ fn a_query_matching_a_title_ranks_it_first() {
 }
 
 #[test]
+fn title_keys_are_the_title_words_without_the_disambiguation() {
+    use dspy_rhai::retrieve::{title_key, TITLE_KEY_MAX_WORDS};
+    assert_eq!(
+        title_key("The Wailing (film)").as_deref(),
+        Some("the wailing")
+    );
+    assert_eq!(title_key("Na Hong-jin").as_deref(), Some("na hong jin"));
+    assert_eq!(
+        title_key("&quot;J&quot; Is for Judgment").as_deref(),
+        Some("j is for judgment")
+    );
+    assert_eq!(title_key("AT&amp;T").as_deref(), Some("at t"));
+    assert_eq!(title_key("Köln (1990 film)").as_deref(), Some("köln"));
+    // A title that is only a parenthetical keeps it.
+    assert_eq!(title_key("(film)").as_deref(), Some("film"));
+    assert_eq!(title_key(""), None);
+    assert_eq!(title_key(" -- "), None);
+    let long = vec!["word"; TITLE_KEY_MAX_WORDS + 1].join(" ");
+    assert_eq!(title_key(&long), None);
+    let longest = vec!["word"; TITLE_KEY_MAX_WORDS].join(" ");
+    assert_eq!(title_key(&longest).as_deref(), Some(longest.as_str()));
+}
+
+#[test]
+fn a_title_named_in_the_query_lifts_its_passage() {
+    // "Blue Harbor" is named in the query, but the other passage repeats the
+    // query's words more often: only title matching puts "Blue Harbor" first.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write(
+        dir.path(),
+        "c.jsonl",
+        concat!(
+            r#"{"id": "a", "title": "Blue Harbor (town)", "text": "A fishing town on the northern coast, founded in 1820."}"#,
+            "\n",
+            r#"{"id": "b", "title": "Harbor pilots", "text": "Harbor pilots guide ships through blue water into every harbor; a harbor pilot knows each harbor and its blue buoys."}"#,
+            "\n",
+            r#"{"id": "c", "title": "Fishing", "text": "Fishing is the activity of catching fish."}"#,
+            "\n",
+        ),
+    );
+    let out = dir.path().join("index");
+    build(&corpus, &out).unwrap();
+    let index = Index::open(&out).unwrap();
+    let query = "Which coast is Blue Harbor on?";
+    let hits = index.search(query, 3).unwrap();
+    assert_eq!(hits[0].id, "a", "{hits:?}");
+    let index = index.with_tuning(0.0, 1, 1.0, Some(dspy_rhai::retrieve::COMMON_WORD_SHARE));
+    let hits = index.search(query, 3).unwrap();
+    assert_eq!(hits[0].id, "b", "without title matching: {hits:?}");
+}
+
+#[test]
 fn dspy_text_is_title_bar_text() {
     let passage = Passage {
         id: "p".into(),
