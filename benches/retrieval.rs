@@ -702,7 +702,12 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
             .map_or(dspy_rhai::retrieve::COMMON_WORD_SHARE, |s| {
                 s.parse().expect("common share")
             });
-        index = index.with_tuning(boost, min, scale, Some(share));
+        let title_boost = v
+            .get(4)
+            .map_or(DEFAULT_TITLE_BOOST, |s| s.parse().expect("title boost"));
+        index = index
+            .with_tuning(boost, min, scale, Some(share))
+            .with_title_boost(title_boost);
         let splits: &[(&str, &[Question])] = if std::env::var("HELDOUT").is_ok() {
             &[("dev", dev), ("held-out", train)]
         } else {
@@ -730,7 +735,7 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
             }
             let n = questions.len() as f64;
             println!(
-                "grid {name} match {boost} min {min} avgdl x{scale} common {share}: r@5 {:.3} b@5 {:.3} | r@10 {:.3} b@10 {:.3} | r@20 {:.3} b@20 {:.3}",
+                "grid {name} match {boost} min {min} avgdl x{scale} common {share} title^{title_boost}: r@5 {:.3} b@5 {:.3} | r@10 {:.3} b@10 {:.3} | r@20 {:.3} b@20 {:.3}",
                 sums[0][1] / n, sums[0][2] / n, sums[1][1] / n, sums[1][2] / n, sums[2][1] / n, sums[2][2] / n
             );
         }

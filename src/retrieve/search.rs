@@ -20,13 +20,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value};
-use tantivy::tokenizer::TokenStream as _;
-use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument, Term};
+use tantivy::tokenizer::{TextAnalyzer, TokenStream as _};
+use tantivy::{
+    Index as TantivyIndex, IndexReader, InvertedIndexReader, ReloadPolicy, TantivyDocument, Term,
+};
 
 use super::meta::IndexMeta;
 use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
@@ -72,6 +75,8 @@ pub(crate) struct Bm25Core {
     pub(crate) index: TantivyIndex,
     pub(crate) fields: Fields,
     reader: IndexReader,
+    /// The analyzer of `title` and `text`, looked up once (each query clones it).
+    analyzer: TextAnalyzer,
     /// Total tokens in `title` and `text` (the index never changes once opened).
     title_tokens: u64,
     text_tokens: u64,
@@ -106,6 +111,9 @@ impl Bm25Core {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| RetrieveError::tantivy("opening an index reader", e))?;
+        let analyzer = index
+            .tokenizer_for_field(fields.text)
+            .map_err(|e| RetrieveError::tantivy("loading the text analyzer", e))?;
         let searcher = reader.searcher();
         let tokens = |field| {
             searcher
@@ -119,6 +127,7 @@ impl Bm25Core {
             index,
             fields,
             reader,
+            analyzer,
             title_boost,
             title_match_boost: TITLE_MATCH_BOOST,
             title_match_min_words: 1,
@@ -180,10 +189,7 @@ impl Bm25Core {
     /// `text` field's analyzer makes them (the `title` field uses the same
     /// analyzer), in first-seen order.
     fn words(&self, query: &str) -> Vec<String> {
-        let mut analyzer = match self.index.tokenizer_for_field(self.fields.text) {
-            Ok(analyzer) => analyzer,
-            Err(_) => return Vec::new(),
-        };
+        let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);
         let mut words: Vec<String> = Vec::new();
         while stream.advance() {
@@ -208,6 +214,7 @@ impl Bm25Core {
             return Vec::new();
         }
         let words = key_words(query);
+        let key_readers = inverted_indexes(searcher, self.fields.title_key);
         let min = self.title_match_min_words.max(1);
         let mut found = Vec::new();
         let mut key = String::new();
@@ -225,7 +232,7 @@ impl Bm25Core {
                 if stats.doc_freqs.contains_key(&term) {
                     continue;
                 }
-                let df = searcher.doc_freq(&term).unwrap_or(0);
+                let df = doc_freq(&key_readers, &term);
                 if df > 0 {
                     found.push(term.clone());
                 }
@@ -238,11 +245,11 @@ impl Bm25Core {
     /// Looks up every word's document frequency in both fields, once.
     fn stats(&self, searcher: &tantivy::Searcher, words: &[String]) -> QueryStats {
         let mut doc_freqs = HashMap::with_capacity(words.len() * 2);
-        for word in words {
-            for field in [self.fields.title, self.fields.text] {
+        for field in [self.fields.title, self.fields.text] {
+            let readers = inverted_indexes(searcher, field);
+            for word in words {
                 let term = Term::from_field_text(field, word);
-                // An error counts as 0, like a word in no passage.
-                let df = searcher.doc_freq(&term).unwrap_or(0);
+                let df = doc_freq(&readers, &term);
                 doc_freqs.insert(term, df);
             }
         }
@@ -316,6 +323,26 @@ impl Bm25Core {
         }
         BooleanQuery::new(clauses)
     }
+}
+
+/// Every segment's inverted index of `field`, fetched once per query (each
+/// fetch takes a lock in Tantivy); a segment whose index cannot be opened is
+/// left out, like a term found nowhere.
+fn inverted_indexes(searcher: &tantivy::Searcher, field: Field) -> Vec<Arc<InvertedIndexReader>> {
+    searcher
+        .segment_readers()
+        .iter()
+        .filter_map(|segment| segment.inverted_index(field).ok())
+        .collect()
+}
+
+/// A term's document frequency over all segments; an error counts as 0,
+/// like a term in no passage.
+fn doc_freq(readers: &[Arc<InvertedIndexReader>], term: &Term) -> u64 {
+    readers
+        .iter()
+        .map(|r| u64::from(r.doc_freq(term).unwrap_or(0)))
+        .sum()
 }
 
 /// BM25 statistics of one query, gathered once: the corpus totals and the

@@ -419,9 +419,9 @@ fn title_keys_are_the_title_words_without_the_disambiguation() {
     assert_eq!(title_key("(film)").as_deref(), Some("film"));
     assert_eq!(title_key(""), None);
     assert_eq!(title_key(" -- "), None);
-    let long = vec!["word"; TITLE_KEY_MAX_WORDS + 1].join(" ");
+    let long = ["word"; TITLE_KEY_MAX_WORDS + 1].join(" ");
     assert_eq!(title_key(&long), None);
-    let longest = vec!["word"; TITLE_KEY_MAX_WORDS].join(" ");
+    let longest = ["word"; TITLE_KEY_MAX_WORDS].join(" ");
     assert_eq!(title_key(&longest).as_deref(), Some(longest.as_str()));
 }
 
