@@ -24,11 +24,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use dspy_rhai::retrieve::{
-    build_index, BuildOptions, Index, DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER, TOKENIZER, TOKENIZERS,
+    build_index, BuildOptions, Index, COMMON_WORD_SHARE, DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER,
+    TITLE_MATCH_BOOST, TOKENIZER, TOKENIZERS,
 };
 
 const KS: [usize; 5] = [1, 3, 5, 10, 20];
-const BOOSTS: [f32; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+const BOOSTS: [f32; 6] = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0];
 
 struct Config {
     synthetic: u64,
@@ -153,9 +154,14 @@ fn shipped(config: &Config, scratch: &Path) {
             }
             continue;
         }
-        if tokenizer == DEFAULT_TOKENIZER && !config.quality_only {
+        let index = if tokenizer == DEFAULT_TOKENIZER && !config.quality_only {
+            // The parser path predates title matching: compare with it off.
+            let index = index.with_tuning(0.0, 1, 1.0, Some(COMMON_WORD_SHARE));
             query_paths(&index, &questions);
-        }
+            index.with_tuning(TITLE_MATCH_BOOST, 1, 1.0, Some(COMMON_WORD_SHARE))
+        } else {
+            index
+        };
         let boosts: &[f32] = if config.quality_only {
             &[DEFAULT_TITLE_BOOST, 1.0]
         } else {
@@ -699,9 +705,7 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
         );
         let share = v
             .get(3)
-            .map_or(dspy_rhai::retrieve::COMMON_WORD_SHARE, |s| {
-                s.parse().expect("common share")
-            });
+            .map_or(COMMON_WORD_SHARE, |s| s.parse().expect("common share"));
         let title_boost = v
             .get(4)
             .map_or(DEFAULT_TITLE_BOOST, |s| s.parse().expect("title boost"));

@@ -82,7 +82,17 @@ impl Fields {
         let id = builder.add_text_field("id", STRING | STORED);
         let title = builder.add_text_field("title", words.clone());
         let text = builder.add_text_field("text", words);
-        let title_key = builder.add_text_field("title_key", STRING);
+        // With term frequencies (always 1) although they carry nothing: a
+        // field without them disables Tantivy's block-WAND for any query
+        // that has one of its terms.
+        let title_key = builder.add_text_field(
+            "title_key",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("raw")
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        );
         (
             builder.build(),
             Fields {

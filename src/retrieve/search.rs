@@ -155,7 +155,7 @@ impl Bm25Core {
             return Ok(Vec::new());
         }
         let words = self.distinctive(&words, &stats);
-        let query = self.term_query(&words, &keys);
+        let query = self.term_query(&words, &keys, &stats);
         let hits = searcher
             .search_with_statistics_provider(&query, &TopDocs::with_limit(k), &stats)
             .map_err(|e| RetrieveError::tantivy("searching", e))?;
@@ -289,34 +289,43 @@ impl Bm25Core {
 
     /// `title:w^boost text:w` for every word and `title_key:key^boost` for
     /// every title key, as one flat union.
-    fn term_query(&self, words: &[&str], keys: &[Term]) -> BooleanQuery {
+    ///
+    /// Terms in no passage get no clause: they add nothing to any score, and
+    /// Tantivy gives such a term an empty scorer that does not read term
+    /// frequencies, which turns off block-WAND pruning for the whole union
+    /// (every matching passage is then scored; measured in BENCHMARKS.md,
+    /// "BM25 query path").
+    fn term_query(&self, words: &[&str], keys: &[Term], stats: &QueryStats) -> BooleanQuery {
         let boost = self.title_boost;
         let boosted = boost != 1.0 && boost.is_finite() && boost > 0.0;
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(words.len() * 2);
+        let present = |term: &Term| stats.doc_freqs.get(term).is_some_and(|&df| df > 0);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+            Vec::with_capacity(words.len() * 2 + keys.len());
         for word in words {
-            let title: Box<dyn Query> = Box::new(TermQuery::new(
-                Term::from_field_text(self.fields.title, word),
-                IndexRecordOption::WithFreqs,
-            ));
-            let title = if boosted {
-                Box::new(BoostQuery::new(title, boost))
-            } else {
-                title
-            };
-            clauses.push((Occur::Should, title));
-            clauses.push((
-                Occur::Should,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.text, word),
-                    IndexRecordOption::WithFreqs,
-                )),
-            ));
+            let title = Term::from_field_text(self.fields.title, word);
+            if present(&title) {
+                let title: Box<dyn Query> =
+                    Box::new(TermQuery::new(title, IndexRecordOption::WithFreqs));
+                let title = if boosted {
+                    Box::new(BoostQuery::new(title, boost))
+                } else {
+                    title
+                };
+                clauses.push((Occur::Should, title));
+            }
+            let text = Term::from_field_text(self.fields.text, word);
+            if present(&text) {
+                clauses.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(text, IndexRecordOption::WithFreqs)),
+                ));
+            }
         }
         for key in keys {
             clauses.push((
                 Occur::Should,
                 Box::new(BoostQuery::new(
-                    Box::new(TermQuery::new(key.clone(), IndexRecordOption::Basic)),
+                    Box::new(TermQuery::new(key.clone(), IndexRecordOption::WithFreqs)),
                     self.title_match_boost,
                 )),
             ));
