@@ -427,30 +427,34 @@ fn title_keys_are_the_title_words_without_the_disambiguation() {
 
 #[test]
 fn a_title_named_in_the_query_lifts_its_passage() {
-    // "Blue Harbor" is named in the query, but the other passage repeats the
-    // query's words more often: only title matching puts "Blue Harbor" first.
+    // Two passages with the same words in title and text; only "Blue Harbor"
+    // is named, in order, by the query. Without title matching they tie (and
+    // the earlier one, "Harbor Blue", comes first).
     let dir = tempfile::tempdir().unwrap();
-    let corpus = write(
-        dir.path(),
-        "c.jsonl",
-        concat!(
-            r#"{"id": "a", "title": "Blue Harbor (town)", "text": "A fishing town on the northern coast, founded in 1820."}"#,
-            "\n",
-            r#"{"id": "b", "title": "Harbor pilots", "text": "Harbor pilots guide ships through blue water into every harbor; a harbor pilot knows each harbor and its blue buoys."}"#,
-            "\n",
-            r#"{"id": "c", "title": "Fishing", "text": "Fishing is the activity of catching fish."}"#,
-            "\n",
-        ),
-    );
+    let mut lines = vec![
+        r#"{"id": "b", "title": "Harbor Blue (band)", "text": "A fishing town on the northern coast."}"#.to_string(),
+        r#"{"id": "a", "title": "Blue Harbor (town)", "text": "A fishing town on the northern coast."}"#.to_string(),
+    ];
+    for i in 0..10 {
+        lines.push(format!(
+            r#"{{"id": "f{i}", "title": "Garden {i}", "text": "Roses and tulips."}}"#
+        ));
+    }
+    let corpus = write(dir.path(), "c.jsonl", &lines.join("\n"));
     let out = dir.path().join("index");
     build(&corpus, &out).unwrap();
     let index = Index::open(&out).unwrap();
     let query = "Which coast is Blue Harbor on?";
-    let hits = index.search(query, 3).unwrap();
-    assert_eq!(hits[0].id, "a", "{hits:?}");
+    let with = index.search(query, 2).unwrap();
+    assert_eq!(with[0].id, "a", "{with:?}");
+    assert!(with[0].score > with[1].score, "{with:?}");
     let index = index.with_tuning(0.0, 1, 1.0, Some(dspy_rhai::retrieve::COMMON_WORD_SHARE));
-    let hits = index.search(query, 3).unwrap();
-    assert_eq!(hits[0].id, "b", "without title matching: {hits:?}");
+    let without = index.search(query, 2).unwrap();
+    assert_eq!(without[0].score, without[1].score, "{without:?}");
+    assert_eq!(without[0].id, "b", "{without:?}");
+    // The bonus goes to the named passage only.
+    assert_eq!(with[1].id, "b");
+    assert_eq!(with[1].score, without[0].score);
 }
 
 #[test]
