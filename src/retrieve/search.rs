@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
-use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    Bm25StatisticsProvider, BooleanQuery, BoostQuery, EmptyQuery, Occur, Query, TermQuery,
+};
 use tantivy::schema::{Field, IndexRecordOption, Value};
 use tantivy::tokenizer::{TextAnalyzer, TokenStream as _};
 use tantivy::{
@@ -290,11 +292,14 @@ impl Bm25Core {
     /// `title:w^boost text:w` for every word and `title_key:key^boost` for
     /// every title key, as one flat union.
     ///
-    /// Terms in no passage get no clause: they add nothing to any score, and
-    /// Tantivy gives such a term an empty scorer that does not read term
-    /// frequencies, which turns off block-WAND pruning for the whole union
-    /// (every matching passage is then scored; measured in BENCHMARKS.md,
-    /// "BM25 query path").
+    /// Terms in no passage get no clause (they add nothing to any score; this
+    /// saves their second dictionary lookup). The union is scored
+    /// exhaustively, not with block-WAND: an empty clause makes Tantivy pick
+    /// its buffered union. With ~35 term clauses per question, block-WAND
+    /// re-sorts the clauses at every pivot and measured 1.7x slower on the
+    /// shipped corpus (BENCHMARKS.md, "BM25 query path"). Before, a term
+    /// absent from one field did the same by accident (its empty scorer
+    /// reads no frequencies, which rules block-WAND out), for most queries.
     fn term_query(&self, words: &[&str], keys: &[Term], stats: &QueryStats) -> BooleanQuery {
         let boost = self.title_boost;
         let boosted = boost != 1.0 && boost.is_finite() && boost > 0.0;
@@ -330,6 +335,7 @@ impl Bm25Core {
                 )),
             ));
         }
+        clauses.push((Occur::Should, Box::new(EmptyQuery)));
         BooleanQuery::new(clauses)
     }
 }
