@@ -7,6 +7,9 @@
 //! ```
 //!
 //! Options: `--synthetic N` (passages of the synthetic corpus, 0 = skip),
+//! `--grid` (search-time settings on dev, no timings: `GRID=match:min:avgdl:common:title,...`,
+//! `HELDOUT=1` adds the held-out split), `--latency-only ROUNDS` (the default index's latency
+//! only), `PATHS_ONLY=1` (stop after the query-path ranking check),
 //! `--no-shipped`, `--quality-only` (tokenizer quality on dev and train at
 //! two boosts, no timings: usable from a debug build, `cargo test --bench
 //! retrieval -- --quality-only`), `--no-serve` (skip `serve`, Python DSPy and OpenSearch
