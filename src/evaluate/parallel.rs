@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::metrics::{BuiltinMetric, Scored};
 use crate::adapter::Fields;
-use crate::data::Example;
+use crate::data::{Example, Examples};
 use crate::error::{Error, Result};
 use crate::predict::{RunContext, TraceStep};
 
@@ -341,9 +341,12 @@ pub fn evaluate(
 
 /// [`evaluate`] with control over how results stream out (see [`Streaming`]).
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_streaming(
+///
+/// `examples` may be a slice or a compact [`crate::data::Dataset`] (what
+/// `dspy-rhai eval` uses, so memory does not grow with the dataset).
+pub fn evaluate_streaming<E: Examples + ?Sized>(
     pipeline: &dyn Pipeline,
-    examples: &[Example],
+    examples: &E,
     metric: &Metric,
     ctx: &RunContext,
     options: &EvalOptions,
@@ -441,9 +444,9 @@ impl Tally {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_pool(
+fn run_pool<E: Examples + ?Sized>(
     pipeline: &dyn Pipeline,
-    examples: &[Example],
+    examples: &E,
     metric: &Metric,
     ctxs: &[OnceLock<Option<RunContext>>],
     options: &EvalOptions,
@@ -482,9 +485,11 @@ fn run_pool(
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
         let result = match ctxs[k].get() {
-            Some(Some(ctx)) => run_isolated(pipeline, i, &examples[i], metric, ctx, options),
+            Some(Some(ctx)) => {
+                run_isolated(pipeline, i, &examples.example(i), metric, ctx, options)
+            }
             _ => {
-                let mut r = blank(i, &examples[i], options.failure_score);
+                let mut r = blank(i, &examples.example(i), options.failure_score);
                 r.error = Some("the program could not be built".into());
                 r.error_kind = Some("config");
                 r
