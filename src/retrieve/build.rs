@@ -135,7 +135,7 @@ pub fn build_index(
         }
         Ok(counts) => counts,
         Err(e) => {
-            let e = disk_full_or(e, &paths.tmp);
+            let e = disk_full_or(e, &paths.tmp, &paths.out);
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(e);
         }
@@ -159,7 +159,7 @@ pub fn build_index(
         }
     });
     if let Err(e) = written {
-        let e = disk_full_or(e, &paths.tmp);
+        let e = disk_full_or(e, &paths.tmp, &paths.out);
         let _ = std::fs::remove_dir_all(&paths.tmp);
         return Err(e);
     }
@@ -315,12 +315,13 @@ fn merge_if_small(
 /// `e`, or [`RetrieveError::DiskFull`] when the disk under `dir` is full:
 /// Tantivy often reports a failed write as "index writer was killed" (its
 /// indexing thread died), so the disk is probed with a small write as well.
-fn disk_full_or(e: RetrieveError, dir: &Path) -> RetrieveError {
+fn disk_full_or(e: RetrieveError, dir: &Path, out: &Path) -> RetrieveError {
     if matches!(e, RetrieveError::Cancelled | RetrieveError::BadLine { .. }) {
         return e;
     }
     if mentions_disk_full(&e) || probe_disk_full(dir) {
         return RetrieveError::DiskFull {
+            out: out.to_path_buf(),
             dir: dir.to_path_buf(),
         };
     }
@@ -518,12 +519,17 @@ mod tests {
         assert!(!mentions_disk_full(&other));
         let dir = tempfile::tempdir().unwrap();
         // A writable directory with space is not full; the probe leaves nothing behind.
-        let kept = disk_full_or(RetrieveError::InvalidOption("x".into()), dir.path());
+        let kept = disk_full_or(
+            RetrieveError::InvalidOption("x".into()),
+            dir.path(),
+            dir.path(),
+        );
         assert!(matches!(kept, RetrieveError::InvalidOption(_)));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let named = disk_full_or(full, dir.path()).to_string();
+        let named = disk_full_or(full, dir.path(), Path::new("/data/idx")).to_string();
         assert!(
             named.contains("no space left on device")
+                && named.contains("/data/idx")
                 && named.contains(&dir.path().display().to_string()),
             "{named}"
         );
