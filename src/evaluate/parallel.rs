@@ -192,7 +192,8 @@ pub fn error_kind(error: &Error) -> &'static str {
 
 /// The kind of an error known only by its text (a script error, or an
 /// evaluation result's `error`), from the messages of
-/// [`crate::lm::LmError`] and the adapters' parse error; `script` otherwise.
+/// [`crate::lm::LmError`] and the adapters' parse error, and `panic` for a
+/// panic caught at a rollout boundary; `script` otherwise.
 pub fn script_error_kind(text: &str) -> &'static str {
     const LM: [&str; 6] = [
         "could not connect to the LM server",
@@ -202,7 +203,9 @@ pub fn script_error_kind(text: &str) -> &'static str {
         "LM server sent a malformed response",
         "invalid LM configuration",
     ];
-    if text.contains("no LM is configured") {
+    if text.contains("internal error (panic)") {
+        "panic"
+    } else if text.contains("no LM is configured") {
         "no-lm"
     } else if LM.iter().any(|m| text.contains(m)) {
         "lm"
