@@ -324,7 +324,15 @@ fn max_errors_n_allows_n_errors_and_stops_at_the_next() {
         assert!(report.hit_max_errors);
         assert_eq!(report.errored, 6, "threads {threads}");
         assert_eq!(report.error_kinds["script"], 6);
-        assert_eq!(report.first_error.as_ref().unwrap().1, "boom 0");
+        // Which errors are counted depends on the order they arrive in at
+        // 8 threads (example 0's may come after the sixth), so only one
+        // thread pins the first error to example 0.
+        let first = &report.first_error.as_ref().unwrap().1;
+        if threads == 1 {
+            assert_eq!(first, "boom 0");
+        } else {
+            assert!(first.starts_with("boom "), "{first}");
+        }
     }
 }
 
