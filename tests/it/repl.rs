@@ -406,7 +406,7 @@ fn ctrl_c_in_a_terminal_stops_the_call_and_keeps_the_session() {
     });
     let mut seen = String::new();
     let wait_for = |needle: &str, seen: &mut String| {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !seen.contains(needle) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
