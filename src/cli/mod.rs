@@ -109,6 +109,13 @@ pub fn main() -> ExitCode {
     } else {
         progress::Verbosity::Normal
     });
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Repl(_) | Command::Eval(_) | Command::Compile(_)
+    ) {
+        // Rhai's standard library is built beside the LM and script set-up.
+        std::thread::spawn(crate::host::prepare);
+    }
     // Scripts run on this thread; Rhai's size checks recurse over nested
     // values, so a deep value needs more stack than the main thread's.
     let worker = std::thread::Builder::new().stack_size(MAIN_STACK);
