@@ -47,6 +47,12 @@ fn standard_engine() -> Engine {
 /// Ctrl-C cancellation and every dspy-rhai binding registered.
 pub(super) fn build(shared: &Arc<Shared>) -> Engine {
     let mut engine = standard_engine();
+    // Rhai interns every short string a `let` binds, in one cache behind one
+    // lock shared by all worker threads; once 256 are interned each new one
+    // scans the cache (`StringsInterner::throttle_cache`, 3-4% of an eval's
+    // CPU, the top Rust symbol). Interning only shares memory: values and
+    // comparisons are the same without it.
+    engine.set_max_strings_interned(0);
     shared.options.limits.apply(&mut engine);
     engine.set_module_resolver(super::paths::ScriptModules::new(shared));
 
@@ -179,5 +185,19 @@ mod tests {
             rhai.eval::<String>(script).unwrap(),
         );
         assert_eq!(x, y);
+    }
+
+    #[test]
+    fn host_engines_intern_no_strings() {
+        let host = crate::host::Host::new(
+            Default::default(),
+            crate::predict::RunContext::new(None, Default::default()),
+        );
+        assert_eq!(host.engine().max_strings_interned(), 0);
+        let same = host
+            .engine()
+            .eval::<bool>(r#"let a = "Paris"; let b = "Par" + "is"; a == b && a.len() == 5"#)
+            .unwrap();
+        assert!(same);
     }
 }
