@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::metrics::Scored;
 use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
 
+pub use engine::prepare;
 pub use limits::Limits;
 pub use pipeline::{ScriptPipeline, Target};
 
