@@ -414,3 +414,48 @@ fn a_full_disk_during_index_is_named_and_keeps_the_old_index() {
     // The old five-passage index still answers.
     assert!(log.contains("The Wailing"), "{log}");
 }
+
+/// A reader opening the index in a tight loop during five rebuilds never
+/// fails: the swap is one exchange on Linux, and an open that read the old
+/// index's metadata just before the swap is retried (without the retry this
+/// test sees "FileDoesNotExist"). No build folders are left behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn readers_never_see_a_missing_index_while_it_is_replaced() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let old = fixture_index(tmp.path());
+    let out = old.dir().to_path_buf();
+    drop(old);
+    let stop = AtomicBool::new(false);
+    let (opened, missing) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match Index::open(&out) {
+                    Ok(_) => opened.fetch_add(1, Ordering::Relaxed),
+                    Err(RetrieveError::MissingIndex { .. }) => {
+                        missing.fetch_add(1, Ordering::Relaxed)
+                    }
+                    // A half-read index is not expected either.
+                    Err(e) => panic!("opening during a swap: {e}"),
+                };
+            }
+        });
+        for n in 1..=5 {
+            let corpus = write(tmp.path(), "n.jsonl", &numbered_corpus(n * 10, None));
+            let report = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
+            assert_eq!(report.doc_count as usize, n * 10);
+            assert_eq!(Index::open(&out).unwrap().num_docs() as usize, n * 10);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(missing.load(Ordering::Relaxed), 0, "the index went missing");
+    assert!(opened.load(Ordering::Relaxed) > 0);
+    let debris: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".building-") || n.contains(".old-"))
+        .collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}
