@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Stack of each worker thread. Scripts and Rhai's own size checks recurse
 /// over nested values; a large reserve (virtual memory, touched only when
 /// used) keeps deep values an error rather than a stack overflow.
-const WORKER_STACK: usize = 64 * 1024 * 1024;
+pub(crate) const WORKER_STACK: usize = 64 * 1024 * 1024;
 
 /// Runs `f`, turning a panic into `Err(message)`: the worker boundary where
 /// one job's bug (a panicking binding or library call) stays that job's

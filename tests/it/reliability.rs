@@ -815,3 +815,38 @@ mod cli {
         );
     }
 }
+
+/// `parallel_map`'s workers have the evaluator's big stacks: values nested
+/// 2,000 deep inside the mapped function overflowed its small-stack threads
+/// and aborted the whole process (run through the binary, so a crash is
+/// this test's failure, not the test run's).
+#[test]
+fn parallel_map_workers_survive_deep_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pm.rhai");
+    std::fs::write(
+        &script,
+        "fn deep(x) { let a = []; for i in 0..2000 { a = [a]; } x }\n\
+         fn forward(question) { #{ answer: `${parallel_map(deep, [1, 2, 3, 4], #{ threads: 4 })}` } }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dspy-rhai"))
+        .args([
+            "run",
+            script.to_str().unwrap(),
+            "-i",
+            "question=q",
+            "--json",
+        ])
+        .env_remove("DSPY_LM")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[1, 2, 3, 4]"), "{stdout}");
+}
