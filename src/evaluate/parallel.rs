@@ -29,24 +29,6 @@ pub trait Pipeline: Sync {
         None
     }
 
-    /// Calls the script function `name(example, pred, trace)` and returns its
-    /// score; wrappers delegate to their inner pipeline.
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        match self.inner() {
-            Some(inner) => inner.script_metric(name, example, prediction, trace, ctx),
-            None => Err(crate::Error::Config(format!(
-                "no script to call the metric `{name}` in"
-            ))),
-        }
-    }
-
     /// Calls the script metric `name` and keeps its feedback: the metric may
     /// return a bool, a number or `#{ score, feedback }`. A metric with five
     /// parameters is called as DSPy's feedback metric
@@ -95,7 +77,10 @@ impl Metric {
     ) -> Result<f64> {
         match self {
             Metric::Builtin(m) => Ok(m.score(example, prediction)),
-            Metric::Script(name) => pipeline.script_metric(name, example, prediction, trace, ctx),
+            // The score of the same call `judge` makes (no per-predictor target).
+            Metric::Script(name) => pipeline
+                .script_metric_feedback(name, example, prediction, trace, None, ctx)
+                .map(|s| s.score),
             Metric::AcceptAll => Ok(1.0),
         }
     }

@@ -404,20 +404,6 @@ impl ScriptRef<'_> {
             .map_err(|e| Error::Script(format!("{name} returned a value that cannot be used: {e}")))
     }
 
-    /// Calls the metric function `name(example, pred, trace)` for its score
-    /// (see [`ScriptRef::metric_feedback_fn`]).
-    pub fn metric_fn(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.metric_feedback_fn(name, example, prediction, trace, None, ctx)
-            .map(|s| s.score)
-    }
-
     /// Calls the metric function `name`: as `name(example, pred, trace)`, or,
     /// when it takes five parameters, as DSPy's feedback metric
     /// `name(example, pred, trace, pred_name, pred_trace)` with `target` (a

@@ -101,9 +101,7 @@ fn a_five_parameter_metric_gets_the_predictor_name_and_its_trace() {
         "This trajectory got a score of 0.5."
     );
     // The score-only path reads the same metric.
-    let score = pipeline
-        .script_metric("per_predictor", &ex, &pred, None, &ctx)
-        .unwrap();
+    let score = metric.score(&pipeline, &ex, &pred, None, &ctx).unwrap();
     assert_eq!(score, 0.5);
 }
 
