@@ -8,7 +8,7 @@ use serde_json::json;
 
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::metrics::{builtin, Scored};
-use dspy_rhai::evaluate::{evaluate, EvalOptions, Metric, Pipeline};
+use dspy_rhai::evaluate::{evaluate, EvalOptions, Metric};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::predict::TraceStep;
 
