@@ -306,9 +306,15 @@ impl std::fmt::Debug for Index {
 /// its metadata named is gone, or (where the swap is two renames) the
 /// directory is briefly missing.
 fn swapped_while_opening(e: &RetrieveError) -> bool {
-    matches!(e, RetrieveError::MissingIndex { .. })
-        || (matches!(e, RetrieveError::Tantivy { .. })
-            && e.to_string().contains("FileDoesNotExist"))
+    use tantivy::directory::error::OpenReadError;
+    matches!(
+        e,
+        RetrieveError::MissingIndex { .. }
+            | RetrieveError::Tantivy {
+                error: tantivy::TantivyError::OpenReadError(OpenReadError::FileDoesNotExist(_)),
+                ..
+            }
+    )
 }
 
 impl Index {
