@@ -52,7 +52,7 @@ impl Examples for Vec<Example> {
 /// ordered map, owned key strings and its own copy of the input keys), so a
 /// 30,000-row dataset is ~2 MB instead of ~22 MB.
 ///
-/// Built by [`super::load_dataset_compact`] or [`Dataset::from_examples`];
+/// Built by [`super::load_dataset_compact`];
 /// [`Examples::example`] parses a row again (about a microsecond for a
 /// short row), which is nothing beside the LM call the example is for.
 #[derive(Debug, Clone, Default)]
@@ -71,25 +71,6 @@ impl Dataset {
         }
     }
 
-    /// Stores `examples` compactly. All of them must share the input keys
-    /// of the first (as a loaded dataset's do); examples whose keys differ
-    /// keep the first one's keys.
-    pub fn from_examples(examples: &[Example]) -> Dataset {
-        let input_keys: Vec<String> = examples
-            .first()
-            .map(|e| e.input_keys().to_vec())
-            .unwrap_or_default();
-        let rows = examples
-            .iter()
-            .map(|e| {
-                serde_json::to_string(e.fields())
-                    .expect("a JSON map always serialises")
-                    .into_boxed_str()
-            })
-            .collect();
-        Dataset::new(rows, &input_keys)
-    }
-
     /// How many examples there are.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -100,19 +81,9 @@ impl Dataset {
         self.rows.is_empty()
     }
 
-    /// The input keys every example has.
-    pub fn input_keys(&self) -> &[String] {
-        &self.input_keys
-    }
-
     /// Every example, parsed in order.
     pub fn iter(&self) -> impl Iterator<Item = Example> + '_ {
         (0..self.rows.len()).map(|i| self.parse(i))
-    }
-
-    /// All examples as parsed [`Example`]s (for code that needs a slice).
-    pub fn to_vec(&self) -> Vec<Example> {
-        self.iter().collect()
     }
 
     fn parse(&self, i: usize) -> Example {
@@ -150,7 +121,11 @@ mod tests {
                 Example::new(fields).with_inputs(&["question"])
             })
             .collect();
-        let dataset = Dataset::from_examples(&examples);
+        let rows = examples
+            .iter()
+            .map(|e| serde_json::to_string(e.fields()).unwrap().into_boxed_str())
+            .collect();
+        let dataset = Dataset::new(rows, &["question".to_string()]);
         assert_eq!(Examples::len(&dataset), 3);
         for (i, original) in examples.iter().enumerate() {
             let back = dataset.example(i).into_owned();
@@ -160,6 +135,6 @@ mod tests {
             let keys: Vec<&String> = back.fields().keys().collect();
             assert_eq!(keys, ["question", "answer", "meta"]);
         }
-        assert_eq!(dataset.to_vec(), examples);
+        assert_eq!(dataset.iter().collect::<Vec<_>>(), examples);
     }
 }
