@@ -11,18 +11,22 @@ use std::time::Duration;
 /// used) keeps deep values an error rather than a stack overflow.
 pub(crate) const WORKER_STACK: usize = 64 * 1024 * 1024;
 
-/// Runs `f`, turning a panic into `Err(message)`: the worker boundary where
-/// one job's bug (a panicking binding or library call) stays that job's
-/// error instead of aborting the run.
+/// How a caught panic's error text begins (and how error kinds recognise it).
+pub const PANIC_PREFIX: &str = "internal error (panic)";
+
+/// Runs `f`, turning a panic into `Err("internal error (panic): MESSAGE")`:
+/// the worker boundary where one job's bug (a panicking binding or library
+/// call) stays that job's error instead of aborting the run.
 pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        if let Some(s) = payload.downcast_ref::<&str>() {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
         } else if let Some(s) = payload.downcast_ref::<String>() {
             s.clone()
         } else {
             "a panic with no message".to_string()
-        }
+        };
+        format!("{PANIC_PREFIX}: {message}")
     })
 }
 

@@ -188,7 +188,7 @@ pub fn script_error_kind(text: &str) -> &'static str {
         "LM server sent a malformed response",
         "invalid LM configuration",
     ];
-    if text.contains("internal error (panic)") {
+    if text.contains(crate::parallel::PANIC_PREFIX) {
         "panic"
     } else if text.contains("no LM is configured") {
         "no-lm"
@@ -580,7 +580,7 @@ fn run_isolated(
     })
     .unwrap_or_else(|panic| {
         let mut r = blank(index, example, options.failure_score);
-        r.error = Some(format!("internal error (panic): {panic}"));
+        r.error = Some(panic);
         r.error_kind = Some("panic");
         r
     })

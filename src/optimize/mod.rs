@@ -512,5 +512,5 @@ impl Pipeline for Budgeted<'_> {
 /// `panic`), so one bad example never ends an optimizer run.
 fn run_isolated(pipeline: &dyn Pipeline, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
     crate::parallel::isolate(|| pipeline.run(inputs, ctx))
-        .unwrap_or_else(|panic| Err(Error::Script(format!("internal error (panic): {panic}"))))
+        .unwrap_or_else(|panic| Err(Error::Script(panic)))
 }

@@ -448,7 +448,7 @@ fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -
             let Some(input) = inputs.get(i) else { break };
             // A panic (a bug in a binding) is this input's error, never the run's.
             let result = crate::parallel::isolate(|| f.call_raw(&call, None, [input.clone()]))
-                .unwrap_or_else(|panic| Err(format!("internal error (panic): {panic}").into()));
+                .unwrap_or_else(|panic| Err(panic.into()));
             *results[i].lock().expect("result lock") = Some(result);
         }
     };
