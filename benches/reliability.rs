@@ -11,7 +11,9 @@
 //! - `signals`: 400 examples at 2 threads and 100 ms per request, stopped by
 //!   SIGTERM or SIGKILL after 40 requests; rows kept vs examples finished.
 //! - `rss`: peak RSS (`/usr/bin/time -f %M`) of a 30,000-example eval at 64
-//!   threads, and of 3,000 and 10,000 examples for the slope.
+//!   threads, and of 3,000 and 10,000 examples for the slope. With
+//!   `RSS_COMPARE=/path/to/other/dspy-rhai[,...]` (e.g. a build of an older
+//!   commit) each size also runs those binaries, interleaved, one row each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -80,7 +82,11 @@ fn dataset(dir: &Path, n: usize) -> PathBuf {
 }
 
 fn eval(data: &Path, out: &Path, server: &MockServer, threads: usize) -> Command {
-    let mut cmd = Command::new(BIN);
+    eval_with(BIN, data, out, server, threads)
+}
+
+fn eval_with(bin: &str, data: &Path, out: &Path, server: &MockServer, threads: usize) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["eval", "scripts/qa.rhai", "--data"])
         .arg(data)
@@ -196,32 +202,39 @@ fn signals(dir: &Path) {
 
 fn rss(dir: &Path) {
     let mock = server(None, 0, Duration::ZERO);
-    println!("| examples | threads | exit | peak RSS MB | wall s |");
-    println!("|---|---|---|---|---|");
+    let others = std::env::var("RSS_COMPARE").unwrap_or_default();
+    let bins: Vec<&str> = std::iter::once(BIN)
+        .chain(others.split(',').filter(|b| !b.is_empty()))
+        .collect();
+    println!("| examples | binary | threads | exit | peak RSS MB | wall s |");
+    println!("|---|---|---|---|---|---|");
     for n in [3_000, 10_000, 30_000] {
         let data = dataset(dir, n);
-        let out = dir.join("rss.jsonl");
-        let inner = eval(&data, &out, &mock, 64);
-        let mut cmd = Command::new("/usr/bin/time");
-        cmd.arg("-f").arg("PEAK_KB %M").arg(inner.get_program());
-        cmd.args(inner.get_args())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("DSPY_LM");
-        let started = Instant::now();
-        let result = cmd.output().unwrap();
-        let wall = started.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        let kb: f64 = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("PEAK_KB "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(f64::NAN);
-        println!(
-            "| {n} | 64 | {} | {:.1} | {wall:.1} |",
-            result.status.code().unwrap_or(-1),
-            kb / 1024.0
-        );
-        assert_eq!(lines(&out), n, "every row written");
+        for bin in &bins {
+            let out = dir.join("rss.jsonl");
+            let inner = eval_with(bin, &data, &out, &mock, 64);
+            let mut cmd = Command::new("/usr/bin/time");
+            cmd.arg("-f").arg("PEAK_KB %M").arg(inner.get_program());
+            cmd.args(inner.get_args())
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env_remove("DSPY_LM");
+            let started = Instant::now();
+            let result = cmd.output().unwrap();
+            let wall = started.elapsed().as_secs_f64();
+            let stderr = String::from_utf8_lossy(&result.stderr);
+            let kb: f64 = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("PEAK_KB "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f64::NAN);
+            println!(
+                "| {n} | {} | 64 | {} | {:.1} | {wall:.1} |",
+                if *bin == BIN { "this build" } else { bin },
+                result.status.code().unwrap_or(-1),
+                kb / 1024.0
+            );
+            assert_eq!(lines(&out), n, "every row written");
+        }
     }
 }
 

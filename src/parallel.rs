@@ -9,25 +9,31 @@ use std::time::Duration;
 /// Stack of each worker thread. Scripts and Rhai's own size checks recurse
 /// over nested values; a large reserve (virtual memory, touched only when
 /// used) keeps deep values an error rather than a stack overflow.
-const WORKER_STACK: usize = 64 * 1024 * 1024;
+pub(crate) const WORKER_STACK: usize = 64 * 1024 * 1024;
 
-/// Runs `f`, turning a panic into `Err(message)`: the worker boundary where
-/// one job's bug (a panicking binding or library call) stays that job's
-/// error instead of aborting the run.
+/// How a caught panic's error text begins (and how error kinds recognise it).
+pub const PANIC_PREFIX: &str = "internal error (panic)";
+
+/// Runs `f`, turning a panic into `Err("internal error (panic): MESSAGE")`:
+/// the worker boundary where one job's bug (a panicking binding or library
+/// call) stays that job's error instead of aborting the run.
 pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
-        if let Some(s) = payload.downcast_ref::<&str>() {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
         } else if let Some(s) = payload.downcast_ref::<String>() {
             s.clone()
         } else {
             "a panic with no message".to_string()
-        }
+        };
+        format!("{PANIC_PREFIX}: {message}")
     })
 }
 
 /// Runs `job(i)` for `i` in `0..n` on `threads` scoped worker threads;
-/// jobs start in index order. `deliver(i, result)` runs on the calling
+/// jobs start in index order. With one thread, and a calling thread that has
+/// a worker's stack (64 MiB) left, the jobs run on the calling thread itself,
+/// one after another, with no hand-off. `deliver(i, result)` runs on the calling
 /// thread as each result arrives; returning `false` stops handing out new
 /// jobs (jobs in flight still finish and are delivered). Setting any of the
 /// `halt` flags (Ctrl-C, or a job that decides the run is over) stops
@@ -58,10 +64,38 @@ pub fn run_gated<T, J, D>(
 {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let changed = (Mutex::new(()), Condvar::new());
+    // Workers waiting at the gate, and the condvar they wait on. A delivery
+    // notifies only when someone waits: `notify_all` is a futex syscall even
+    // with no waiter, and most runs (every ungated one) never wait.
+    let changed = (Mutex::new(0usize), Condvar::new());
     let halted = |stop: &AtomicBool| {
         stop.load(Ordering::Relaxed) || halt.iter().any(|h| h.load(Ordering::Relaxed))
     };
+    if threads.clamp(1, n.max(1)) == 1 && stack_left().is_some_and(|left| left >= WORKER_STACK) {
+        // One worker on a thread with a worker's stack to spare: run the
+        // jobs here. Handing each result from a worker to this thread costs
+        // two futex calls and two context switches per job, a measurable
+        // part of a zero-latency LM call.
+        while !halted(&stop) && next.load(Ordering::Relaxed) < n {
+            let i = next.load(Ordering::Relaxed);
+            if !gate(i) {
+                // Nothing is in flight to move the gate; it may still open
+                // from elsewhere (a context built by another thread).
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            next.store(i + 1, Ordering::Relaxed);
+            // A worker thread starts with no script deadline; so does the job.
+            let result = {
+                let _no_deadline = crate::host::limits::DeadlineGuard::suspend();
+                job(i)
+            };
+            if !deliver(i, result) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        return;
+    }
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, T)>();
         for _ in 0..threads.clamp(1, n.max(1)) {
@@ -77,9 +111,20 @@ pub fn run_gated<T, J, D>(
                     break;
                 }
                 if !gate(i) {
-                    // Wait for a delivery to move the gate (or a halt).
-                    let guard = changed.0.lock().expect("pool lock");
-                    let _ = changed.1.wait_timeout(guard, Duration::from_millis(20));
+                    // Wait for a delivery to move the gate (or a halt). The
+                    // gate is asked again under the lock, and the delivering
+                    // thread reads the count under the same lock, so a
+                    // delivery is either seen here or notifies this wait.
+                    let mut waiting = changed.0.lock().expect("pool lock");
+                    if gate(i) {
+                        continue;
+                    }
+                    *waiting += 1;
+                    let (mut waiting, _) = changed
+                        .1
+                        .wait_timeout(waiting, Duration::from_millis(20))
+                        .expect("pool lock");
+                    *waiting -= 1;
                     continue;
                 }
                 if next
@@ -99,8 +144,153 @@ pub fn run_gated<T, J, D>(
             if !deliver(i, result) {
                 stop.store(true, Ordering::Relaxed);
             }
-            let _guard = changed.0.lock().expect("pool lock");
-            changed.1.notify_all();
+            if *changed.0.lock().expect("pool lock") > 0 {
+                changed.1.notify_all();
+            }
         }
     });
+}
+
+/// Bytes of stack left below the current frame of this thread (Linux:
+/// from the thread's stack bounds); `None` when it cannot be told.
+#[cfg(target_os = "linux")]
+fn stack_left() -> Option<usize> {
+    let marker = 0u8;
+    let here = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    // SAFETY: `attr` is initialised by pthread_getattr_np before it is read
+    // and destroyed once; the out-pointers are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut low: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        (got == 0).then(|| here.saturating_sub(low as usize))
+    }
+}
+
+/// Bytes of stack left: unknown off Linux, so jobs always get worker threads.
+#[cfg(not(target_os = "linux"))]
+fn stack_left() -> Option<usize> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a thread with `stack` bytes of stack.
+    fn on_stack<R: Send>(stack: usize, f: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(stack)
+                .spawn_scoped(s, f)
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+    }
+
+    /// (job indices with the thread each ran on, delivered indices) of a run.
+    fn run(
+        n: usize,
+        threads: usize,
+        stop_after: usize,
+    ) -> (Vec<(usize, std::thread::ThreadId)>, Vec<usize>) {
+        let ran = Mutex::new(Vec::new());
+        let mut delivered = Vec::new();
+        run_indexed(
+            n,
+            threads,
+            &[],
+            |i| {
+                ran.lock().unwrap().push((i, std::thread::current().id()));
+                i * 10
+            },
+            |i, r| {
+                assert_eq!(r, i * 10);
+                delivered.push(i);
+                delivered.len() < stop_after
+            },
+        );
+        (ran.into_inner().unwrap(), delivered)
+    }
+
+    #[test]
+    fn one_thread_with_a_large_stack_runs_jobs_in_place_in_order() {
+        let (ran, delivered, me) = on_stack(WORKER_STACK + (8 << 20), || {
+            let (ran, delivered) = run(5, 1, usize::MAX);
+            (ran, delivered, std::thread::current().id())
+        });
+        assert!(ran.iter().all(|(_, t)| *t == me), "{ran:?}");
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(delivered, [0, 1, 2, 3, 4]);
+        // `deliver` returning false stops at once: nothing is in flight.
+        let (ran, delivered) = on_stack(WORKER_STACK + (8 << 20), || run(5, 1, 2));
+        assert_eq!((ran.len(), delivered), (2, vec![0, 1]));
+    }
+
+    #[test]
+    fn a_small_stack_or_many_threads_use_worker_threads() {
+        let me = std::thread::current().id();
+        let (ran, delivered) = on_stack(2 << 20, || run(4, 1, usize::MAX));
+        assert!(ran.iter().all(|(_, t)| *t != me));
+        assert_eq!(delivered, [0, 1, 2, 3]);
+        let (ran, mut delivered) = on_stack(WORKER_STACK + (8 << 20), || run(6, 3, usize::MAX));
+        assert_eq!(ran.len(), 6);
+        delivered.sort();
+        assert_eq!(delivered, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn stack_left_sees_the_thread_stack() {
+        let left = on_stack(32 << 20, stack_left);
+        if cfg!(target_os = "linux") {
+            let left = left.expect("known on Linux");
+            assert!(left > (30 << 20) && left <= (32 << 20), "{left}");
+        }
+    }
+
+    #[test]
+    fn gated_jobs_wait_for_deliveries_and_halts_stop_handing_out() {
+        // Job i may start only once i - 2 results are in: at most 2 in flight.
+        let done = AtomicUsize::new(0);
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let gate = |i: usize| i < done.load(Ordering::Acquire) + 2;
+        run_gated(
+            12,
+            4,
+            &[],
+            &gate,
+            |_| {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            },
+            |_, ()| {
+                done.fetch_add(1, Ordering::Release);
+                true
+            },
+        );
+        assert_eq!(done.load(Ordering::SeqCst), 12);
+        assert!(most.load(Ordering::SeqCst) <= 2, "{most:?}");
+        let halt = AtomicBool::new(true);
+        let mut count = 0;
+        run_indexed(
+            5,
+            1,
+            &[&halt],
+            |_| (),
+            |_, ()| {
+                count += 1;
+                true
+            },
+        );
+        assert_eq!(count, 0);
+    }
 }

@@ -174,6 +174,35 @@ fn describe_fields(fields: &[Field]) -> String {
     lines.join("\n").trim().to_string()
 }
 
+/// DSPy's `inspect_modules` (`teleprompt/simba_utils.py`, repeated in
+/// `predict/refine.py`): for each `(name, signature, instructions)`, the
+/// module's input and output fields (as in the adapters' field block) and
+/// its instructions, tab-indented, between lines of 80 dashes. SIMBA's and
+/// Refine's advice prompts show the program with it.
+pub(crate) fn inspect_modules(modules: &[(&str, &Signature, &str)]) -> String {
+    let separator = "-".repeat(80);
+    let indent = |text: &str| -> String {
+        std::iter::once("")
+            .chain(text.lines())
+            .collect::<Vec<_>>()
+            .join("\n\t\t")
+    };
+    let mut out = vec![separator.clone()];
+    for (name, sig, instructions) in modules {
+        out.push(format!("Module {name}"));
+        out.push("\n\tInput Fields:".into());
+        out.push(indent(&describe_fields(sig.inputs())));
+        out.push("\tOutput Fields:".into());
+        out.push(indent(&describe_fields(sig.outputs())));
+        out.push(format!("\tOriginal Instructions: {}", indent(instructions)));
+        out.push(separator.clone());
+    }
+    out.iter()
+        .map(|o| o.trim_matches('\n'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `{name}` plus DSPy's type note for non-string outputs.
 fn field_placeholder(field: &Field, is_output: bool) -> String {
     let note = if !is_output {
@@ -393,4 +422,26 @@ pub fn signature_for_outputs(
         .map(|(k, v)| Field::new(k.clone(), infer(v)))
         .collect();
     Signature::from_fields(Vec::new(), fields, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string DSPy 3.4.1's `simba_utils.inspect_modules` prints for a
+    /// program with one `Predict("context, question -> answer")` named `qa`
+    /// whose instructions are "Answer it.\nBriefly.".
+    #[test]
+    fn inspect_modules_matches_dspy() {
+        let sig = Signature::parse("context, question -> answer").unwrap();
+        let dashes = "-".repeat(80);
+        let want = format!(
+            "{dashes}\nModule qa\n\tInput Fields:\n\t\t1. `context` (str): \n\t\t2. `question` (str):\n\
+             \tOutput Fields:\n\t\t1. `answer` (str):\n\tOriginal Instructions: \n\t\tAnswer it.\n\t\tBriefly.\n{dashes}"
+        );
+        assert_eq!(
+            inspect_modules(&[("qa", &sig, "Answer it.\nBriefly.")]),
+            want
+        );
+    }
 }

@@ -449,33 +449,28 @@ pub(crate) fn repair_json(text: &str) -> Option<Value> {
 
 /// Whether a JSON-like text ends inside a string or with brackets still open.
 pub(crate) fn is_truncated(text: &str) -> bool {
-    let mut depth = 0i32;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in text.chars() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' => quote = Some(c),
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth -= 1,
-            _ => {}
-        }
-    }
-    quote.is_some() || depth > 0
+    let (depth, in_string) = walk_brackets(text, |_, _| true);
+    in_string || depth > 0
 }
 
 /// The text from an opening `{` to its matching `}` (quotes respected);
 /// `None` when it never closes.
 pub(crate) fn balanced_block(text: &str) -> Option<&str> {
+    let mut end = None;
+    walk_brackets(text, |i, depth| {
+        if depth == 0 {
+            end = Some(i);
+        }
+        end.is_none()
+    });
+    end.map(|i| &text[..=i])
+}
+
+/// Walks `text` as JSON-like text (`"`/`'` strings with `\` escapes, `{}`
+/// and `[]` nesting), calling `on_close(byte index, depth after)` at each
+/// closing bracket outside a string until it returns `false`. Returns the
+/// depth where the walk stopped and whether it stopped inside a string.
+fn walk_brackets(text: &str, mut on_close: impl FnMut(usize, i32) -> bool) -> (i32, bool) {
     let mut depth = 0i32;
     let mut quote: Option<char> = None;
     let mut escaped = false;
@@ -495,14 +490,14 @@ pub(crate) fn balanced_block(text: &str) -> Option<&str> {
             '{' | '[' => depth += 1,
             '}' | ']' => {
                 depth -= 1;
-                if depth == 0 {
-                    return Some(&text[..=i]);
+                if !on_close(i, depth) {
+                    break;
                 }
             }
             _ => {}
         }
     }
-    None
+    (depth, quote.is_some())
 }
 
 /// `- a` / `* a` / `• a` / `1. a` / `1) a` lines → the items (blank lines

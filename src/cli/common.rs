@@ -293,6 +293,31 @@ impl DataArgs {
         default_inputs: &[String],
         limit: Option<usize>,
     ) -> anyhow::Result<Vec<crate::data::Example>> {
+        let (inputs, options) = self.options(default_inputs, limit);
+        let examples = crate::data::load_dataset(path, &inputs, &options)?;
+        Self::loaded(path, examples.len(), limit)?;
+        Ok(examples)
+    }
+
+    /// [`DataArgs::load`] into a compact [`crate::data::Dataset`], for a
+    /// run that reads each example once (`eval`): memory stays small
+    /// however long the dataset.
+    pub fn load_compact(
+        &self,
+        path: &std::path::Path,
+        default_inputs: &[String],
+    ) -> anyhow::Result<crate::data::Dataset> {
+        let (inputs, options) = self.options(default_inputs, self.limit);
+        let dataset = crate::data::load_dataset_compact(path, &inputs, &options)?;
+        Self::loaded(path, dataset.len(), self.limit)?;
+        Ok(dataset)
+    }
+
+    fn options(
+        &self,
+        default_inputs: &[String],
+        limit: Option<usize>,
+    ) -> (Vec<String>, crate::data::LoadOptions) {
         let inputs = self
             .inputs
             .clone()
@@ -301,16 +326,20 @@ impl DataArgs {
             limit,
             shuffle_seed: self.shuffle.then_some(self.seed.unwrap_or(0)),
         };
-        let examples = crate::data::load_dataset(path, &inputs, &options)?;
-        if examples.is_empty() {
+        (inputs, options)
+    }
+
+    /// An empty dataset is an error; otherwise notes how many examples.
+    fn loaded(path: &std::path::Path, n: usize, limit: Option<usize>) -> anyhow::Result<()> {
+        if n == 0 {
             anyhow::bail!(
                 "{}: the dataset has no examples{}",
                 path.display(),
                 if limit == Some(0) { " (--limit 0)" } else { "" }
             );
         }
-        super::progress::note(&format!("{}: {} examples", path.display(), examples.len()));
-        Ok(examples)
+        super::progress::note(&format!("{}: {n} examples", path.display()));
+        Ok(())
     }
 }
 

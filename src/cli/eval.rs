@@ -64,7 +64,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     host.forward_params()?;
     let pipeline = program.pipeline(&host)?;
     let metric = choose_metric(args.metric.as_deref(), &host)?;
-    let examples = args.data_args.load(&args.data, &host.forward_params()?)?;
+    // Compact rows: a long eval's memory does not grow with the dataset.
+    let examples = args
+        .data_args
+        .load_compact(&args.data, &host.forward_params()?)?;
     check_gold_labels(&args.data, &examples, &metric)?;
     let session = host.session();
     // Every example would fail the same way: say so before the first one.
@@ -149,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// example without them would score a silent 0, so it is an error up front.
 fn check_gold_labels(
     path: &Path,
-    examples: &[crate::data::Example],
+    examples: &crate::data::Dataset,
     metric: &Metric,
 ) -> anyhow::Result<()> {
     let Metric::Builtin(builtin) = metric else {

@@ -79,6 +79,7 @@ const MAIN_STACK: usize = 256 * 1024 * 1024;
 /// Exit codes: 0 success, 1 failure, 2 usage error, 128 + N when stopped
 /// by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 pub fn main() -> ExitCode {
+    tune_allocator();
     // clap prints help and usage errors while parsing, before `--color` is
     // known, so its own colour follows a pre-scan of the arguments.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -109,6 +110,13 @@ pub fn main() -> ExitCode {
     } else {
         progress::Verbosity::Normal
     });
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Repl(_) | Command::Eval(_) | Command::Compile(_)
+    ) {
+        // Rhai's standard library is built beside the LM and script set-up.
+        std::thread::spawn(crate::host::prepare);
+    }
     // Scripts run on this thread; Rhai's size checks recurse over nested
     // values, so a deep value needs more stack than the main thread's.
     let worker = std::thread::Builder::new().stack_size(MAIN_STACK);
@@ -123,6 +131,22 @@ pub fn main() -> ExitCode {
             eprintln!("error: {}", render(&e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// glibc's malloc gives freed memory at the top of each thread's heap back
+/// to the system as soon as 128 KiB are free, and grows the heap again (an
+/// `mprotect` under the process-wide memory lock) on the next call: one such
+/// pair per LM call at one thread, 3.5 at 64 (BENCHMARKS.md, issue 15).
+/// Keeping up to 64 MiB per heap, and growing by 1 MiB, stops that churn;
+/// peak memory is unchanged.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 1 << 20);
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::{Example, PyRandom};
+use super::{Dataset, Example, PyRandom};
 use crate::{Error, Result};
 
 /// How much of a dataset to keep, and in which order.
@@ -48,6 +48,37 @@ pub fn load_dataset(
     input_keys: &[String],
     options: &LoadOptions,
 ) -> Result<Vec<Example>> {
+    load_rows(path, input_keys, options, &mut |fields| {
+        Ok(Example::new(fields).with_inputs(input_keys))
+    })
+}
+
+/// [`load_dataset`] into a [`Dataset`]: the same checks, order and errors,
+/// but each row is kept as its compact JSON text (about the size of the
+/// line in the file) instead of a parsed map, so a 30,000-row dataset costs
+/// a few MB rather than tens. Rows are parsed again when an example is used.
+pub fn load_dataset_compact(
+    path: &Path,
+    input_keys: &[String],
+    options: &LoadOptions,
+) -> Result<Dataset> {
+    let rows = load_rows(path, input_keys, options, &mut |fields| {
+        serde_json::to_string(&Value::Object(fields))
+            .map(String::into_boxed_str)
+            .map_err(|e| Error::data(path, 0, format!("cannot store a row: {e}")))
+    })?;
+    Ok(Dataset::new(rows, input_keys))
+}
+
+/// Reads every row, checks the input keys, converts each row with `keep` as
+/// soon as it is read (so the parsed maps never all exist at once), then
+/// shuffles and truncates as `options` say.
+fn load_rows<T>(
+    path: &Path,
+    input_keys: &[String],
+    options: &LoadOptions,
+    keep: &mut dyn FnMut(Map<String, Value>) -> Result<T>,
+) -> Result<Vec<T>> {
     let (format, gzipped) = detect_format(path)?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let raw: Box<dyn Read> = if gzipped {
@@ -66,39 +97,33 @@ pub fn load_dataset(
         Some(_) => None,
         None => options.limit,
     };
-    let mut rows = match format {
-        Format::JsonLines => read_json_lines(path, reader, stop_after)?,
-        Format::JsonArray => read_json_array(path, reader)?,
-        Format::Csv => read_csv(path, reader, stop_after)?,
-    };
-    for (line, fields) in &rows {
+    let mut check = |line: usize, fields: Map<String, Value>| -> Result<T> {
         if let Some(key) = input_keys.iter().find(|k| !fields.contains_key(k.as_str())) {
-            let message = match format {
-                Format::JsonArray => format!("element {line}: missing input key `{key}`"),
-                _ => format!("missing input key `{key}`"),
-            };
-            let line = if format == Format::JsonArray {
-                0
-            } else {
-                *line
+            let (line, message) = match format {
+                Format::JsonArray => (0, format!("element {line}: missing input key `{key}`")),
+                _ => (line, format!("missing input key `{key}`")),
             };
             return Err(Error::data(path, line, message));
         }
-    }
+        keep(fields)
+    };
+    let mut rows = match format {
+        Format::JsonLines => read_json_lines(path, reader, stop_after, &mut check)?,
+        Format::JsonArray => read_json_array(path, reader, &mut check)?,
+        Format::Csv => read_csv(path, reader, stop_after, &mut check)?,
+    };
     if let Some(seed) = options.shuffle_seed {
         PyRandom::from_u64(seed).shuffle(&mut rows);
     }
     if let Some(limit) = options.limit {
         rows.truncate(limit);
     }
-    Ok(rows
-        .into_iter()
-        .map(|(_, fields)| Example::new(fields).with_inputs(input_keys))
-        .collect())
+    rows.shrink_to_fit();
+    Ok(rows)
 }
 
-/// A record and where it came from: a 1-based line, or an array index.
-type Row = (usize, Map<String, Value>);
+/// Checks a record read at a 1-based line (or array index) and converts it.
+type Keep<'a, T> = dyn FnMut(usize, Map<String, Value>) -> Result<T> + 'a;
 
 fn detect_format(path: &Path) -> Result<(Format, bool)> {
     let name = path
@@ -125,11 +150,12 @@ fn detect_format(path: &Path) -> Result<(Format, bool)> {
     Ok((format, gzipped))
 }
 
-fn read_json_lines(
+fn read_json_lines<T>(
     path: &Path,
     mut reader: impl BufRead,
     limit: Option<usize>,
-) -> Result<Vec<Row>> {
+    keep: &mut Keep<'_, T>,
+) -> Result<Vec<T>> {
     let mut rows = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0;
@@ -161,12 +187,16 @@ fn read_json_lines(
         }
         let value: Value =
             serde_json::from_str(text).map_err(|e| Error::data(path, line_no, json_message(&e)))?;
-        rows.push((line_no, expect_object(path, line_no, value, None)?));
+        rows.push(keep(line_no, expect_object(path, line_no, value, None)?)?);
     }
     Ok(rows)
 }
 
-fn read_json_array(path: &Path, mut reader: impl Read) -> Result<Vec<Row>> {
+fn read_json_array<T>(
+    path: &Path,
+    mut reader: impl Read,
+    keep: &mut Keep<'_, T>,
+) -> Result<Vec<T>> {
     let mut text = String::new();
     reader
         .read_to_string(&mut text)
@@ -184,11 +214,16 @@ fn read_json_array(path: &Path, mut reader: impl Read) -> Result<Vec<Row>> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| Ok((i, expect_object(path, 0, item, Some(i))?)))
+        .map(|(i, item)| keep(i, expect_object(path, 0, item, Some(i))?))
         .collect()
 }
 
-fn read_csv(path: &Path, reader: impl Read, limit: Option<usize>) -> Result<Vec<Row>> {
+fn read_csv<T>(
+    path: &Path,
+    reader: impl Read,
+    limit: Option<usize>,
+    keep: &mut Keep<'_, T>,
+) -> Result<Vec<T>> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(reader);
@@ -205,7 +240,7 @@ fn read_csv(path: &Path, reader: impl Read, limit: Option<usize>) -> Result<Vec<
             .zip(record.iter())
             .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
             .collect();
-        rows.push((line, fields));
+        rows.push(keep(line, fields)?);
     }
     Ok(rows)
 }

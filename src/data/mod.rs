@@ -2,10 +2,12 @@
 //! [`PyRandom`], a Python-compatible RNG so seeded shuffles and samples match
 //! DSPy's.
 
+mod dataset;
 mod example;
 mod load;
 mod pyrandom;
 
+pub use dataset::{Dataset, Examples};
 pub use example::Example;
-pub use load::{load_dataset, LoadOptions, MAX_LINE_BYTES};
+pub use load::{load_dataset, load_dataset_compact, LoadOptions, MAX_LINE_BYTES};
 pub use pyrandom::PyRandom;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::metrics::{BuiltinMetric, Scored};
 use crate::adapter::Fields;
-use crate::data::Example;
+use crate::data::{Example, Examples};
 use crate::error::{Error, Result};
 use crate::predict::{RunContext, TraceStep};
 
@@ -27,24 +27,6 @@ pub trait Pipeline: Sync {
     /// The pipeline this one wraps (KNN, ensembles), whose script it shares.
     fn inner(&self) -> Option<&dyn Pipeline> {
         None
-    }
-
-    /// Calls the script function `name(example, pred, trace)` and returns its
-    /// score; wrappers delegate to their inner pipeline.
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        match self.inner() {
-            Some(inner) => inner.script_metric(name, example, prediction, trace, ctx),
-            None => Err(crate::Error::Config(format!(
-                "no script to call the metric `{name}` in"
-            ))),
-        }
     }
 
     /// Calls the script metric `name` and keeps its feedback: the metric may
@@ -95,7 +77,10 @@ impl Metric {
     ) -> Result<f64> {
         match self {
             Metric::Builtin(m) => Ok(m.score(example, prediction)),
-            Metric::Script(name) => pipeline.script_metric(name, example, prediction, trace, ctx),
+            // The score of the same call `judge` makes (no per-predictor target).
+            Metric::Script(name) => pipeline
+                .script_metric_feedback(name, example, prediction, trace, None, ctx)
+                .map(|s| s.score),
             Metric::AcceptAll => Ok(1.0),
         }
     }
@@ -192,7 +177,8 @@ pub fn error_kind(error: &Error) -> &'static str {
 
 /// The kind of an error known only by its text (a script error, or an
 /// evaluation result's `error`), from the messages of
-/// [`crate::lm::LmError`] and the adapters' parse error; `script` otherwise.
+/// [`crate::lm::LmError`] and the adapters' parse error, and `panic` for a
+/// panic caught at a rollout boundary; `script` otherwise.
 pub fn script_error_kind(text: &str) -> &'static str {
     const LM: [&str; 6] = [
         "could not connect to the LM server",
@@ -202,7 +188,9 @@ pub fn script_error_kind(text: &str) -> &'static str {
         "LM server sent a malformed response",
         "invalid LM configuration",
     ];
-    if text.contains("no LM is configured") {
+    if text.contains(crate::parallel::PANIC_PREFIX) {
+        "panic"
+    } else if text.contains("no LM is configured") {
         "no-lm"
     } else if LM.iter().any(|m| text.contains(m)) {
         "lm"
@@ -341,9 +329,12 @@ pub fn evaluate(
 
 /// [`evaluate`] with control over how results stream out (see [`Streaming`]).
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_streaming(
+///
+/// `examples` may be a slice or a compact [`crate::data::Dataset`] (what
+/// `dspy-rhai eval` uses, so memory does not grow with the dataset).
+pub fn evaluate_streaming<E: Examples + ?Sized>(
     pipeline: &dyn Pipeline,
-    examples: &[Example],
+    examples: &E,
     metric: &Metric,
     ctx: &RunContext,
     options: &EvalOptions,
@@ -441,9 +432,9 @@ impl Tally {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_pool(
+fn run_pool<E: Examples + ?Sized>(
     pipeline: &dyn Pipeline,
-    examples: &[Example],
+    examples: &E,
     metric: &Metric,
     ctxs: &[OnceLock<Option<RunContext>>],
     options: &EvalOptions,
@@ -482,9 +473,11 @@ fn run_pool(
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
         let result = match ctxs[k].get() {
-            Some(Some(ctx)) => run_isolated(pipeline, i, &examples[i], metric, ctx, options),
+            Some(Some(ctx)) => {
+                run_isolated(pipeline, i, &examples.example(i), metric, ctx, options)
+            }
             _ => {
-                let mut r = blank(i, &examples[i], options.failure_score);
+                let mut r = blank(i, &examples.example(i), options.failure_score);
                 r.error = Some("the program could not be built".into());
                 r.error_kind = Some("config");
                 r
@@ -587,7 +580,7 @@ fn run_isolated(
     })
     .unwrap_or_else(|panic| {
         let mut r = blank(index, example, options.failure_score);
-        r.error = Some(format!("internal error (panic): {panic}"));
+        r.error = Some(panic);
         r.error_kind = Some("panic");
         r
     })

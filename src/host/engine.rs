@@ -2,10 +2,11 @@
 //! and optimizers all get their engine from here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, FLOAT, INT};
+use rhai::packages::{Package, StandardPackage};
+use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext, Position, FLOAT, INT};
 
 use super::limits::deadline;
 use super::{bindings, Shared};
@@ -13,10 +14,45 @@ use super::{bindings, Shared};
 /// The token a script stops with on Ctrl-C/SIGTERM.
 pub(crate) const INTERRUPTED: &str = "interrupted (Ctrl-C)";
 
+/// Rhai's standard library, the package `Engine::new` builds afresh for
+/// every engine: built once per process and shared by every engine (it is
+/// most of the cost of making one; see BENCHMARKS.md, "Process start").
+static STANDARD: LazyLock<rhai::Shared<Module>> =
+    LazyLock::new(|| StandardPackage::new().as_shared_module());
+
+/// Builds Rhai's standard library now (on this thread), so the first
+/// [`build`] does not wait for it: a command that will make a host calls
+/// this on a helper thread while it parses its arguments and sets up its LM.
+pub fn prepare() {
+    LazyLock::force(&STANDARD);
+}
+
+/// What `Engine::new` makes (Rhai 1.27: the standard library, the string
+/// interner, `print`/`debug` on stdout), with the standard library shared.
+fn standard_engine() -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.set_max_strings_interned(rhai::default_limits::MAX_STRINGS_INTERNED);
+    engine.on_print(|s| println!("{s}"));
+    engine.on_debug(|s, source, pos| match (source, pos) {
+        (Some(source), Position::NONE) => println!("{source} | {s}"),
+        (Some(source), pos) => println!("{source} @ {pos:?} | {s}"),
+        (None, Position::NONE) => println!("{s}"),
+        (None, pos) => println!("{pos:?} | {s}"),
+    });
+    engine.register_global_module(STANDARD.clone());
+    engine
+}
+
 /// Builds an engine with the sandbox limits, the global-variable resolver,
 /// Ctrl-C cancellation and every dspy-rhai binding registered.
 pub(super) fn build(shared: &Arc<Shared>) -> Engine {
-    let mut engine = Engine::new();
+    let mut engine = standard_engine();
+    // Rhai interns every short string a `let` binds, in one cache behind one
+    // lock shared by all worker threads; once 256 are interned each new one
+    // scans the cache (`StringsInterner::throttle_cache`, 3-4% of an eval's
+    // CPU, the top Rust symbol). Interning only shares memory: values and
+    // comparisons are the same without it.
+    engine.set_max_strings_interned(0);
     shared.options.limits.apply(&mut engine);
     engine.set_module_resolver(super::paths::ScriptModules::new(shared));
 
@@ -126,4 +162,42 @@ fn sleep(
         return Err(bindings::script_error(timed_out(timeout), pos));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_standard_engine_has_what_engine_new_has() {
+        let ours = standard_engine();
+        let rhai = Engine::new();
+        let mut a = ours.gen_fn_signatures(true);
+        let mut b = rhai.gen_fn_signatures(true);
+        a.sort();
+        b.sort();
+        assert!(a.len() > 300, "{}", a.len());
+        assert_eq!(a, b);
+        assert_eq!(ours.max_strings_interned(), rhai.max_strings_interned());
+        let script = "let a = [3, 1, 2]; a.sort(); `${a}` + \"x\".to_upper() + sqrt(2.0) + parse_int(\"42\")";
+        let (x, y) = (
+            ours.eval::<String>(script).unwrap(),
+            rhai.eval::<String>(script).unwrap(),
+        );
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn host_engines_intern_no_strings() {
+        let host = crate::host::Host::new(
+            Default::default(),
+            crate::predict::RunContext::new(None, Default::default()),
+        );
+        assert_eq!(host.engine().max_strings_interned(), 0);
+        let same = host
+            .engine()
+            .eval::<bool>(r#"let a = "Paris"; let b = "Par" + "is"; a == b && a.len() == 5"#)
+            .unwrap();
+        assert!(same);
+    }
 }

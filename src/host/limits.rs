@@ -45,6 +45,9 @@ pub(crate) fn deadline() -> Option<Instant> {
 /// calls keep the outer call's deadline. The limit ends when the guard drops.
 pub(crate) struct DeadlineGuard {
     previous: Option<Instant>,
+    /// Set by [`DeadlineGuard::suspend`]: when the suspension began, so the
+    /// restored deadline moves on by the time spent suspended.
+    suspended_at: Option<Instant>,
 }
 
 impl DeadlineGuard {
@@ -56,22 +59,33 @@ impl DeadlineGuard {
                 DEADLINE.with(|d| d.set(Instant::now().checked_add(t)));
             }
         }
-        DeadlineGuard { previous }
+        DeadlineGuard {
+            previous,
+            suspended_at: None,
+        }
     }
 
     /// Lifts the deadline of this thread until the guard drops: for native
     /// functions that run long work of their own (`evaluate` over a dev
-    /// set), whose script calls on worker threads get their own deadlines.
+    /// set, `compile`), whose script calls get their own deadlines. The time
+    /// spent suspended does not count against the caller's deadline.
     pub fn suspend() -> DeadlineGuard {
         let previous = deadline();
         DEADLINE.with(|d| d.set(None));
-        DeadlineGuard { previous }
+        DeadlineGuard {
+            previous,
+            suspended_at: Some(Instant::now()),
+        }
     }
 }
 
 impl Drop for DeadlineGuard {
     fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(self.previous));
+        let restored = match (self.previous, self.suspended_at) {
+            (Some(deadline), Some(since)) => deadline.checked_add(since.elapsed()),
+            (previous, _) => previous,
+        };
+        DEADLINE.with(|d| d.set(restored));
     }
 }
 

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::metrics::Scored;
 use crate::predict::{Predictor, ProgramState, RunContext, TraceStep};
 
+pub use engine::prepare;
 pub use limits::Limits;
 pub use pipeline::{ScriptPipeline, Target};
 
@@ -401,20 +402,6 @@ impl ScriptRef<'_> {
         let result = self.call(name, args, ctx)?;
         prediction_fields(&result)
             .map_err(|e| Error::Script(format!("{name} returned a value that cannot be used: {e}")))
-    }
-
-    /// Calls the metric function `name(example, pred, trace)` for its score
-    /// (see [`ScriptRef::metric_feedback_fn`]).
-    pub fn metric_fn(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.metric_feedback_fn(name, example, prediction, trace, None, ctx)
-            .map(|s| s.score)
     }
 
     /// Calls the metric function `name`: as `name(example, pred, trace)`, or,

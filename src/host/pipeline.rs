@@ -47,17 +47,6 @@ impl Pipeline for ScriptPipeline<'_> {
         }
     }
 
-    fn script_metric(
-        &self,
-        name: &str,
-        example: &Example,
-        prediction: &Fields,
-        trace: Option<&[TraceStep]>,
-        ctx: &RunContext,
-    ) -> Result<f64> {
-        self.script.metric_fn(name, example, prediction, trace, ctx)
-    }
-
     fn script_metric_feedback(
         &self,
         name: &str,

@@ -403,42 +403,21 @@ impl Refine {
     }
 }
 
-/// DSPy's `inspect_modules`: each predictor's fields and instructions.
+/// DSPy's `inspect_modules` over the predictors Refine wraps.
 fn inspect_modules(predictors: &[(String, Predictor)]) -> String {
-    let separator = "-".repeat(80);
-    let fields = |fs: &[Field]| {
-        fs.iter()
-            .enumerate()
-            .map(|(i, f)| {
-                format!(
-                    "\t\t{}. `{}` ({}): {}",
-                    i + 1,
-                    f.name,
-                    f.ty,
-                    f.desc.as_deref().unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut out = vec![separator.clone()];
-    for (_, p) in predictors {
-        let sig = p.signature();
-        out.push(format!("Module {}", p.display_name()));
-        out.push(format!("\tInput Fields:\n{}", fields(sig.inputs())));
-        out.push(format!("\tOutput Fields:\n{}", fields(sig.outputs())));
-        let instructions: Vec<String> = sig
-            .instructions()
-            .lines()
-            .map(|l| format!("\t\t{l}"))
-            .collect();
-        out.push(format!(
-            "\tOriginal Instructions: \n{}",
-            instructions.join("\n")
-        ));
-        out.push(separator.clone());
-    }
-    out.join("\n")
+    let modules: Vec<(String, &Signature, String)> = predictors
+        .iter()
+        .map(|(_, p)| {
+            let sig = p.signature();
+            let instructions = sig.instructions().to_string();
+            (p.display_name(), sig, instructions)
+        })
+        .collect();
+    let views: Vec<(&str, &Signature, &str)> = modules
+        .iter()
+        .map(|(n, s, i)| (n.as_str(), *s, i.as_str()))
+        .collect();
+    crate::adapter::inspect_modules(&views)
 }
 
 impl Module for Refine {

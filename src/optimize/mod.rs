@@ -409,9 +409,13 @@ impl<'a> Compiler<'a> {
     }
 
     /// Runs the program once under `ctx`, inside the budget.
+    ///
+    /// A panic in the run (a bug in a binding or in Rhai) is this run's
+    /// [`Error::Script`] `internal error (panic): ...`, counted as kind
+    /// `panic`, never the end of the compile (as in `evaluate`).
     pub fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
         let _slot = self.budget.acquire();
-        self.pipeline.run(inputs, ctx)
+        run_isolated(self.pipeline, inputs, ctx)
     }
 
     /// Reports progress.
@@ -495,10 +499,18 @@ pub struct Budgeted<'c> {
 impl Pipeline for Budgeted<'_> {
     fn run(&self, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
         let _slot = self.budget.acquire();
-        self.inner.run(inputs, ctx)
+        run_isolated(self.inner, inputs, ctx)
     }
 
     fn inner(&self) -> Option<&dyn Pipeline> {
         Some(self.inner)
     }
+}
+
+/// Runs `pipeline` once with a panic caught at the rollout boundary: the
+/// panic becomes this rollout's error (`internal error (panic): ...`, kind
+/// `panic`), so one bad example never ends an optimizer run.
+fn run_isolated(pipeline: &dyn Pipeline, inputs: &Fields, ctx: &RunContext) -> Result<Fields> {
+    crate::parallel::isolate(|| pipeline.run(inputs, ctx))
+        .unwrap_or_else(|panic| Err(Error::Script(panic)))
 }

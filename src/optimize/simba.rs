@@ -430,49 +430,22 @@ pub fn offer_feedback_inputs(
 /// DSPy's `inspect_modules`: per predictor, its input and output fields
 /// and its current instructions, between lines of dashes.
 pub fn modules_defn(cx: &Compiler, system: &ProgramState) -> String {
-    let separator = "-".repeat(80);
-    let describe = |fields: &[Field]| -> String {
-        fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                format!(
-                    "{}. `{}` ({}): {}",
-                    i + 1,
-                    f.name,
-                    f.ty,
-                    f.desc.as_deref().unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            .trim()
-            .to_string()
-    };
-    let indent = |text: &str| -> String {
-        std::iter::once("")
-            .chain(text.lines())
-            .collect::<Vec<_>>()
-            .join("\n\t\t")
-    };
-    let mut out = vec![separator.clone()];
-    for (name, p) in &cx.program {
-        let sig = p.signature();
-        out.push(format!("Module {name}"));
-        out.push("\n\tInput Fields:".into());
-        out.push(indent(&describe(sig.inputs())));
-        out.push("\tOutput Fields:".into());
-        out.push(indent(&describe(sig.outputs())));
-        out.push(format!(
-            "\tOriginal Instructions: {}",
-            indent(&instructions_of(cx, system, name))
-        ));
-        out.push(separator.clone());
-    }
-    out.iter()
-        .map(|o| o.trim_matches('\n'))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let modules: Vec<(String, &Signature, String)> = cx
+        .program
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                p.signature(),
+                instructions_of(cx, system, name),
+            )
+        })
+        .collect();
+    let views: Vec<(&str, &Signature, &str)> = modules
+        .iter()
+        .map(|(n, s, i)| (n.as_str(), *s, i.as_str()))
+        .collect();
+    crate::adapter::inspect_modules(&views)
 }
 
 /// A predictor's current instructions: the state's, else its signature's.

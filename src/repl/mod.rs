@@ -137,6 +137,16 @@ impl Session {
         Feed::Done
     }
 
+    /// `:help`'s last line: the retriever `retrieve`/`Retrieve` search
+    /// (opened now if it was not yet), or why it cannot be used.
+    fn retriever_line(&self) -> String {
+        let slot = self.host.retriever();
+        match slot.get() {
+            Ok(r) => format!("Retriever: {} — {}", r.name(), r.description()),
+            Err(e) => format!("Retriever: {} — not available: {e}", slot.spec()),
+        }
+    }
+
     fn command(&mut self, line: &str, out: &mut dyn Write) -> Feed {
         let (cmd, arg) = match line.split_once(char::is_whitespace) {
             Some((c, a)) => (c, a.trim()),
@@ -152,6 +162,7 @@ impl Session {
                 for (c, what) in COMMANDS {
                     let _ = writeln!(out, "  {c:<18} {what}");
                 }
+                let _ = writeln!(out, "{}", self.retriever_line());
                 Ok(())
             }
             ":load" if arg.is_empty() => Err(Error::Config("usage: :load <script.rhai>".into())),

@@ -108,10 +108,13 @@ impl BuildReport {
 /// holds an OS lock), [`RetrieveError::DiskFull`], and
 /// [`RetrieveError::Cancelled`]; in every case the previous index is kept.
 ///
-/// Known gap: replacing an existing index is two renames (old aside, new in),
-/// so for an instant `out` does not exist; a reader opening it at that
-/// instant gets [`RetrieveError::MissingIndex`] and can retry. Indexes
-/// already open are unaffected (their files stay mapped).
+/// An existing index is replaced by one atomic exchange of the two
+/// directories (Linux `renameat2(RENAME_EXCHANGE)`), so a reader opening
+/// `out` finds the old index or the new one. Where the OS or file system
+/// cannot exchange, the swap is two renames (old aside, new in) and a
+/// reader opening `out` at that instant gets [`RetrieveError::MissingIndex`]
+/// and can retry. Indexes already open are unaffected (their files stay
+/// mapped).
 pub fn build_index(
     corpus: &Path,
     out: &Path,
@@ -139,7 +142,7 @@ pub fn build_index(
         }
         Ok(counts) => counts,
         Err(e) => {
-            let e = disk_full_or(e, &paths.tmp);
+            let e = disk_full_or(e, &paths.tmp, &paths.out);
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(e);
         }
@@ -154,7 +157,7 @@ pub fn build_index(
         title_boost: options.title_boost,
     };
     // The last point where Ctrl-C still keeps the old index: after this the
-    // swap is two renames.
+    // swap is one exchange (or two renames).
     let written = meta.write(&paths.tmp).and_then(|()| {
         if options.cancel.load(Ordering::Relaxed) {
             Err(RetrieveError::Cancelled)
@@ -163,7 +166,7 @@ pub fn build_index(
         }
     });
     if let Err(e) = written {
-        let e = disk_full_or(e, &paths.tmp);
+        let e = disk_full_or(e, &paths.tmp, &paths.out);
         let _ = std::fs::remove_dir_all(&paths.tmp);
         return Err(e);
     }
@@ -322,12 +325,13 @@ fn merge_if_small(
 /// `e`, or [`RetrieveError::DiskFull`] when the disk under `dir` is full:
 /// Tantivy often reports a failed write as "index writer was killed" (its
 /// indexing thread died), so the disk is probed with a small write as well.
-fn disk_full_or(e: RetrieveError, dir: &Path) -> RetrieveError {
+fn disk_full_or(e: RetrieveError, dir: &Path, out: &Path) -> RetrieveError {
     if matches!(e, RetrieveError::Cancelled | RetrieveError::BadLine { .. }) {
         return e;
     }
     if mentions_disk_full(&e) || probe_disk_full(dir) {
         return RetrieveError::DiskFull {
+            out: out.to_path_buf(),
             dir: dir.to_path_buf(),
         };
     }
@@ -475,12 +479,57 @@ impl BuildPaths {
             return std::fs::rename(&self.tmp, &self.out)
                 .map_err(|e| RetrieveError::io(&self.out, e));
         }
+        // One atomic exchange where the OS and file system have it: readers
+        // see the old index or the new one, never no index.
+        if exchange(&self.tmp, &self.out)? {
+            return std::fs::remove_dir_all(&self.tmp).map_err(|e| RetrieveError::io(&self.tmp, e));
+        }
         std::fs::rename(&self.out, &self.old).map_err(|e| RetrieveError::io(&self.out, e))?;
         if let Err(e) = std::fs::rename(&self.tmp, &self.out) {
             let _ = std::fs::rename(&self.old, &self.out);
             return Err(RetrieveError::io(&self.out, e));
         }
         std::fs::remove_dir_all(&self.old).map_err(|e| RetrieveError::io(&self.old, e))
+    }
+}
+
+/// Swaps the directories `a` and `b` atomically (Linux `renameat2` with
+/// `RENAME_EXCHANGE`, Linux 3.15+ on ext4, xfs, btrfs, tmpfs and others).
+/// `Ok(false)` where the OS or file system cannot, so the caller falls back
+/// to two renames (a moment with no directory at `b`).
+fn exchange(a: &Path, b: &Path) -> Result<bool, RetrieveError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+                RetrieveError::InvalidOption(format!("path {} contains a NUL byte", p.display()))
+            })
+        };
+        let (ca, cb) = (c(a)?, c(b)?);
+        // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(false),
+            _ => Err(RetrieveError::io(b, err)),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (a, b);
+        Ok(false)
     }
 }
 
@@ -517,6 +566,27 @@ fn dir_size(dir: &Path) -> Result<u64, RetrieveError> {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn exchange_swaps_two_directories_in_one_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("new"), "").unwrap();
+        std::fs::write(b.join("old"), "").unwrap();
+        if !exchange(&a, &b).unwrap() {
+            eprintln!("skipped: this file system cannot exchange directories");
+            return;
+        }
+        assert!(b.join("new").exists() && !b.join("old").exists());
+        assert!(a.join("old").exists() && !a.join("new").exists());
+        // A missing side is an error naming the path, not a silent rename.
+        let gone = tmp.path().join("gone");
+        let err = exchange(&gone, &b).unwrap_err().to_string();
+        assert!(err.contains(&b.display().to_string()), "{err}");
+    }
+
     #[test]
     fn enospc_anywhere_in_the_chain_is_disk_full() {
         let full = RetrieveError::io("/idx/seg", std::io::Error::from_raw_os_error(28));
@@ -525,12 +595,17 @@ mod tests {
         assert!(!mentions_disk_full(&other));
         let dir = tempfile::tempdir().unwrap();
         // A writable directory with space is not full; the probe leaves nothing behind.
-        let kept = disk_full_or(RetrieveError::InvalidOption("x".into()), dir.path());
+        let kept = disk_full_or(
+            RetrieveError::InvalidOption("x".into()),
+            dir.path(),
+            dir.path(),
+        );
         assert!(matches!(kept, RetrieveError::InvalidOption(_)));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let named = disk_full_or(full, dir.path()).to_string();
+        let named = disk_full_or(full, dir.path(), Path::new("/data/idx")).to_string();
         assert!(
             named.contains("no space left on device")
+                && named.contains("/data/idx")
                 && named.contains(&dir.path().display().to_string()),
             "{named}"
         );

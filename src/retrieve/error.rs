@@ -138,9 +138,11 @@ pub enum RetrieveError {
         pid: u32,
     },
     /// The disk filled up while writing the index.
-    #[error("no space left on device while writing the index into {dir}; the previous index (if any) is unchanged")]
+    #[error("no space left on device while building the index {out} (in {dir}, now removed); the previous index (if any) is unchanged")]
     DiskFull {
-        /// The directory being written.
+        /// The index being built (`--out`).
+        out: PathBuf,
+        /// The build folder beside it that was being written.
         dir: PathBuf,
     },
     /// Tantivy failed while building or searching the index.

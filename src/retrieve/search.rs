@@ -416,6 +416,21 @@ impl std::fmt::Debug for Index {
     }
 }
 
+/// Whether an open failed because the index was replaced under it: a file
+/// its metadata named is gone, or (where the swap is two renames) the
+/// directory is briefly missing.
+fn swapped_while_opening(e: &RetrieveError) -> bool {
+    use tantivy::directory::error::OpenReadError;
+    matches!(
+        e,
+        RetrieveError::MissingIndex { .. }
+            | RetrieveError::Tantivy {
+                error: tantivy::TantivyError::OpenReadError(OpenReadError::FileDoesNotExist(_)),
+                ..
+            }
+    )
+}
+
 impl Index {
     /// Opens the index in `dir`, checking that it was built with this
     /// version's schema.
@@ -423,7 +438,24 @@ impl Index {
     /// Errors: [`RetrieveError::MissingIndex`] when there is none,
     /// [`RetrieveError::SchemaVersion`] for an index of another version (the
     /// message says to re-run `index`).
+    ///
+    /// An index replaced while it is being opened (`dspy-rhai index` swaps
+    /// the new one in by path) can leave a half-read open naming files of
+    /// the old one; that open is retried, up to twice, 10 ms apart.
     pub fn open(dir: &Path) -> Result<Index, RetrieveError> {
+        let mut attempt = 0;
+        loop {
+            match Index::open_once(dir) {
+                Err(e) if attempt < 2 && swapped_while_opening(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<Index, RetrieveError> {
         let meta = IndexMeta::read(dir)?;
         let index = TantivyIndex::open_in_dir(dir).map_err(|e| {
             RetrieveError::tantivy(format!("opening the index in {}", dir.display()), e)

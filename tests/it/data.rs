@@ -322,3 +322,62 @@ fn shared_datasets_load_and_score() {
     let rows = load_dataset(&csv, &keys(&["question"]), &all).unwrap();
     assert_eq!(rows.len(), 200);
 }
+
+/// `eval` keeps its dataset compact: the same rows, order, values (floats,
+/// nested objects, field order), input keys and errors as `load_dataset`,
+/// for every format and with shuffle and limit.
+#[test]
+fn compact_datasets_hold_exactly_what_load_dataset_loads() {
+    use dspy_rhai::data::{load_dataset_compact, Examples};
+    let dir = tempfile::tempdir().unwrap();
+    let q = keys(&["q"]);
+    let jsonl = write(
+        dir.path(),
+        "rows.jsonl",
+        &(0..30)
+            .map(|i| {
+                format!(
+                    "{{\"n\": {i}, \"q\": \"question {i}?\", \"x\": 0.1, \"deep\": {{\"b\": [1, {{\"z\": null}}], \"a\": true}}}}\n"
+                )
+            })
+            .collect::<String>(),
+    );
+    let array = write(
+        dir.path(),
+        "rows.json",
+        r#"[{"q": "x", "n": 7}, {"n": 8, "q": "y"}]"#,
+    );
+    let csv = write(dir.path(), "rows.csv", "q,n\nx,1\n\"a, b\",2\n");
+    let options = [
+        LoadOptions::default(),
+        LoadOptions {
+            limit: Some(7),
+            shuffle_seed: Some(3),
+        },
+        LoadOptions {
+            limit: Some(1),
+            shuffle_seed: None,
+        },
+    ];
+    for path in [&jsonl, &array, &csv] {
+        for opts in &options {
+            let full = load_dataset(path, &q, opts).unwrap();
+            let compact = load_dataset_compact(path, &q, opts).unwrap();
+            assert_eq!(compact.len(), full.len(), "{}", path.display());
+            for (i, example) in full.iter().enumerate() {
+                let back = compact.example(i);
+                assert_eq!(back.fields(), example.fields());
+                let order: Vec<&String> = back.fields().keys().collect();
+                let want: Vec<&String> = example.fields().keys().collect();
+                assert_eq!(order, want);
+                assert_eq!(back.input_keys(), ["q"]);
+            }
+        }
+    }
+    // The same error, naming the same line.
+    let bad = write(dir.path(), "bad.jsonl", "{\"q\": \"x\"}\n{\"r\": 1}\n");
+    let full = load_dataset(&bad, &q, &LoadOptions::default()).unwrap_err();
+    let compact = load_dataset_compact(&bad, &q, &LoadOptions::default()).unwrap_err();
+    assert_eq!(full.to_string(), compact.to_string());
+    assert!(full.to_string().contains(":2"), "{full}");
+}

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use dspy_rhai::data::Example;
 use dspy_rhai::evaluate::metrics::{builtin, Scored};
-use dspy_rhai::evaluate::{evaluate, EvalOptions, Metric, Pipeline};
+use dspy_rhai::evaluate::{evaluate, EvalOptions, Metric};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::predict::TraceStep;
 
@@ -101,9 +101,7 @@ fn a_five_parameter_metric_gets_the_predictor_name_and_its_trace() {
         "This trajectory got a score of 0.5."
     );
     // The score-only path reads the same metric.
-    let score = pipeline
-        .script_metric("per_predictor", &ex, &pred, None, &ctx)
-        .unwrap();
+    let score = metric.score(&pipeline, &ex, &pred, None, &ctx).unwrap();
     assert_eq!(score, 0.5);
 }
 

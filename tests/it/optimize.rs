@@ -252,6 +252,69 @@ fn later_rounds_ask_for_fresh_samples() {
     assert_eq!(fresh, [(None, None), (Some(1), Some(1.0))]);
 }
 
+/// The program with a bug: running example q3 panics.
+struct PanicsOnQ3<'a>(ScriptPipeline<'a>);
+
+impl dspy_rhai::evaluate::Pipeline for PanicsOnQ3<'_> {
+    fn run(
+        &self,
+        inputs: &dspy_rhai::adapter::Fields,
+        ctx: &RunContext,
+    ) -> dspy_rhai::Result<dspy_rhai::adapter::Fields> {
+        if inputs["question"] == "q3" {
+            panic!("a bug reached by q3");
+        }
+        self.0.run(inputs, ctx)
+    }
+
+    fn inner(&self) -> Option<&dyn dspy_rhai::evaluate::Pipeline> {
+        Some(&self.0)
+    }
+}
+
+/// A panic in one rollout is that rollout's error, counted as kind `panic`;
+/// the compile goes on and finishes (issue 12 item 2, for optimizers).
+#[test]
+fn a_panic_in_one_rollout_is_that_rollouts_error_and_the_compile_goes_on() {
+    let (lm, _) = answering_lm(&[]);
+    let host = host_with(ONE, Some(lm));
+    let cancel = AtomicBool::new(false);
+    let pipeline = PanicsOnQ3(host.pipeline());
+    let cx = Compiler::new(
+        &pipeline,
+        host.predictors(),
+        (*host.session()).clone(),
+        Metric::Script("metric".into()),
+        &cancel,
+    )
+    .with_threads(4);
+    let err = cx
+        .run(&fields(json!({"question": "q3"})), &host.session())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("internal error (panic): a bug reached by q3"),
+        "{err}"
+    );
+    assert_eq!(dspy_rhai::evaluate::error_kind(&err), "panic");
+    let config = BootstrapConfig {
+        max_bootstrapped_demos: 20,
+        max_labeled_demos: 0,
+        max_rounds: 1,
+        ..BootstrapConfig::default()
+    };
+    let out = bootstrap_few_shot(&cx, &ProgramState::default(), &trainset(10), &config, None)
+        .expect("the compile finishes");
+    // Nine of ten examples bootstrapped a demo; q3's panic was counted.
+    let questions: Vec<String> = demo_questions(&out.state, "qa")
+        .into_iter()
+        .map(|(q, _)| q)
+        .collect();
+    assert_eq!(questions.len(), 9, "{questions:?}");
+    assert!(!questions.contains(&"q3".to_string()));
+    assert_eq!(cx.stats.errors().by_kind.get("panic"), Some(&1));
+}
+
 #[test]
 fn too_many_errors_fail_the_compile() {
     let (lm, _) = scripted_lm(ScriptedLm::from_fn(|_| {

@@ -359,3 +359,103 @@ fn knn_on_the_shared_in_memory_retriever_finds_what_its_own_index_found() {
     }
     assert!(compared >= 5, "only {compared} probes compared");
 }
+
+/// A build that fills the disk (a 1 MiB tmpfs, mounted in a user namespace)
+/// says "no space left on device" with the path, exits 1, and the old index
+/// on that disk still answers. Skipped where user namespaces or tmpfs
+/// mounts are not allowed.
+#[test]
+fn a_full_disk_during_index_is_named_and_keeps_the_old_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = write(tmp.path(), "small.jsonl", &jsonl_fixture());
+    let big = write(tmp.path(), "big.jsonl", &numbered_corpus(60_000, None));
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=1m none '{}'",
+            disk.display()
+        ))
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: cannot mount a small tmpfs in a user namespace here");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_dspy-rhai");
+    let out = disk.join("idx");
+    let script = format!(
+        "mount -t tmpfs -o size=1m none '{disk}' || exit 99
+         '{bin}' index '{small}' --out '{out}' --threads 1 --memory-mb 16 >/dev/null 2>&1 || exit 98
+         '{bin}' index '{big}' --out '{out}' --threads 1 --memory-mb 16 >/dev/null 2>'{err}'
+         echo \"build exit $?\" > '{log}'
+         '{bin}' search 'Wailing horror film' --index '{out}' -k 1 >> '{log}' 2>&1",
+        disk = disk.display(),
+        small = small.display(),
+        big = big.display(),
+        out = out.display(),
+        err = tmp.path().join("err.txt").display(),
+        log = tmp.path().join("log.txt").display(),
+    );
+    let run = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env_remove("DSPY_INDEX")
+        .env_remove("DSPY_RETRIEVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(run.status.code(), Some(99), "tmpfs mount failed");
+    assert_ne!(run.status.code(), Some(98), "small build failed");
+    let err = std::fs::read_to_string(tmp.path().join("err.txt")).unwrap();
+    let log = std::fs::read_to_string(tmp.path().join("log.txt")).unwrap();
+    assert!(log.starts_with("build exit 1\n"), "{log}\n{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(err.contains(&out.display().to_string()), "{err}");
+    // The old five-passage index still answers.
+    assert!(log.contains("The Wailing"), "{log}");
+}
+
+/// A reader opening the index in a tight loop during five rebuilds never
+/// fails: the swap is one exchange on Linux, and an open that read the old
+/// index's metadata just before the swap is retried (without the retry this
+/// test sees "FileDoesNotExist"). No build folders are left behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn readers_never_see_a_missing_index_while_it_is_replaced() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let old = fixture_index(tmp.path());
+    let out = old.dir().to_path_buf();
+    drop(old);
+    let stop = AtomicBool::new(false);
+    let (opened, missing) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match Index::open(&out) {
+                    Ok(_) => opened.fetch_add(1, Ordering::Relaxed),
+                    Err(RetrieveError::MissingIndex { .. }) => {
+                        missing.fetch_add(1, Ordering::Relaxed)
+                    }
+                    // A half-read index is not expected either.
+                    Err(e) => panic!("opening during a swap: {e}"),
+                };
+            }
+        });
+        for n in 1..=5 {
+            let corpus = write(tmp.path(), "n.jsonl", &numbered_corpus(n * 10, None));
+            let report = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
+            assert_eq!(report.doc_count as usize, n * 10);
+            assert_eq!(Index::open(&out).unwrap().num_docs() as usize, n * 10);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(missing.load(Ordering::Relaxed), 0, "the index went missing");
+    assert!(opened.load(Ordering::Relaxed) > 0);
+    let debris: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".building-") || n.contains(".old-"))
+        .collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}

@@ -424,8 +424,9 @@ fn majority_of(ctx: &NativeCallContext, value: Dynamic, field: Option<&str>) -> 
 }
 
 /// `parallel_map(f, inputs, #{ threads })`: `f(input)` for every input on
-/// worker threads; results in input order; the first failure (by index) is
-/// the error.
+/// worker threads (with the evaluator's 64 MiB stacks); results in input
+/// order; the first failure (by index) is the error, and a panic in one
+/// call is that input's failure.
 fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -> R<Array> {
     let options = Options::new(ctx, "parallel_map", config, &["threads"])?;
     let threads = options
@@ -445,18 +446,31 @@ fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(input) = inputs.get(i) else { break };
-            let result = f.call_raw(&call, None, [input.clone()]);
+            // A panic (a bug in a binding) is this input's error, never the run's.
+            let result = crate::parallel::isolate(|| f.call_raw(&call, None, [input.clone()]))
+                .unwrap_or_else(|panic| Err(panic.into()));
             *results[i].lock().expect("result lock") = Some(result);
         }
     };
     if threads == 1 {
         work();
     } else {
-        std::thread::scope(|s| {
+        // Workers get the evaluator's big stacks: Rhai's size checks recurse
+        // over nested values.
+        std::thread::scope(|s| -> std::io::Result<()> {
             for _ in 0..threads {
-                s.spawn(work);
+                std::thread::Builder::new()
+                    .stack_size(crate::parallel::WORKER_STACK)
+                    .spawn_scoped(s, work)?;
             }
-        });
+            Ok(())
+        })
+        .map_err(|e| {
+            err(
+                ctx,
+                format!("parallel_map: cannot start a worker thread: {e}"),
+            )
+        })?;
     }
     results
         .into_iter()

@@ -117,9 +117,13 @@ fn compile(
         .with_threads(threads)
         .with_source(source)
         .with_speculation(speculation);
-    let compiled = opt
-        .compile(&compiler, &ProgramState::default(), &data)
-        .map_err(fail)?;
+    // A compile is as long as its optimizer makes it (Ctrl-C still stops
+    // it); each rollout's script calls have their own --script-timeout.
+    let compiled = {
+        let _whole_run = crate::host::limits::DeadlineGuard::suspend();
+        opt.compile(&compiler, &ProgramState::default(), &data)
+    }
+    .map_err(fail)?;
     let metadata = json!({
         "optimizer": entry.name,
         "dspy": entry.dspy,
