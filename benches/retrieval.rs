@@ -27,8 +27,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use dspy_rhai::retrieve::{
-    build_index, BuildOptions, Index, COMMON_WORD_SHARE, DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER,
-    TITLE_MATCH_BOOST, TOKENIZER, TOKENIZERS,
+    build_index, BuildOptions, Index, Passage, Scoring, COMMON_WORD_SHARE, DEFAULT_TITLE_BOOST,
+    DEFAULT_TOKENIZER, TITLE_MATCH_BOOST, TOKENIZER, TOKENIZERS,
 };
 
 const KS: [usize; 5] = [1, 3, 5, 10, 20];
@@ -149,6 +149,8 @@ fn shipped(config: &Config, scratch: &Path) {
                 println!("load average: {}", loadavg());
                 latency(&index, &queries);
             }
+            println!("load average: {}", loadavg());
+            scoring_paths(&out, &queries, Scoring::Exhaustive, "exhaustive union");
             return;
         }
         if config.grid {
@@ -382,56 +384,120 @@ fn opensearch_bulk(corpus: &Path) {
 /// Issue 15 item 5: the query built from terms (one lookup per term) against
 /// the parsed query string it replaced, on the same index, interleaved query
 /// by query; and whether both rank every dev question identically.
+/// The query path before issue 15 item 5 (a parsed query string) against
+/// today's (terms built directly), title matching off.
 fn query_paths(index: &Index, questions: &[Question]) {
-    let queries: Vec<&str> = questions.iter().map(|q| q.question.as_str()).collect();
+    let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
+    compare_paths(
+        &queries,
+        ("parsed query string (before)", &|q, k| {
+            index.search_via_query_parser(q, k).expect("search")
+        }),
+        ("terms, one lookup each (after)", &|q, k| {
+            index.search(q, k).expect("search")
+        }),
+    );
+    if std::env::var("PATHS_ONLY").is_ok() {
+        std::process::exit(0); // the ranking check alone (usable from a debug build)
+    }
+}
+
+/// The default scoring (term at a time, block-max WAND for long postings)
+/// against `reference` on the same index and query clauses.
+fn scoring_paths(dir: &Path, queries: &[String], reference: Scoring, name: &str) {
+    let reference = Index::open(dir)
+        .expect("open index")
+        .with_scoring(reference);
+    let default = Index::open(dir).expect("open index");
+    compare_paths(
+        queries,
+        (name, &|q, k| reference.search(q, k).expect("search")),
+        (
+            "default (term at a time up to the postings limit)",
+            &|q, k| default.search(q, k).expect("search"),
+        ),
+    );
+}
+
+/// Latency at k=3 of term-at-a-time scoring up to each postings limit (0 =
+/// block-max WAND only), interleaved query by query.
+fn postings_limit_sweep(dir: &Path, queries: &[String], limits: &[u64]) {
+    let indexes: Vec<Index> = limits
+        .iter()
+        .map(|&max_postings| {
+            Index::open(dir)
+                .expect("open index")
+                .with_scoring(Scoring::TermAtATime { max_postings })
+        })
+        .collect();
+    let mut times = vec![Vec::new(); limits.len()];
+    for q in queries {
+        for (index, micros) in indexes.iter().zip(&mut times) {
+            let started = Instant::now();
+            std::hint::black_box(index.search(q, 3).expect("search"));
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for (limit, micros) in limits.iter().zip(&mut times) {
+        micros.sort_by(f64::total_cmp);
+        let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "term at a time up to {limit} postings, k=3: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
+            pct(0.5) / 1e3,
+            pct(0.99) / 1e3,
+            micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
+        );
+    }
+}
+
+type SearchFn<'a> = (&'a str, &'a dyn Fn(&str, usize) -> Vec<Passage>);
+
+/// Two search paths on the same queries: how many rankings differ at k=10,
+/// then their latency at k=3 and k=10, interleaved query by query.
+fn compare_paths(queries: &[String], (name_a, a): SearchFn, (name_b, b): SearchFn) {
     let (mut differ, mut differ_ids, mut max_rel) = (0, 0, 0.0f64);
-    for q in &queries {
-        let a = index.search(q, 10).expect("search");
-        let b = index.search_via_query_parser(q, 10).expect("search");
-        let key = |p: &[dspy_rhai::retrieve::Passage]| {
+    for q in queries {
+        let (x, y) = (a(q, 10), b(q, 10));
+        let key = |p: &[Passage]| {
             p.iter()
                 .map(|p| (p.id.clone(), p.score.to_bits()))
                 .collect::<Vec<_>>()
         };
-        if key(&a) != key(&b) {
+        if key(&x) != key(&y) {
             differ += 1;
         }
-        let ids =
-            |p: &[dspy_rhai::retrieve::Passage]| p.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
-        if ids(&a) != ids(&b) {
+        let ids = |p: &[Passage]| p.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        if ids(&x) != ids(&y) {
             differ_ids += 1;
         }
-        for (x, y) in a.iter().zip(&b) {
+        for (x, y) in x.iter().zip(&y) {
             max_rel = max_rel.max(f64::from(
                 (x.score - y.score).abs() / y.score.abs().max(1e-30),
             ));
         }
     }
     println!(
-        "query paths: {differ} of {} dev questions differ in ids or score bits at k=10; {differ_ids} in ids; largest relative score difference {max_rel:.1e}",
+        "{name_a} vs {name_b}: {differ} of {} queries differ in ids or score bits at k=10; {differ_ids} in ids; largest relative score difference {max_rel:.1e}",
         queries.len()
     );
     if std::env::var("PATHS_ONLY").is_ok() {
-        std::process::exit(0); // the ranking check alone (usable from a debug build)
+        return;
     }
-    for q in &queries {
-        index.search(q, 3).expect("warm-up");
-        index.search_via_query_parser(q, 3).expect("warm-up");
+    for q in queries {
+        a(q, 3);
+        b(q, 3);
     }
     for k in [3, 10] {
-        let (mut terms, mut parsed) = (Vec::new(), Vec::new());
-        for q in &queries {
+        let (mut times_a, mut times_b) = (Vec::new(), Vec::new());
+        for q in queries {
             let started = Instant::now();
-            std::hint::black_box(index.search_via_query_parser(q, k).expect("search"));
-            parsed.push(started.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(a(q, k));
+            times_a.push(started.elapsed().as_secs_f64() * 1e6);
             let started = Instant::now();
-            std::hint::black_box(index.search(q, k).expect("search"));
-            terms.push(started.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(b(q, k));
+            times_b.push(started.elapsed().as_secs_f64() * 1e6);
         }
-        for (name, micros) in [
-            ("parsed query string (before)", &mut parsed),
-            ("terms, one lookup each (after)", &mut terms),
-        ] {
+        for (name, micros) in [(name_a, &mut times_a), (name_b, &mut times_b)] {
             micros.sort_by(f64::total_cmp);
             let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
             println!(
@@ -458,8 +524,14 @@ fn synthetic(config: &Config, scratch: &Path) {
         bytes as f64 / 1e9,
         started.elapsed().as_secs_f64()
     );
-    let out = scratch.join("synthetic.index");
-    run_child_build(config, &corpus, &out);
+    // SYNTH_INDEX=DIR keeps the built index there, and reuses it if it exists.
+    let out = std::env::var_os("SYNTH_INDEX")
+        .map_or_else(|| scratch.join("synthetic.index"), PathBuf::from);
+    if out.join(dspy_rhai::retrieve::META_FILE).exists() {
+        println!("reusing the index in {}", out.display());
+    } else {
+        run_child_build(config, &corpus, &out);
+    }
     if config.keep_synthetic.is_none() {
         std::fs::remove_file(&corpus).expect("remove synthetic corpus");
     }
@@ -491,6 +563,22 @@ fn synthetic(config: &Config, scratch: &Path) {
         .collect();
     println!("queries: {} random 4-word queries, words drawn uniformly from the vocabulary (mostly rare words)", uniform_queries.len());
     latency(&index, &uniform_queries);
+    for (name, queries) in [("Zipf", &zipf_queries), ("uniform", &uniform_queries)] {
+        let queries = &queries[..queries.len().min(500)];
+        println!("{name} queries, load average {}:", loadavg());
+        scoring_paths(&out, queries, Scoring::Exhaustive, "exhaustive union");
+        scoring_paths(
+            &out,
+            queries,
+            Scoring::TermAtATime { max_postings: 0 },
+            "block-max WAND",
+        );
+        postings_limit_sweep(
+            &out,
+            queries,
+            &[0, 25_000, 50_000, 100_000, 200_000, 400_000],
+        );
+    }
     if config.serve {
         let mixed: Vec<String> = zipf_queries
             .into_iter()

@@ -40,6 +40,7 @@ mod retriever;
 mod schema;
 mod search;
 pub mod serve;
+mod taat;
 
 use std::path::PathBuf;
 
@@ -54,7 +55,7 @@ pub use schema::{
     title_key, DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TITLE_KEY_MAX_WORDS,
     TOKENIZER, TOKENIZERS,
 };
-pub use search::{Index, Passage, COMMON_WORD_SHARE, TITLE_MATCH_BOOST};
+pub use search::{Index, Passage, Scoring, COMMON_WORD_SHARE, TITLE_MATCH_BOOST};
 
 /// Environment variable naming the default index directory.
 pub const INDEX_ENV: &str = "DSPY_INDEX";

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
+use tantivy::postings::TermInfo;
 use tantivy::query::{
     Bm25StatisticsProvider, BooleanQuery, BoostQuery, EmptyQuery, Occur, Query, TermQuery,
 };
@@ -35,6 +36,7 @@ use tantivy::{
 
 use super::meta::IndexMeta;
 use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
+use super::taat::{self, Clause};
 use super::RetrieveError;
 
 /// One retrieved passage.
@@ -58,6 +60,28 @@ impl Passage {
             self.text.clone()
         } else {
             format!("{} | {}", self.title, self.text)
+        }
+    }
+}
+
+/// How a query's union of term clauses is scored. All three give the same
+/// hits up to float rounding; they differ in speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum Scoring {
+    /// Term at a time ([`taat`]) when the clauses have at most
+    /// `max_postings` postings in all, else Tantivy's block-max WAND (the
+    /// default, with [`taat::MAX_POSTINGS`]; 0 = always block-max WAND).
+    TermAtATime { max_postings: u64 },
+    /// Tantivy's exhaustive buffered union: the reference the others are
+    /// checked against.
+    Exhaustive,
+}
+
+impl Default for Scoring {
+    fn default() -> Scoring {
+        Scoring::TermAtATime {
+            max_postings: taat::MAX_POSTINGS,
         }
     }
 }
@@ -97,6 +121,8 @@ pub(crate) struct Bm25Core {
     /// Keep a word repeated in the query as often as it occurs (each
     /// occurrence adds its clauses, as Tantivy's query parser does).
     pub(crate) repeated_words: bool,
+    /// How unions are scored (see [`Scoring`]).
+    pub(crate) scoring: Scoring,
 }
 
 impl Bm25Core {
@@ -136,6 +162,7 @@ impl Bm25Core {
             avgdl_scale: 1.0,
             common_word_share: Some(COMMON_WORD_SHARE),
             repeated_words: false,
+            scoring: Scoring::default(),
         })
     }
 
@@ -150,17 +177,27 @@ impl Bm25Core {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let words = self.words(query);
-        let mut stats = self.stats(&searcher, &words);
-        let keys = self.title_keys(&searcher, query, &mut stats);
+        let tokens = self.tokens(query);
+        let mut stats = self.stats(&searcher, &tokens.words);
+        let keys = self.title_keys(&searcher, query, &tokens, &mut stats);
+        let words = tokens.words;
         if words.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
         }
         let words = self.distinctive(&words, &stats);
-        let query = self.term_query(&words, &keys, &stats);
-        let hits = searcher
-            .search_with_statistics_provider(&query, &TopDocs::with_limit(k), &stats)
-            .map_err(|e| RetrieveError::tantivy("searching", e))?;
+        let clauses = self.clauses(&words, &keys, &stats);
+        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
+        let hits = match self.scoring {
+            Scoring::TermAtATime { max_postings } if postings <= max_postings => {
+                taat::top_k(&searcher, &clauses, &stats, k)
+            }
+            scoring => searcher.search_with_statistics_provider(
+                &union_query(&clauses, scoring == Scoring::Exhaustive),
+                &TopDocs::with_limit(k),
+                &stats,
+            ),
+        }
+        .map_err(|e| RetrieveError::tantivy("searching", e))?;
         hits.into_iter()
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher
@@ -191,31 +228,57 @@ impl Bm25Core {
     /// `text` field's analyzer makes them (the `title` field uses the same
     /// analyzer), in first-seen order.
     fn words(&self, query: &str) -> Vec<String> {
+        self.tokens(query).words
+    }
+
+    /// [`Bm25Core::words`], and for each word the analyzer kept, the
+    /// position of the query word it came from.
+    fn tokens(&self, query: &str) -> QueryWords {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);
         let mut words: Vec<String> = Vec::new();
+        let mut positions = Vec::new();
         while stream.advance() {
-            let word = &stream.token().text;
-            if self.repeated_words || !words.iter().any(|w| w == word) {
-                words.push(word.clone());
-            }
+            let token = stream.token();
+            let at = match words.iter().position(|w| *w == token.text) {
+                Some(at) if !self.repeated_words => at,
+                _ => {
+                    words.push(token.text.clone());
+                    words.len() - 1
+                }
+            };
+            positions.push((token.position, at));
         }
-        words
+        QueryWords { words, positions }
     }
 
     /// The title keys among the query's runs of `title_match_min_words` to
     /// [`TITLE_KEY_MAX_WORDS`] words, each looked up once; their document
     /// frequencies go into `stats`. None when title matching is off.
+    ///
+    /// A run is looked up only if none of its words is in no title: a
+    /// title's key words are words of the title, and every one the analyzer
+    /// keeps is in the `title` field, whose document frequencies `stats`
+    /// already has. This prunes the lookups without changing the result.
     fn title_keys(
         &self,
         searcher: &tantivy::Searcher,
         query: &str,
+        tokens: &QueryWords,
         stats: &mut QueryStats,
     ) -> Vec<Term> {
         if !(self.title_match_boost > 0.0 && self.title_match_boost.is_finite()) {
             return Vec::new();
         }
         let words = key_words(query);
+        // The analyzer's tokens are the key words (the same split) minus stop
+        // words and long ones, at the key words' positions.
+        let mut in_no_title = vec![false; words.len()];
+        for &(position, at) in &tokens.positions {
+            if let Some(flag) = in_no_title.get_mut(position) {
+                *flag = stats.df(&Term::from_field_text(self.fields.title, &tokens.words[at])) == 0;
+            }
+        }
         let key_readers = inverted_indexes(searcher, self.fields.title_key);
         let min = self.title_match_min_words.max(1);
         let mut found = Vec::new();
@@ -223,6 +286,9 @@ impl Bm25Core {
         for start in 0..words.len() {
             key.clear();
             for (n, word) in words[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
+                if in_no_title[start + n] {
+                    break;
+                }
                 if n > 0 {
                     key.push(' ');
                 }
@@ -231,38 +297,36 @@ impl Bm25Core {
                     continue;
                 }
                 let term = Term::from_field_text(self.fields.title_key, &key);
-                if stats.doc_freqs.contains_key(&term) {
+                if stats.terms.contains_key(&term) {
                     continue;
                 }
-                let df = doc_freq(&key_readers, &term);
-                if df > 0 {
-                    found.push(term.clone());
+                if stats.look_up(&key_readers, term.clone()) > 0 {
+                    found.push(term);
                 }
-                stats.doc_freqs.insert(term, df);
             }
         }
         found
     }
 
-    /// Looks up every word's document frequency in both fields, once.
+    /// Looks up every word in both fields, once.
     fn stats(&self, searcher: &tantivy::Searcher, words: &[String]) -> QueryStats {
-        let mut doc_freqs = HashMap::with_capacity(words.len() * 2);
-        for field in [self.fields.title, self.fields.text] {
-            let readers = inverted_indexes(searcher, field);
-            for word in words {
-                let term = Term::from_field_text(field, word);
-                let df = doc_freq(&readers, &term);
-                doc_freqs.insert(term, df);
-            }
-        }
         let scaled = |tokens: u64| (tokens as f64 * self.avgdl_scale) as u64;
-        QueryStats {
+        let mut stats = QueryStats {
             num_docs: searcher.num_docs(),
             title: (self.fields.title, scaled(self.title_tokens)),
             key: (self.fields.title_key, self.key_tokens),
             text: scaled(self.text_tokens),
-            doc_freqs,
+            segments: searcher.segment_readers().len(),
+            terms: HashMap::with_capacity(words.len() * 2),
+            infos: Vec::with_capacity(words.len() * 2),
+        };
+        for field in [self.fields.title, self.fields.text] {
+            let readers = inverted_indexes(searcher, field);
+            for word in words {
+                stats.look_up(&readers, Term::from_field_text(field, word));
+            }
         }
+        stats
     }
 
     /// Drops words in more than the common share of passages' text, unless
@@ -290,92 +354,146 @@ impl Bm25Core {
     }
 
     /// `title:w^boost text:w` for every word and `title_key:key^boost` for
-    /// every title key, as one flat union.
-    ///
-    /// Terms in no passage get no clause (they add nothing to any score; this
-    /// saves their second dictionary lookup). The union is scored
-    /// exhaustively, not with block-WAND: an empty clause makes Tantivy pick
-    /// its buffered union. With ~35 term clauses per question, block-WAND
-    /// re-sorts the clauses at every pivot and measured 1.7x slower on the
-    /// shipped corpus (BENCHMARKS.md, "BM25 query path"). Before, a term
-    /// absent from one field did the same by accident (its empty scorer
-    /// reads no frequencies, which rules block-WAND out), for most queries.
-    fn term_query(&self, words: &[&str], keys: &[Term], stats: &QueryStats) -> BooleanQuery {
+    /// every title key: the clauses of one flat union. Terms in no passage
+    /// get no clause (they add nothing to any score).
+    fn clauses<'s>(&self, words: &[&str], keys: &[Term], stats: &'s QueryStats) -> Vec<Clause<'s>> {
         let boost = self.title_boost;
-        let boosted = boost != 1.0 && boost.is_finite() && boost > 0.0;
-        let present = |term: &Term| stats.doc_freqs.get(term).is_some_and(|&df| df > 0);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
-            Vec::with_capacity(words.len() * 2 + keys.len());
+        let title_boost = if boost != 1.0 && boost.is_finite() && boost > 0.0 {
+            boost
+        } else {
+            1.0
+        };
+        let present = |term: &Term| stats.df(term) > 0;
+        let mut clauses = Vec::with_capacity(words.len() * 2 + keys.len());
         for word in words {
             let title = Term::from_field_text(self.fields.title, word);
             if present(&title) {
-                let title: Box<dyn Query> =
-                    Box::new(TermQuery::new(title, IndexRecordOption::WithFreqs));
-                let title = if boosted {
-                    Box::new(BoostQuery::new(title, boost))
-                } else {
-                    title
-                };
-                clauses.push((Occur::Should, title));
+                clauses.push(Clause {
+                    infos: stats.infos(&title),
+                    term: title,
+                    boost: title_boost,
+                });
             }
             let text = Term::from_field_text(self.fields.text, word);
             if present(&text) {
-                clauses.push((
-                    Occur::Should,
-                    Box::new(TermQuery::new(text, IndexRecordOption::WithFreqs)),
-                ));
+                clauses.push(Clause {
+                    infos: stats.infos(&text),
+                    term: text,
+                    boost: 1.0,
+                });
             }
         }
         for key in keys {
-            clauses.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(TermQuery::new(key.clone(), IndexRecordOption::WithFreqs)),
-                    self.title_match_boost,
-                )),
-            ));
+            clauses.push(Clause {
+                infos: stats.infos(key),
+                term: key.clone(),
+                boost: self.title_match_boost,
+            });
         }
-        clauses.push((Occur::Should, Box::new(EmptyQuery)));
-        BooleanQuery::new(clauses)
+        clauses
     }
 }
 
+/// The clauses as a Tantivy `BooleanQuery` of `Should` term clauses. Tantivy
+/// scores it with block-max WAND, or `exhaustive`ly with its buffered union
+/// (an empty clause makes it pick that): the reference [`taat::top_k`] is
+/// checked against.
+fn union_query(clauses: &[Clause], exhaustive: bool) -> BooleanQuery {
+    let mut union: Vec<(Occur, Box<dyn Query>)> = clauses
+        .iter()
+        .map(|c| {
+            let term: Box<dyn Query> =
+                Box::new(TermQuery::new(c.term.clone(), IndexRecordOption::WithFreqs));
+            let term: Box<dyn Query> = if c.boost == 1.0 {
+                term
+            } else {
+                Box::new(BoostQuery::new(term, c.boost))
+            };
+            (Occur::Should, term)
+        })
+        .collect();
+    if exhaustive {
+        union.push((Occur::Should, Box::new(EmptyQuery)));
+    }
+    BooleanQuery::new(union)
+}
+
 /// Every segment's inverted index of `field`, fetched once per query (each
-/// fetch takes a lock in Tantivy); a segment whose index cannot be opened is
-/// left out, like a term found nowhere.
-fn inverted_indexes(searcher: &tantivy::Searcher, field: Field) -> Vec<Arc<InvertedIndexReader>> {
+/// fetch takes a lock in Tantivy); `None` for a segment whose index cannot
+/// be opened, whose terms then count as absent.
+fn inverted_indexes(
+    searcher: &tantivy::Searcher,
+    field: Field,
+) -> Vec<Option<Arc<InvertedIndexReader>>> {
     searcher
         .segment_readers()
         .iter()
-        .filter_map(|segment| segment.inverted_index(field).ok())
+        .map(|segment| segment.inverted_index(field).ok())
         .collect()
 }
 
-/// A term's document frequency over all segments; an error counts as 0,
-/// like a term in no passage.
-fn doc_freq(readers: &[Arc<InvertedIndexReader>], term: &Term) -> u64 {
-    readers
-        .iter()
-        .map(|r| u64::from(r.doc_freq(term).unwrap_or(0)))
-        .sum()
+/// A query's words as the fields' analyzer makes them.
+struct QueryWords {
+    /// Distinct words (every occurrence with `repeated_words`), in order.
+    words: Vec<String>,
+    /// For each token: its position among the query's words (before stop
+    /// words and long words were dropped) and its index in `words`.
+    positions: Vec<(usize, usize)>,
 }
 
-/// BM25 statistics of one query, gathered once: the corpus totals and the
-/// document frequency of each of its terms.
+/// BM25 statistics of one query, gathered once: the corpus totals, and each
+/// of its terms' document frequency and where its postings are in every
+/// segment (so the postings are read without a second dictionary lookup).
 struct QueryStats {
     num_docs: u64,
     title: (Field, u64),
     key: (Field, u64),
     text: u64,
-    doc_freqs: HashMap<Term, u64>,
+    /// Number of segments: each term has this many entries in `infos`.
+    segments: usize,
+    /// Each term's document frequency over all segments, and the index of
+    /// its first entry in `infos`.
+    terms: HashMap<Term, (u64, usize)>,
+    /// Each looked-up term's [`TermInfo`] in every segment, `None` where the
+    /// segment lacks it (or its dictionary could not be read: a term in no
+    /// passage, as far as this query is concerned).
+    infos: Vec<Option<TermInfo>>,
 }
 
 impl QueryStats {
+    /// Looks `term` up in every segment's dictionary (`readers`, one per
+    /// segment) once and keeps the result; returns its document frequency.
+    fn look_up(&mut self, readers: &[Option<Arc<InvertedIndexReader>>], term: Term) -> u64 {
+        if let Some(&(df, _)) = self.terms.get(&term) {
+            return df;
+        }
+        let first = self.infos.len();
+        let mut df = 0;
+        for reader in readers {
+            let info = reader
+                .as_ref()
+                .and_then(|r| r.get_term_info(&term).ok().flatten());
+            df += info.as_ref().map_or(0, |i| u64::from(i.doc_freq));
+            self.infos.push(info);
+        }
+        self.terms.insert(term, (df, first));
+        df
+    }
+
+    /// A looked-up term's document frequency (0 for any other term).
+    fn df(&self, term: &Term) -> u64 {
+        self.terms.get(term).map_or(0, |&(df, _)| df)
+    }
+
+    /// A looked-up term's [`TermInfo`] in each segment.
+    fn infos(&self, term: &Term) -> &[Option<TermInfo>] {
+        self.terms
+            .get(term)
+            .map_or(&[], |&(_, first)| &self.infos[first..first + self.segments])
+    }
+
     fn text_df(&self, text: Field, word: &str) -> u64 {
-        self.doc_freqs
-            .get(&Term::from_field_text(text, word))
-            .copied()
-            .unwrap_or(0)
+        self.df(&Term::from_field_text(text, word))
     }
 }
 
@@ -395,7 +513,7 @@ impl Bm25StatisticsProvider for QueryStats {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
-        Ok(self.doc_freqs.get(term).copied().unwrap_or(0))
+        Ok(self.df(term))
     }
 }
 
@@ -500,6 +618,14 @@ impl Index {
         self
     }
 
+    /// Scores unions another way (the same hits up to float rounding; see
+    /// [`Scoring`]). For the benchmark's and the tests' comparisons only.
+    #[doc(hidden)]
+    pub fn with_scoring(mut self, scoring: Scoring) -> Index {
+        self.core.scoring = scoring;
+        self
+    }
+
     /// What the index was built from.
     pub fn meta(&self) -> &IndexMeta {
         &self.meta
@@ -568,5 +694,125 @@ impl Index {
                 Ok(core.passage(&doc, score))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::indexer::NoMergePolicy;
+    use tantivy::IndexWriter;
+
+    use super::*;
+    use crate::retrieve::schema::{title_key, TOKENIZER};
+
+    /// A RAM index of `batches` segments (one commit each, no merges) over
+    /// passages drawn from a small vocabulary, so scores tie often and terms
+    /// span segments; the passages with id in `deleted` are deleted.
+    fn segmented_index(batches: usize, per_batch: usize, deleted: &[&str]) -> Bm25Core {
+        let (schema, fields) = Fields::schema_with(TOKENIZER);
+        let index = TantivyIndex::create_in_ram(schema);
+        register_tokenizers(&index);
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        const VOCAB: [&str; 12] = [
+            "river", "harbor", "mountain", "city", "band", "album", "film", "novel", "blue",
+            "green", "north", "south",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for batch in 0..batches {
+            for i in 0..per_batch {
+                let title = format!("{} {}", VOCAB[next(12)], VOCAB[next(12)]);
+                let text: Vec<&str> = (0..1 + next(20)).map(|_| VOCAB[next(12)]).collect();
+                let mut doc = TantivyDocument::default();
+                doc.add_text(fields.id, format!("p{batch}-{i}"));
+                doc.add_text(fields.title_key, title_key(&title).unwrap());
+                doc.add_text(fields.title, &title);
+                doc.add_text(fields.text, text.join(" "));
+                writer.add_document(doc).unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        for id in deleted {
+            writer.delete_term(Term::from_field_text(fields.id, id));
+        }
+        writer.commit().unwrap();
+        Bm25Core::new(index, 0.5).unwrap()
+    }
+
+    const QUERIES: [&str; 6] = [
+        "blue harbor",
+        "Which river flows through the north city?",
+        "album band film novel",
+        "green green green mountain",
+        "south",
+        "a city band on a river in the south with a blue album and a green film",
+    ];
+
+    /// Term at a time, and block-max WAND, give Tantivy's exhaustive union's hits: the same score at every
+    /// rank (up to the rounding of another summation order), and the same
+    /// passage wherever that score is not tied within the rounding.
+    fn assert_same_hits(core: &mut Bm25Core, query: &str, k: usize) {
+        core.scoring = Scoring::Exhaustive;
+        let union = core.search(query, k).unwrap();
+        core.scoring = Scoring::TermAtATime { max_postings: 0 };
+        let wand = core.search(query, k).unwrap();
+        core.scoring = Scoring::default();
+        let taat = core.search(query, k).unwrap();
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+        for other in [&taat, &wand] {
+            assert_eq!(union.len(), other.len(), "{query}");
+            for (i, (u, t)) in union.iter().zip(other).enumerate() {
+                assert!(close(u.score, t.score), "{query} rank {i}: {u:?} vs {t:?}");
+                let tied = union
+                    .iter()
+                    .enumerate()
+                    .any(|(j, other)| j != i && close(other.score, u.score));
+                if !tied {
+                    assert_eq!(u.id, t.id, "{query} rank {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn term_at_a_time_gives_the_unions_hits_across_segments() {
+        let mut core = segmented_index(3, 400, &[]);
+        assert_eq!(core.reader.searcher().segment_readers().len(), 3);
+        for query in QUERIES {
+            for k in [1, 3, 10, 50] {
+                assert_same_hits(&mut core, query, k);
+            }
+        }
+    }
+
+    #[test]
+    fn term_at_a_time_skips_deleted_passages() {
+        // Delete the best passage for "blue harbor" and check that neither
+        // path returns it while both still agree.
+        let probe = segmented_index(2, 300, &[]);
+        let best = probe.search("blue harbor", 1).unwrap()[0].id.clone();
+        let mut core = segmented_index(2, 300, &[best.as_str()]);
+        let hits = core.search("blue harbor", 20).unwrap();
+        assert!(hits.iter().all(|h| h.id != best), "{best} in {hits:?}");
+        for query in QUERIES {
+            assert_same_hits(&mut core, query, 10);
+        }
+    }
+
+    #[test]
+    fn the_accumulator_is_clean_after_every_query() {
+        let core = segmented_index(2, 200, &[]);
+        let first = core.search("river city", 5).unwrap();
+        for query in QUERIES {
+            core.search(query, 7).unwrap();
+        }
+        // Stale sums from earlier queries would change these scores.
+        assert_eq!(core.search("river city", 5).unwrap(), first);
     }
 }

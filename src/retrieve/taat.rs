@@ -1,0 +1,210 @@
+//! Top-k BM25 over a flat union of weighted term clauses, term at a time.
+//!
+//! A query is a union of clauses (`title:w^b`, `text:w`, `title_key:k^b`).
+//! Tantivy scores such a union document at a time: a buffered union of
+//! boxed scorers (one virtual call per posting for the document, its
+//! frequency and its score) or block-max WAND, which re-sorts every clause
+//! at every pivot and measured slower still for the ~35-clause queries
+//! HotPotQA questions make.
+//!
+//! Here each clause's postings are read a block of 128 at a time and its
+//! BM25 scores added into one accumulator per document of the segment (the
+//! classic term-at-a-time evaluation, Turtle & Flood 1995), then the k best
+//! accumulators are selected. Only the segment's matching documents are
+//! touched, and the accumulator is kept per thread and reset by the list of
+//! documents touched, so a query costs its postings, not the segment's size.
+//!
+//! The hits are Tantivy's `TopDocs` over the same `BooleanQuery` up to float
+//! rounding: a passage's score is its clause scores added in clause order
+//! (Tantivy's union adds them in an order that changes as clauses run out,
+//! so its sums can differ in the last bits), and ties go to the lower
+//! document address, as in `TopDocs`.
+//!
+//! There is no pruning, so the cost grows with the query's postings: the
+//! caller sends queries with more than [`MAX_POSTINGS`] postings to
+//! Tantivy's block-max WAND instead, which skips most of them.
+
+use std::cell::RefCell;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use tantivy::fieldnorm::FieldNormReader;
+use tantivy::postings::TermInfo;
+use tantivy::query::{Bm25StatisticsProvider, Bm25Weight};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DocAddress, DocId, InvertedIndexReader, Score, Searcher, Term};
+
+/// One clause of the union: a term, the boost its BM25 score is multiplied
+/// by, and where its postings are in each segment (`None` where it has
+/// none), as the query's statistics looked them up.
+pub(crate) struct Clause<'a> {
+    pub(crate) term: Term,
+    pub(crate) boost: Score,
+    pub(crate) infos: &'a [Option<TermInfo>],
+}
+
+/// Queries whose clauses have more postings than this (summed document
+/// frequencies) are better served by block-max WAND, which skips blocks
+/// that cannot reach the top k: term at a time reads every posting. Chosen
+/// by measurement (BENCHMARKS.md, "BM25 query path").
+pub(crate) const MAX_POSTINGS: u64 = 200_000;
+
+/// A scored passage, ordered so that a max-heap's top is the *worst* kept
+/// one: lower score first, and among equal scores the higher address (it
+/// loses the tie in `TopDocs`).
+#[derive(Clone, Copy, PartialEq)]
+struct Hit {
+    score: Score,
+    address: DocAddress,
+}
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .score
+            .partial_cmp(&self.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| self.address.cmp(&other.address))
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Per-document score sums of one segment, reused by every query on this
+/// thread. Invariant between queries: every entry is 0 and `touched` is
+/// empty.
+#[derive(Default)]
+struct Accumulator {
+    scores: Vec<Score>,
+    touched: Vec<DocId>,
+}
+
+thread_local! {
+    static ACCUMULATOR: RefCell<Accumulator> = RefCell::default();
+}
+
+/// The `k` best passages for the union of `clauses`, best first, with the
+/// BM25 statistics of `stats` (see the module doc for how they compare with
+/// Tantivy's `TopDocs`).
+///
+/// Errors: Tantivy's, from reading an inverted index, postings or the field
+/// norms.
+pub(crate) fn top_k(
+    searcher: &Searcher,
+    clauses: &[Clause],
+    stats: &dyn Bm25StatisticsProvider,
+    k: usize,
+) -> tantivy::Result<Vec<(Score, DocAddress)>> {
+    if k == 0 || clauses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let weights = clauses
+        .iter()
+        .map(|c| Ok(Bm25Weight::for_terms(stats, std::slice::from_ref(&c.term))?.boost_by(c.boost)))
+        .collect::<tantivy::Result<Vec<_>>>()?;
+    let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+    ACCUMULATOR.with_borrow_mut(|acc| {
+        for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let result = accumulate(segment, segment_ord, clauses, &weights, acc).map(|()| {
+                select(acc, segment, segment_ord as u32, k, &mut top);
+            });
+            // Restore the invariant whether or not the segment failed.
+            for &doc in &acc.touched {
+                acc.scores[doc as usize] = 0.0;
+            }
+            acc.touched.clear();
+            result?;
+        }
+        Ok::<(), tantivy::TantivyError>(())
+    })?;
+    let mut hits = top.into_vec();
+    hits.sort();
+    Ok(hits.into_iter().map(|h| (h.score, h.address)).collect())
+}
+
+/// Adds every clause's scores for `segment` into `acc`, clause by clause.
+fn accumulate(
+    segment: &tantivy::SegmentReader,
+    segment_ord: usize,
+    clauses: &[Clause],
+    weights: &[Bm25Weight],
+    acc: &mut Accumulator,
+) -> tantivy::Result<()> {
+    let max_doc = segment.max_doc() as usize;
+    if acc.scores.len() < max_doc {
+        acc.scores.resize(max_doc, 0.0);
+    }
+    // Each field's inverted index and norms, opened once per segment.
+    let mut fields: Vec<(Field, Arc<InvertedIndexReader>, FieldNormReader)> = Vec::new();
+    for (clause, weight) in clauses.iter().zip(weights) {
+        let Some(Some(info)) = clause.infos.get(segment_ord) else {
+            continue;
+        };
+        let field = clause.term.field();
+        let at = match fields.iter().position(|(f, ..)| *f == field) {
+            Some(at) => at,
+            None => {
+                fields.push((
+                    field,
+                    segment.inverted_index(field)?,
+                    segment.get_fieldnorms_reader(field)?,
+                ));
+                fields.len() - 1
+            }
+        };
+        let (_, inverted, fieldnorms) = &fields[at];
+        let mut block =
+            inverted.read_block_postings_from_terminfo(info, IndexRecordOption::WithFreqs)?;
+        loop {
+            let docs = block.docs();
+            if docs.is_empty() {
+                break;
+            }
+            for (&doc, &freq) in docs.iter().zip(block.freqs()) {
+                let score = weight.score(fieldnorms.fieldnorm_id(doc), freq);
+                let slot = &mut acc.scores[doc as usize];
+                // Every BM25 term score is positive (idf > 0, tf >= 1), so
+                // 0 means "not touched yet".
+                if *slot == 0.0 {
+                    acc.touched.push(doc);
+                }
+                *slot += score;
+            }
+            block.advance();
+        }
+    }
+    Ok(())
+}
+
+/// Offers the segment's touched documents to the top-k heap.
+fn select(
+    acc: &Accumulator,
+    segment: &tantivy::SegmentReader,
+    segment_ord: u32,
+    k: usize,
+    top: &mut BinaryHeap<Hit>,
+) {
+    let alive = segment.alive_bitset();
+    for &doc in &acc.touched {
+        let hit = Hit {
+            score: acc.scores[doc as usize],
+            address: DocAddress::new(segment_ord, doc),
+        };
+        if top.len() == k && top.peek().is_some_and(|worst| hit >= *worst) {
+            continue;
+        }
+        if alive.is_some_and(|bits| !bits.is_alive(doc)) {
+            continue;
+        }
+        top.push(hit);
+        if top.len() > k {
+            top.pop();
+        }
+    }
+}
