@@ -25,7 +25,7 @@ pub const DEFAULT_TITLE_BOOST: f32 = 0.25;
 
 /// Default writer memory budget in MiB: keeps a build's peak RSS under
 /// ~300 MB with room to spare while keeping segments large.
-pub const DEFAULT_MEMORY_MB: usize = 192;
+pub const DEFAULT_MEMORY_MB: usize = 160;
 
 /// Tantivy's minimum writer memory per indexing thread.
 const MIN_MEMORY_PER_THREAD: usize = 15_000_000;
