@@ -15,7 +15,11 @@
 //! retrieval -- --quality-only`), `--no-serve` (skip `serve`, Python DSPy and OpenSearch
 //! bulk-load figures), `--requests N` (per `serve` row, default 4000), `--threads N`, `--memory-mb M`, `--queries N` (synthetic
 //! queries), `--data DIR` (default `../shared/data`), `--keep-synthetic FILE`
-//! (write the synthetic corpus there and keep it; reuse it if it exists).
+//! (write the synthetic corpus there and keep it; reuse it if it exists),
+//! `SYNTH_INDEX=DIR` (keep the synthetic index there; reuse it if it exists).
+//! `--latency-only` and the synthetic run also compare the default scoring
+//! (term at a time up to a postings limit) with Tantivy's exhaustive union
+//! and block-max WAND on the same index.
 //!
 //! Every build runs in a child process (this binary re-executed with
 //! `--child-build`) so the peak RSS it reports (`VmHWM`) is the build's alone.
