@@ -443,13 +443,9 @@ fn postings_limit_sweep(dir: &Path, queries: &[String], limits: &[u64]) {
         }
     }
     for (limit, micros) in limits.iter().zip(&mut times) {
-        micros.sort_by(f64::total_cmp);
-        let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
         println!(
-            "term at a time up to {limit} postings, k=3: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
-            pct(0.5) / 1e3,
-            pct(0.99) / 1e3,
-            micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
+            "term at a time up to {limit} postings, k=3: {}",
+            summary(micros)
         );
     }
 }
@@ -502,14 +498,7 @@ fn compare_paths(queries: &[String], (name_a, a): SearchFn, (name_b, b): SearchF
             times_b.push(started.elapsed().as_secs_f64() * 1e6);
         }
         for (name, micros) in [(name_a, &mut times_a), (name_b, &mut times_b)] {
-            micros.sort_by(f64::total_cmp);
-            let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
-            println!(
-                "query path k={k:<2} {name}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
-                pct(0.5) / 1e3,
-                pct(0.99) / 1e3,
-                micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
-            );
+            println!("query path k={k:<2} {name}: {}", summary(micros));
         }
     }
 }
@@ -717,16 +706,24 @@ fn latency(index: &Index, queries: &[String]) {
                 started.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        micros.sort_by(f64::total_cmp);
-        let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
         println!(
-            "latency k={k:<2}: p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms ({} queries, 1 thread, incl. fetching stored passages)",
-            pct(0.5) / 1e3,
-            pct(0.99) / 1e3,
-            micros.iter().sum::<f64>() / micros.len() as f64 / 1e3,
+            "latency k={k:<2}: {} ({} queries, 1 thread, incl. fetching stored passages)",
+            summary(&mut micros),
             micros.len()
         );
     }
+}
+
+/// "p50 X ms, p99 Y ms, mean Z ms" of latencies in microseconds (sorts them).
+fn summary(micros: &mut [f64]) -> String {
+    micros.sort_by(f64::total_cmp);
+    let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms",
+        pct(0.5) / 1e3,
+        pct(0.99) / 1e3,
+        micros.iter().sum::<f64>() / micros.len() as f64 / 1e3
+    )
 }
 
 struct Question {
