@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext, Position, FLOAT, INT};
 
-use super::limits::deadline;
+use super::limits::{clear_overrun, deadline, note_overrun, overrun, Overrun};
 use super::{bindings, Shared};
 
 /// The token a script stops with on Ctrl-C/SIGTERM.
@@ -60,8 +60,24 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
     // names that are not local from the script's published top level, so
     // `let answer = Predict(..); fn forward(q) { answer.call(..) }` works.
     let globals = shared.clone();
+    let timeout = shared.options.limits.script_timeout;
+    let max_operations = shared.options.limits.max_operations;
     #[allow(deprecated)] // volatile (not deprecated) API, see Engine::on_var
     engine.on_var(move |name, index, context| {
+        // A call over a limit stops at the next variable read, as an
+        // ordinary error that keeps its position (see OVERRUN_GRACE_OPS).
+        match overrun() {
+            None => {}
+            Some(Overrun::Time) => {
+                return Err(bindings::script_error(timed_out(timeout), Position::NONE))
+            }
+            Some(Overrun::Operations) => {
+                return Err(bindings::script_error(
+                    too_many_operations(max_operations),
+                    Position::NONE,
+                ))
+            }
+        }
         if index > 0 || context.scope().contains(name) {
             return Ok(None);
         }
@@ -74,16 +90,35 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
     });
 
     let cancel = shared.cancel.clone();
-    let timeout = shared.options.limits.script_timeout;
     engine.on_progress(move |ops| {
         if cancel.load(Ordering::Relaxed) {
             return Some(Dynamic::from(INTERRUPTED));
         }
-        // Reading the clock every operation would cost more than the operation.
-        if ops % 256 == 0 && deadline().is_some_and(|d| Instant::now() >= d) {
-            return Some(Dynamic::from(timed_out(timeout)));
+        if ops == 1 {
+            // Rhai counts from 1 in every evaluation: nothing carries over
+            // from an earlier one (a call that ended within its grace).
+            clear_overrun();
         }
-        None
+        // Checking every operation would cost more than the operation.
+        if ops % 256 != 0 {
+            return None;
+        }
+        let late = deadline().is_some_and(|d| Instant::now() >= d);
+        let kind = match overrun() {
+            Some(kind) => kind,
+            None if late => Overrun::Time,
+            // 0 is Rhai's "no limit".
+            None if max_operations > 0 && ops > max_operations => Overrun::Operations,
+            None => return None,
+        };
+        // The next variable read raises it with a position; a script that
+        // reads none (or catches the error) is stopped here after a grace.
+        note_overrun(kind, ops).then(|| {
+            Dynamic::from(match kind {
+                Overrun::Time => timed_out(timeout),
+                Overrun::Operations => too_many_operations(max_operations),
+            })
+        })
     });
 
     // Rhai's own `sleep` panics on a huge or negative time (`sleep(1e300)`)
@@ -110,6 +145,10 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
 
     bindings::register(&mut engine, shared);
     engine
+}
+
+fn too_many_operations(max: u64) -> String {
+    format!("Too many operations: the script call ran more than {max} (an endless loop?)")
 }
 
 fn timed_out(timeout: Option<Duration>) -> String {

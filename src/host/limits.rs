@@ -34,6 +34,52 @@ pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 thread_local! {
     /// When the script call running on this thread must stop.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Set once the script call on this thread is over a limit: which one,
+    /// and Rhai's operation count when that was noticed.
+    static OVERRUN: Cell<Option<(Overrun, u64)>> = const { Cell::new(None) };
+}
+
+/// A limit a script call went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overrun {
+    /// The wall-clock deadline ([`Limits::script_timeout`]).
+    Time,
+    /// [`Limits::max_operations`].
+    Operations,
+}
+
+/// Operations a script may still run after going over a limit before Rhai
+/// stops it itself.
+///
+/// Why: Rhai (1.27) reports its own stops (too many operations, terminated)
+/// at the position of the outermost call, which for a call from the host is
+/// no position at all; every function boundary overwrites it. So a limit is
+/// first raised as an ordinary runtime error by the next variable read (see
+/// [`overrun`]), which keeps its `line:col` and the chain of calls. A loop
+/// that reads no variable is still stopped by Rhai after this many more
+/// operations, without a position.
+pub(crate) const OVERRUN_GRACE_OPS: u64 = 4096;
+
+/// The limit the script call on this thread went over, if any.
+pub(crate) fn overrun() -> Option<Overrun> {
+    OVERRUN.with(Cell::get).map(|(kind, _)| kind)
+}
+
+/// Forgets an overrun noted on this thread.
+pub(crate) fn clear_overrun() {
+    OVERRUN.with(|o| o.set(None));
+}
+
+/// Notes that the call went over `kind` at operation `ops`. Returns whether
+/// the grace is used up, so the caller must stop the script now.
+pub(crate) fn note_overrun(kind: Overrun, ops: u64) -> bool {
+    OVERRUN.with(|o| match o.get() {
+        None => {
+            o.set(Some((kind, ops)));
+            false
+        }
+        Some((_, since)) => ops.saturating_sub(since) >= OVERRUN_GRACE_OPS,
+    })
 }
 
 /// The deadline of the script call running on this thread, if any.
@@ -45,6 +91,8 @@ pub(crate) fn deadline() -> Option<Instant> {
 /// calls keep the outer call's deadline. The limit ends when the guard drops.
 pub(crate) struct DeadlineGuard {
     previous: Option<Instant>,
+    /// The overrun noted before this guard (cleared while it lasts).
+    previous_overrun: Option<(Overrun, u64)>,
     /// Set by [`DeadlineGuard::suspend`]: when the suspension began, so the
     /// restored deadline moves on by the time spent suspended.
     suspended_at: Option<Instant>,
@@ -54,13 +102,17 @@ impl DeadlineGuard {
     /// Sets the deadline `timeout` from now, unless one is already running.
     pub fn start(timeout: Option<Duration>) -> DeadlineGuard {
         let previous = deadline();
+        let previous_overrun = OVERRUN.with(Cell::get);
         if previous.is_none() {
             if let Some(t) = timeout {
                 DEADLINE.with(|d| d.set(Instant::now().checked_add(t)));
             }
+            // A new outermost call starts with a clean slate.
+            OVERRUN.with(|o| o.set(None));
         }
         DeadlineGuard {
             previous,
+            previous_overrun,
             suspended_at: None,
         }
     }
@@ -74,6 +126,7 @@ impl DeadlineGuard {
         DEADLINE.with(|d| d.set(None));
         DeadlineGuard {
             previous,
+            previous_overrun: OVERRUN.with(|o| o.take()),
             suspended_at: Some(Instant::now()),
         }
     }
@@ -86,6 +139,7 @@ impl Drop for DeadlineGuard {
             (previous, _) => previous,
         };
         DEADLINE.with(|d| d.set(restored));
+        OVERRUN.with(|o| o.set(self.previous_overrun));
     }
 }
 
@@ -104,10 +158,15 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Applies the limits to an engine.
+    /// Applies the limits to an engine. Rhai's own operation limit is set
+    /// [`OVERRUN_GRACE_OPS`] above [`Limits::max_operations`]: the host's
+    /// progress callback enforces the limit itself (see [`OVERRUN_GRACE_OPS`]).
     pub fn apply(&self, engine: &mut Engine) {
         engine
-            .set_max_operations(self.max_operations)
+            .set_max_operations(match self.max_operations {
+                0 => 0, // no limit
+                max => max.saturating_add(OVERRUN_GRACE_OPS),
+            })
             .set_max_call_levels(self.max_call_levels)
             .set_max_expr_depths(self.max_expr_depths.0, self.max_expr_depths.1)
             .set_max_string_size(self.max_string_size)

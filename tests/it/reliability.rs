@@ -242,6 +242,65 @@ fn a_script_call_has_a_wall_clock_limit() {
     );
 }
 
+/// Rhai reports its own stops at the outermost call, which from the host is
+/// no position; the host raises them as ordinary errors instead, so they
+/// keep the line:col inside nested script functions and the call chain.
+#[test]
+fn limits_hit_inside_nested_functions_keep_their_position() {
+    let source = "fn inner(x) {\n    let total = 0;\n    loop {\n        total += x;\n    }\n}\nfn helper(x) { inner(x) }\nfn forward(question) { helper(1) }";
+    let host = host_with_timeout(source, Duration::from_millis(200));
+    let err = host
+        .forward(&fields(json!({"question": "q"})), &ctx())
+        .unwrap_err()
+        .to_string();
+    // Line 4 (`total` or `x`, whichever read comes first after the limit).
+    assert!(err.starts_with("slow.rhai:4:"), "{err}");
+    assert!(
+        err.contains(": the script call ran longer than 0.2s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("in call to `inner` at slow.rhai:7:16"),
+        "{err}"
+    );
+    assert!(
+        err.contains("in call to `helper` at slow.rhai:8:24"),
+        "{err}"
+    );
+
+    let mut options = HostOptions::default();
+    options.limits.max_operations = 10_000;
+    let host = Host::new(options, ctx());
+    host.load_source("ops.rhai", source).unwrap();
+    let err = host
+        .forward(&fields(json!({"question": "q"})), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("ops.rhai:4:"), "{err}");
+    assert!(
+        err.contains(": Too many operations: the script call ran more than 10000"),
+        "{err}"
+    );
+    assert!(err.contains("in call to `inner` at ops.rhai:7:16"), "{err}");
+}
+
+/// Catching the limit's error does not let a script run on: it is stopped
+/// a few thousand operations later all the same.
+#[test]
+fn a_script_that_catches_the_limit_error_is_still_stopped() {
+    let host = host_with_timeout(
+        "fn forward(question) { let n = 0; loop { try { n += 1; } catch (e) { } } }",
+        Duration::from_millis(200),
+    );
+    let started = std::time::Instant::now();
+    let err = host
+        .forward(&fields(json!({"question": "q"})), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ran longer than 0.2s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+}
+
 #[test]
 fn a_script_evaluate_is_limited_per_example_not_as_a_whole() {
     // Eight examples of 0.1 s each, one thread: longer than the 0.3 s limit
