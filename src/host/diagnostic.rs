@@ -78,12 +78,21 @@ pub fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
 /// Renders a runtime error against its source, innermost position first,
 /// with the chain of script functions it passed through.
 pub fn render_eval(err: &EvalAltResult, file: &str, source: &str) -> String {
-    let mut calls = Vec::new();
+    let mut calls: Vec<String> = Vec::new();
+    let mut repeats = 0;
     let mut current = err;
     while let EvalAltResult::ErrorInFunctionCall(name, _, inner, pos) = current {
-        calls.push(format!("in call to `{name}` at {file}:{}", line_col(*pos)));
+        let call = format!("in call to `{name}` at {file}:{}", line_col(*pos));
+        // Recursion repeats one frame many times: say it once, with a count.
+        if calls.last() == Some(&call) {
+            repeats += 1;
+        } else {
+            flush_repeats(&mut calls, &mut repeats);
+            calls.push(call);
+        }
         current = inner;
     }
+    flush_repeats(&mut calls, &mut repeats);
     let message = match current {
         EvalAltResult::ErrorRuntime(value, _) | EvalAltResult::ErrorTerminated(value, _) => {
             value.to_string()
@@ -91,6 +100,16 @@ pub fn render_eval(err: &EvalAltResult, file: &str, source: &str) -> String {
         other => strip_position(&other.to_string()),
     };
     render_at(file, source, current.position(), &message, &calls)
+}
+
+/// Appends "(and N more times)" to the last frame when it repeated.
+fn flush_repeats(calls: &mut [String], repeats: &mut usize) {
+    if *repeats > 0 {
+        if let Some(last) = calls.last_mut() {
+            last.push_str(&format!(" (and {repeats} more times)"));
+        }
+        *repeats = 0;
+    }
 }
 
 fn line_col(pos: Position) -> String {

@@ -62,8 +62,19 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
     let globals = shared.clone();
     let timeout = shared.options.limits.script_timeout;
     let max_operations = shared.options.limits.max_operations;
+    let max_call_levels = shared.options.limits.max_call_levels;
     #[allow(deprecated)] // volatile (not deprecated) API, see Engine::on_var
     engine.on_var(move |name, index, context| {
+        // Runaway recursion stops here, with a position, before Rhai's own
+        // check (set CALL_LEVELS_GRACE deeper) would stop it without one.
+        if context.call_level() > max_call_levels {
+            return Err(bindings::script_error(
+                format!(
+                    "Stack overflow: script functions nested more than {max_call_levels} calls deep (runaway recursion?)"
+                ),
+                Position::NONE,
+            ));
+        }
         // A call over a limit stops at the next variable read, as an
         // ordinary error that keeps its position (see OVERRUN_GRACE_OPS).
         match overrun() {

@@ -60,6 +60,12 @@ pub(crate) enum Overrun {
 /// operations, without a position.
 pub(crate) const OVERRUN_GRACE_OPS: u64 = 4096;
 
+/// Extra call levels Rhai allows beyond [`Limits::max_call_levels`]: the
+/// host raises the limit itself at the first variable read past it, with a
+/// position (see [`OVERRUN_GRACE_OPS`] for why); Rhai's own check, without
+/// one, stops recursion that reads no variable.
+pub(crate) const CALL_LEVELS_GRACE: usize = 4;
+
 /// The limit the script call on this thread went over, if any.
 pub(crate) fn overrun() -> Option<Overrun> {
     OVERRUN.with(Cell::get).map(|(kind, _)| kind)
@@ -167,7 +173,7 @@ impl Limits {
                 0 => 0, // no limit
                 max => max.saturating_add(OVERRUN_GRACE_OPS),
             })
-            .set_max_call_levels(self.max_call_levels)
+            .set_max_call_levels(self.max_call_levels.saturating_add(CALL_LEVELS_GRACE))
             .set_max_expr_depths(self.max_expr_depths.0, self.max_expr_depths.1)
             .set_max_string_size(self.max_string_size)
             .set_max_array_size(self.max_array_size)

@@ -284,6 +284,31 @@ fn limits_hit_inside_nested_functions_keep_their_position() {
     assert!(err.contains("in call to `inner` at ops.rhai:7:16"), "{err}");
 }
 
+/// Runaway recursion stops with the position of the deepest call's first
+/// variable read, and the chain says the repeated frame once, with a count.
+#[test]
+fn runaway_recursion_keeps_its_position_and_a_short_chain() {
+    let host = host_with(
+        "fn down(n) {\n  let m = n + 1;\n  down(m)\n}\nfn forward(question) { down(0) }",
+        None,
+    );
+    let err = host
+        .forward(&fields(json!({"question": "q"})), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "test.rhai:2:11: Stack overflow: script functions nested more than 64 calls deep"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("in call to `down` at test.rhai:3:3 (and 63 more times)"),
+        "{err}"
+    );
+    assert!(err.lines().count() < 10, "{err}");
+}
+
 /// Catching the limit's error does not let a script run on: it is stopped
 /// a few thousand operations later all the same.
 #[test]
