@@ -118,8 +118,14 @@ pub struct HostArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub script_timeout: f64,
     /// A folder scripts may read and write (repeatable) besides their own
-    /// folder and the working directory.
-    #[arg(long = "allow-path", value_name = "DIR")]
+    /// folder and the working directory; $DSPY_ALLOW_PATH holds a
+    /// colon-separated list (for harnesses that cannot add flags).
+    #[arg(
+        long = "allow-path",
+        value_name = "DIR",
+        env = "DSPY_ALLOW_PATH",
+        value_delimiter = ':'
+    )]
     pub allow_paths: Vec<PathBuf>,
     #[command(flatten)]
     pub lm: LmArgs,

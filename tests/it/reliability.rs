@@ -881,7 +881,11 @@ mod cli {
             "--json",
         ];
         args.extend_from_slice(extra);
-        cli().args(args).output().unwrap()
+        cli()
+            .args(args)
+            .env_remove("DSPY_ALLOW_PATH")
+            .output()
+            .unwrap()
     }
 
     #[test]
@@ -926,6 +930,27 @@ mod cli {
             "{err}"
         );
         let out = run_script(&script, &["--allow-path", dir.path().to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()["answer"],
+            2
+        );
+        // Or through the environment, a colon-separated list (for harnesses
+        // that cannot add flags).
+        let out = cli()
+            .args([
+                "run",
+                script.to_str().unwrap(),
+                "-i",
+                "question=x",
+                "--json",
+            ])
+            .env(
+                "DSPY_ALLOW_PATH",
+                format!("/nonexistent-elsewhere:{}", dir.path().display()),
+            )
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(
             serde_json::from_slice::<Value>(&out.stdout).unwrap()["answer"],
