@@ -21,7 +21,7 @@ static STANDARD: LazyLock<rhai::Shared<Module>> =
     LazyLock::new(|| StandardPackage::new().as_shared_module());
 
 /// Builds Rhai's standard library now (on this thread), so the first
-/// [`build`] does not wait for it: a command that will make a host calls
+/// engine built does not wait for it: a command that will make a host calls
 /// this on a helper thread while it parses its arguments and sets up its LM.
 pub fn prepare() {
     LazyLock::force(&STANDARD);

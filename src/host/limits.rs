@@ -164,9 +164,11 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Applies the limits to an engine. Rhai's own operation limit is set
-    /// [`OVERRUN_GRACE_OPS`] above [`Limits::max_operations`]: the host's
-    /// progress callback enforces the limit itself (see [`OVERRUN_GRACE_OPS`]).
+    /// Applies the limits to an engine. Rhai's own operation and call-depth
+    /// limits are set a little above [`Limits::max_operations`] and
+    /// [`Limits::max_call_levels`] (4,096 operations, 4 levels): the host
+    /// enforces those two itself so their errors keep a script position,
+    /// and Rhai's checks are the fallback.
     pub fn apply(&self, engine: &mut Engine) {
         engine
             .set_max_operations(match self.max_operations {

@@ -8,15 +8,16 @@
 //! `AND`/`OR`/`NOT`, `field:value`, `*`, `^`, `~` therefore never fail and
 //! never silently drop words, and a query with no words returns no passages.
 //!
-//! The query is built directly from terms (issue 15, item 5): a flat
-//! `BooleanQuery` of `Should` term clauses, `title:w^boost text:w` per word,
-//! the same query Tantivy's parser made from `title:w^b text:w ...` text
-//! before, without formatting and re-parsing a string. A flat union of term
-//! scorers is much faster than the nested per-word sub-queries the parser
-//! makes for default fields. Each word's document frequency is looked up once
-//! per field: the lookups made to drop very common words are handed to BM25
-//! through a [`Bm25StatisticsProvider`], with the field token totals computed
-//! once when the index is opened.
+//! The query is a flat union of term clauses built directly from terms (no
+//! query string is formatted and parsed): `title:w^boost text:w` per word,
+//! plus `title_key:key` for every run of 1–6 query words that is a
+//! passage's whole title (title matching; see [`super::schema::title_key`]).
+//! Each term is looked up in the dictionary once: the document frequencies
+//! and postings locations found then serve the common-word filter, BM25
+//! (through a [`Bm25StatisticsProvider`], with the field token totals
+//! computed once when the index is opened) and the scoring, which is term
+//! at a time ([`super::taat`]) or, for very long postings, Tantivy's
+//! block-max WAND (see [`Scoring`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
