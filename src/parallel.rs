@@ -30,10 +30,10 @@ pub fn isolate<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-/// Runs `job(i)` for `i` in `0..n` on `threads` threads; jobs start in
-/// index order. When the calling thread has a worker's stack (64 MiB) left,
-/// it is one of them: with one thread the jobs run on it one after another
-/// with no hand-off, and with more it takes jobs between deliveries. `deliver(i, result)` runs on the calling
+/// Runs `job(i)` for `i` in `0..n` on `threads` scoped worker threads;
+/// jobs start in index order. With one thread, and a calling thread that has
+/// a worker's stack (64 MiB) left, the jobs run on the calling thread itself,
+/// one after another, with no hand-off. `deliver(i, result)` runs on the calling
 /// thread as each result arrives; returning `false` stops handing out new
 /// jobs (jobs in flight still finish and are delivered). Setting any of the
 /// `halt` flags (Ctrl-C, or a job that decides the run is over) stops
@@ -96,17 +96,9 @@ pub fn run_gated<T, J, D>(
         }
         return;
     }
-    // The calling thread works too when it has a worker's stack to spare:
-    // between its own jobs it delivers what has arrived, so a result that
-    // comes while it works waits in the channel without waking it. A
-    // parked receiver costs two futex calls and two context switches per
-    // result; at 16-64 threads that was a growing share of the syscalls.
-    let workers = threads.clamp(1, n.max(1));
-    let caller_works = stack_left().is_some_and(|left| left >= WORKER_STACK);
-    let spawned = if caller_works { workers - 1 } else { workers };
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, T)>();
-        for _ in 0..spawned {
+        for _ in 0..threads.clamp(1, n.max(1)) {
             let tx = tx.clone();
             let (next, stop, job, changed, halted) = (&next, &stop, &job, &changed, &halted);
             let worker = std::thread::Builder::new().stack_size(WORKER_STACK);
@@ -148,52 +140,13 @@ pub fn run_gated<T, J, D>(
             spawned.expect("spawning a worker thread");
         }
         drop(tx);
-        let mut deliver_one = |i: usize, result: T| {
+        for (i, result) in rx {
             if !deliver(i, result) {
                 stop.store(true, Ordering::Relaxed);
             }
             if *changed.0.lock().expect("pool lock") > 0 {
                 changed.1.notify_all();
             }
-        };
-        if caller_works {
-            loop {
-                while let Ok((i, result)) = rx.try_recv() {
-                    deliver_one(i, result);
-                }
-                let i = next.load(Ordering::Acquire);
-                if halted(&stop) || i >= n {
-                    break;
-                }
-                // A gate that is closed, or would close within one job per
-                // worker (a window that only deliveries move), or workers
-                // waiting at it, want deliveries rather than one more busy
-                // thread: while the caller works nobody delivers.
-                let ahead = (i + workers).min(n - 1);
-                if !gate(i) || !gate(ahead) || *changed.0.lock().expect("pool lock") > 0 {
-                    match rx.recv_timeout(Duration::from_millis(20)) {
-                        Ok((i, result)) => deliver_one(i, result),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                    continue;
-                }
-                if next
-                    .compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    continue;
-                }
-                // The job runs with no script deadline, as on a worker thread.
-                let result = {
-                    let _no_deadline = crate::host::limits::DeadlineGuard::suspend();
-                    job(i)
-                };
-                deliver_one(i, result);
-            }
-        }
-        for (i, result) in rx {
-            deliver_one(i, result);
         }
     });
 }
@@ -290,44 +243,6 @@ mod tests {
         assert_eq!(ran.len(), 6);
         delivered.sort();
         assert_eq!(delivered, [0, 1, 2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn a_calling_thread_with_a_big_stack_is_one_of_the_threads() {
-        // 3 threads: 2 spawned workers and the caller, never more, and the
-        // caller takes jobs between deliveries.
-        let (ran, delivered, me) = on_stack(WORKER_STACK + (8 << 20), || {
-            let ran = Mutex::new(Vec::new());
-            let mut delivered = Vec::new();
-            run_indexed(
-                60,
-                3,
-                &[],
-                |i| {
-                    ran.lock().unwrap().push(std::thread::current().id());
-                    std::thread::sleep(Duration::from_millis(5));
-                    i
-                },
-                |i, r| {
-                    assert_eq!(i, r);
-                    delivered.push(i);
-                    true
-                },
-            );
-            (
-                ran.into_inner().unwrap(),
-                delivered,
-                std::thread::current().id(),
-            )
-        });
-        let mut threads = ran.clone();
-        threads.sort_by_key(|t| format!("{t:?}"));
-        threads.dedup();
-        assert!(threads.len() <= 3, "{threads:?}");
-        assert!(ran.contains(&me), "the caller ran no job");
-        let mut delivered = delivered;
-        delivered.sort();
-        assert_eq!(delivered, (0..60).collect::<Vec<_>>());
     }
 
     #[test]

@@ -284,8 +284,7 @@ pub struct Streaming {
     pub keep_results: bool,
     /// Start example `i` only while `i < first unfinished + window`, so a
     /// writer that puts results in example order buffers at most `window`
-    /// of them (plus results finished but not yet handed to it) however
-    /// slow one example is. `None`: no bound.
+    /// of them however slow one example is. `None`: no bound.
     pub window: Option<usize>,
 }
 
@@ -468,28 +467,9 @@ fn run_pool<E: Examples + ?Sized>(
     // Workers count errors themselves so a failing run stops promptly.
     let errors = AtomicUsize::new(0);
     let too_many = AtomicBool::new(false);
-    // Jobs finished so far, and the first job not yet finished (for the
-    // window). The thread that ran a job marks it, so the window moves as
-    // jobs finish, not only when the calling thread gets to deliver them
-    // (it runs jobs too, see `parallel::run_gated`).
-    let finished: Vec<AtomicBool> = (0..jobs).map(|_| AtomicBool::new(false)).collect();
+    // Jobs finished so far, and the first job not yet finished (for the window).
+    let mut finished = vec![false; jobs];
     let first_unfinished = AtomicUsize::new(0);
-    let mark_finished = |j: usize| {
-        finished[j].store(true, Ordering::Release);
-        // Any thread may move the mark past finished jobs; it only grows.
-        let mut low = first_unfinished.load(Ordering::Acquire);
-        while low < jobs && finished[low].load(Ordering::Acquire) {
-            match first_unfinished.compare_exchange(
-                low,
-                low + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => low += 1,
-                Err(now) => low = now,
-            }
-        }
-    };
     let job = |j: usize| {
         let (k, i) = (j / n.max(1), j % n.max(1));
         let result = match ctxs[k].get() {
@@ -506,7 +486,6 @@ fn run_pool<E: Examples + ?Sized>(
         if result.error.is_some() && over(errors.fetch_add(1, Ordering::Relaxed) + 1) {
             too_many.store(true, Ordering::Relaxed);
         }
-        mark_finished(j);
         (k, result)
     };
     let gate = |j: usize| {
@@ -521,7 +500,13 @@ fn run_pool<E: Examples + ?Sized>(
         &[cancel, &too_many],
         &gate,
         job,
-        |_, (k, result)| {
+        |j, (k, result)| {
+            finished[j] = true;
+            let mut low = first_unfinished.load(Ordering::Relaxed);
+            while low < jobs && finished[low] {
+                low += 1;
+            }
+            first_unfinished.store(low, Ordering::Release);
             if result.error.is_some() && (cancel.load(Ordering::Relaxed) || hit_max_errors) {
                 // Aborted by Ctrl-C, or an error past --max-errors that was
                 // already in flight: not counted, so N means N.
