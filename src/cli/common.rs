@@ -219,6 +219,7 @@ pub fn on_interrupt(flag: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
         if STOP_CALL_ONLY.load(Ordering::SeqCst) {
             ctrl_c.store(true, Ordering::SeqCst);
+            crate::lm::wake_cancelled();
             return;
         }
         stop_on_signal(&ctrl_c, 2, "Ctrl-C")
@@ -246,6 +247,7 @@ fn stop_on_signal(flag: &AtomicBool, sig: i32, name: &str) {
         eprintln!("\n{name} again: exiting now");
         std::process::exit(128 + sig);
     }
+    crate::lm::wake_cancelled();
     eprintln!("\n{name}: finishing cleanly ({name} again to exit now)");
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cost;
 pub mod history;
 pub mod openai;
+pub use openai::wake_cancelled;
 pub mod response_format;
 pub mod scripted;
 

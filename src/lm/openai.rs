@@ -46,8 +46,26 @@ use tokio::runtime::Runtime;
 
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 
-/// How often a waiting or in-flight call looks at the cancel flag.
+/// How often a call waiting for a slot or a retry looks at the cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// How often a request in flight looks at the cancel flag by itself. The
+/// CLI's signal handlers wake it at once ([`wake_cancelled`]); this only
+/// bounds the wait for a flag set some other way. A short poll costs a
+/// timer wake-up per slow request: at 64 threads a 50 ms poll fired on most
+/// requests and added 1.5 syscalls per call (`BENCHMARKS.md`).
+const IN_FLIGHT_CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// Requests in flight wait on this as well as on their poll.
+static CANCEL_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Wakes every request in flight to look at its cancel flag now: call it
+/// after setting a cancel flag (the CLI's Ctrl-C, SIGTERM and SIGHUP
+/// handlers do). Without it a request notices within
+/// [`IN_FLIGHT_CANCEL_POLL`] (250 ms).
+pub fn wake_cancelled() {
+    CANCEL_WAKE.notify_waiters();
+}
 
 /// Retry, timeout, size and concurrency settings of an [`OpenAiClient`].
 #[derive(Clone, Debug)]
@@ -258,10 +276,22 @@ impl Backend for OpenAiClient {
     }
 }
 
-/// Resolves once `cancel` is set (polled every [`CANCEL_POLL`]).
+/// Resolves once `cancel` is set: woken by [`wake_cancelled`], or noticed
+/// within [`IN_FLIGHT_CANCEL_POLL`].
 async fn cancelled(cancel: &AtomicBool) {
-    while !cancel.load(Ordering::Relaxed) {
-        tokio::time::sleep(CANCEL_POLL).await;
+    loop {
+        let woken = CANCEL_WAKE.notified();
+        tokio::pin!(woken);
+        // Registered before the flag is read, so a wake between the two is
+        // not lost.
+        woken.as_mut().enable();
+        if cancel.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(IN_FLIGHT_CANCEL_POLL) => {}
+        }
     }
 }
 
