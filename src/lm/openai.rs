@@ -61,8 +61,8 @@ static CANCEL_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Wakes every request in flight to look at its cancel flag now: call it
 /// after setting a cancel flag (the CLI's Ctrl-C, SIGTERM and SIGHUP
-/// handlers do). Without it a request notices within
-/// [`IN_FLIGHT_CANCEL_POLL`] (250 ms).
+/// handlers do). Without it a request notices within its own poll of
+/// the flag, 250 ms.
 pub fn wake_cancelled() {
     CANCEL_WAKE.notify_waiters();
 }
