@@ -179,7 +179,9 @@ fn describe_fields(fields: &[Field]) -> String {
 /// module's input and output fields (as in the adapters' field block) and
 /// its instructions, tab-indented, between lines of 80 dashes. SIMBA's and
 /// Refine's advice prompts show the program with it.
-pub(crate) fn inspect_modules(modules: &[(&str, &Signature, &str)]) -> String {
+pub(crate) fn inspect_modules<N: AsRef<str>, I: AsRef<str>>(
+    modules: &[(N, &Signature, I)],
+) -> String {
     let separator = "-".repeat(80);
     let indent = |text: &str| -> String {
         std::iter::once("")
@@ -189,12 +191,15 @@ pub(crate) fn inspect_modules(modules: &[(&str, &Signature, &str)]) -> String {
     };
     let mut out = vec![separator.clone()];
     for (name, sig, instructions) in modules {
-        out.push(format!("Module {name}"));
+        out.push(format!("Module {}", name.as_ref()));
         out.push("\n\tInput Fields:".into());
         out.push(indent(&describe_fields(sig.inputs())));
         out.push("\tOutput Fields:".into());
         out.push(indent(&describe_fields(sig.outputs())));
-        out.push(format!("\tOriginal Instructions: {}", indent(instructions)));
+        out.push(format!(
+            "\tOriginal Instructions: {}",
+            indent(instructions.as_ref())
+        ));
         out.push(separator.clone());
     }
     out.iter()

@@ -408,16 +408,14 @@ fn inspect_modules(predictors: &[(String, Predictor)]) -> String {
     let modules: Vec<(String, &Signature, String)> = predictors
         .iter()
         .map(|(_, p)| {
-            let sig = p.signature();
-            let instructions = sig.instructions().to_string();
-            (p.display_name(), sig, instructions)
+            (
+                p.display_name(),
+                p.signature(),
+                p.signature().instructions(),
+            )
         })
         .collect();
-    let views: Vec<(&str, &Signature, &str)> = modules
-        .iter()
-        .map(|(n, s, i)| (n.as_str(), *s, i.as_str()))
-        .collect();
-    crate::adapter::inspect_modules(&views)
+    crate::adapter::inspect_modules(&modules)
 }
 
 impl Module for Refine {

@@ -441,11 +441,7 @@ pub fn modules_defn(cx: &Compiler, system: &ProgramState) -> String {
             )
         })
         .collect();
-    let views: Vec<(&str, &Signature, &str)> = modules
-        .iter()
-        .map(|(n, s, i)| (n.as_str(), *s, i.as_str()))
-        .collect();
-    crate::adapter::inspect_modules(&views)
+    crate::adapter::inspect_modules(&modules)
 }
 
 /// A predictor's current instructions: the state's, else its signature's.
