@@ -8,16 +8,17 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use dspy_rhai::data::{Example, PyRandom};
-use dspy_rhai::evaluate::Metric;
 use dspy_rhai::host::Host;
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
 use dspy_rhai::optimize::feedback::{rollouts, Tracing};
 use dspy_rhai::optimize::gepa::{gepa, reflective_dataset, GepaConfig};
-use dspy_rhai::optimize::{Compiler, Data};
+use dspy_rhai::optimize::Data;
 use dspy_rhai::predict::{ProgramState, RunContext};
 
-use crate::common::{fields, host_with, numbered_examples, question_number, scripted_lm};
+use crate::common::{
+    fields, host_with, numbered_examples, question_number, script_compiler, scripted_lm,
+};
 
 /// Right on even questions; on every question once the instruction says "exact".
 fn task_lm() -> (Arc<Lm>, Arc<ScriptedLm>) {
@@ -62,15 +63,9 @@ fn run(
 ) -> dspy_rhai::optimize::Compiled {
     let pipeline = host.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(
-        &pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    )
-    .with_threads(threads)
-    .with_prompt_lm(Some(reflection));
+    let cx = script_compiler(host, &pipeline, &cancel)
+        .with_threads(threads)
+        .with_prompt_lm(Some(reflection));
     let data = Data {
         valset: Some(numbered_examples(10..16)),
         ..Data::train(numbered_examples(0..6))
@@ -180,14 +175,7 @@ fn a_rerun_with_the_same_log_dir_resumes() {
     let (reflect, _) = reflection_lm("Be exact.");
     let pipeline = other.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(
-        &pipeline,
-        other.predictors(),
-        (*other.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    )
-    .with_prompt_lm(Some(reflect));
+    let cx = script_compiler(&other, &pipeline, &cancel).with_prompt_lm(Some(reflect));
     let err = gepa(
         &cx,
         &ProgramState::default(),
@@ -225,13 +213,7 @@ fn the_reflective_dataset_has_each_predictors_inputs_outputs_and_feedback() {
     let host = host_with(TWO, Some(lm));
     let pipeline = host.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(
-        &pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    );
+    let cx = script_compiler(&host, &pipeline, &cancel);
     let batch = numbered_examples(0..2);
     let ctx: RunContext = (*host.session()).clone();
     let jobs: Vec<(RunContext, &Example)> = batch.iter().map(|e| (ctx.clone(), e)).collect();
@@ -425,14 +407,7 @@ fn two_descendants_that_improved_different_predictors_are_merged() {
     let host = host_with(PAIR, Some(lm));
     let pipeline = host.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(
-        &pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    )
-    .with_prompt_lm(Some(reflect));
+    let cx = script_compiler(&host, &pipeline, &cancel).with_prompt_lm(Some(reflect));
     let config = GepaConfig {
         max_metric_calls: Some(120),
         reflection_minibatch_size: 8,

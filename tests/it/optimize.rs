@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use dspy_rhai::data::Example;
-use dspy_rhai::evaluate::Metric;
 use dspy_rhai::host::{Host, ScriptPipeline};
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
@@ -18,7 +17,7 @@ use dspy_rhai::optimize::{
 };
 use dspy_rhai::predict::{ProgramState, RunContext};
 
-use crate::common::{fields, host_with, scripted_lm};
+use crate::common::{fields, host_with, script_compiler, scripted_lm};
 
 fn trainset(n: usize) -> Vec<Example> {
     (0..n)
@@ -82,14 +81,7 @@ fn compiler<'a>(
     threads: usize,
     cancel: &'a AtomicBool,
 ) -> Compiler<'a> {
-    Compiler::new(
-        pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        cancel,
-    )
-    .with_threads(threads)
+    script_compiler(host, pipeline, cancel).with_threads(threads)
 }
 
 #[test]
@@ -280,14 +272,7 @@ fn a_panic_in_one_rollout_is_that_rollouts_error_and_the_compile_goes_on() {
     let host = host_with(ONE, Some(lm));
     let cancel = AtomicBool::new(false);
     let pipeline = PanicsOnQ3(host.pipeline());
-    let cx = Compiler::new(
-        &pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    )
-    .with_threads(4);
+    let cx = script_compiler(&host, &pipeline, &cancel).with_threads(4);
     let err = cx
         .run(&fields(json!({"question": "q3"})), &host.session())
         .unwrap_err();

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::json;
 
 use dspy_rhai::data::Example;
-use dspy_rhai::evaluate::Metric;
 use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
 use dspy_rhai::optimize::feedback::{rollouts, Tracing};
@@ -17,10 +16,11 @@ use dspy_rhai::optimize::simba::{
     append_a_demo, append_a_rule, buckets, simba, SimbaConfig, StrategyInput, Trajectory,
     OFFER_FEEDBACK,
 };
-use dspy_rhai::optimize::Compiler;
 use dspy_rhai::predict::{ProgramState, RunContext};
 
-use crate::common::{fields, host_with, numbered_examples, question_number, scripted_lm};
+use crate::common::{
+    fields, host_with, numbered_examples, question_number, script_compiler, scripted_lm,
+};
 
 /// Right on even questions, on every question once the instruction says
 /// "exact"; with rollout id 1 right on odd ones too (so trajectories differ).
@@ -62,15 +62,9 @@ fn both_strategies_build_candidates_from_the_widest_bucket() {
     let (advice, advice_backend) = advice_lm();
     let pipeline = host.pipeline();
     let cancel = AtomicBool::new(false);
-    let cx = Compiler::new(
-        &pipeline,
-        host.predictors(),
-        (*host.session()).clone(),
-        Metric::Script("metric".into()),
-        &cancel,
-    )
-    .with_prompt_lm(Some(advice))
-    .with_source(QA.to_string());
+    let cx = script_compiler(&host, &pipeline, &cancel)
+        .with_prompt_lm(Some(advice))
+        .with_source(QA.to_string());
     let train = numbered_examples(0..2);
     // Two trajectories per example (rollout ids 0 and 1): q1 differs, q0 does not.
     let mut jobs: Vec<(RunContext, &Example)> = Vec::new();
@@ -157,15 +151,9 @@ fn a_run_improves_the_student_and_counts_every_metric_call() {
             let (advice, _) = advice_lm();
             let pipeline = host.pipeline();
             let cancel = AtomicBool::new(false);
-            let cx = Compiler::new(
-                &pipeline,
-                host.predictors(),
-                (*host.session()).clone(),
-                Metric::Script("metric".into()),
-                &cancel,
-            )
-            .with_threads(threads)
-            .with_prompt_lm(Some(advice));
+            let cx = script_compiler(&host, &pipeline, &cancel)
+                .with_threads(threads)
+                .with_prompt_lm(Some(advice));
             let out = simba(
                 &cx,
                 &ProgramState::default(),

@@ -122,3 +122,19 @@ pub fn question_number(text: &str) -> usize {
         .parse()
         .unwrap()
 }
+
+/// A compiler over `host`'s predictors and session with the script's
+/// `metric` function, as most optimizer tests need.
+pub fn script_compiler<'a>(
+    host: &Host,
+    pipeline: &'a dyn dspy_rhai::evaluate::Pipeline,
+    cancel: &'a std::sync::atomic::AtomicBool,
+) -> dspy_rhai::optimize::Compiler<'a> {
+    dspy_rhai::optimize::Compiler::new(
+        pipeline,
+        host.predictors(),
+        (*host.session()).clone(),
+        dspy_rhai::evaluate::Metric::Script("metric".into()),
+        cancel,
+    )
+}
