@@ -6,7 +6,7 @@
 //! build slower. `id` is indexed as one untokenized term so a passage can be
 //! looked up by id. All three are stored to be returned with results.
 
-use std::sync::LazyLock;
+use std::cell::RefCell;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
 };
@@ -163,17 +163,22 @@ pub fn title_key(title: &str) -> Option<String> {
 /// they line up with the analyzer's token positions), lower-cased and
 /// folded to ASCII like the [`TOKENIZER`]'s words.
 pub(crate) fn key_words(text: &str) -> Vec<String> {
-    static KEY_ANALYZER: LazyLock<TextAnalyzer> = LazyLock::new(|| {
-        TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .build()
-    });
-    let mut analyzer = KEY_ANALYZER.clone();
-    let mut stream = analyzer.token_stream(text);
-    let mut words = Vec::new();
-    while stream.advance() {
-        words.push(stream.token().text.clone());
+    // One analyzer per thread: `title_key` runs once per passage while an
+    // index is built, and cloning an analyzer allocates its filter chain.
+    thread_local! {
+        static KEY_ANALYZER: RefCell<TextAnalyzer> = RefCell::new(
+            TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(LowerCaser)
+                .filter(AsciiFoldingFilter)
+                .build(),
+        );
     }
+    let mut words = Vec::new();
+    KEY_ANALYZER.with_borrow_mut(|analyzer| {
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            words.push(stream.token().text.clone());
+        }
+    });
     words
 }
