@@ -338,6 +338,31 @@ fn cancelling_stops_a_request_in_flight_against_a_hanging_lm() {
     assert_eq!(server.request_count(), 4);
 }
 
+/// `lm::wake_cancelled` (what the CLI's signal handlers call) only makes
+/// requests look at their own flag: with the flag unset they carry on.
+#[test]
+fn a_wake_without_a_cancel_does_not_stop_requests_in_flight() {
+    let server =
+        MockServer::start(|_| MockReply::chat("fine").delay(Duration::from_millis(300))).unwrap();
+    let lm = Arc::new(client(&server, None, fast(0)));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (lm, cancel) = (Arc::clone(&lm), Arc::clone(&cancel));
+            std::thread::spawn(move || lm.complete_cancellable(&request("m", "?"), &cancel))
+        })
+        .collect();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(20));
+        dspy_rhai::lm::wake_cancelled();
+    }
+    for w in workers {
+        let reply = w.join().unwrap().expect("not cancelled");
+        assert_eq!(reply.choices[0], "fine");
+    }
+    assert_eq!(server.request_count(), 3);
+}
+
 #[test]
 fn cancelling_drops_a_pending_retry() {
     // The server asks for a 60 s pause; the cancel comes during it.
