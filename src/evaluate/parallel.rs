@@ -304,8 +304,9 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::O
 /// Evaluates `pipeline` on `examples` with `metric`.
 ///
 /// `cancel` stops the run (examples in flight when it is set are dropped,
-/// not counted). `observe` is called on the calling thread after every
-/// finished example, in the order they finish.
+/// not counted). `observe` is called after every finished example, in the
+/// order they finish, one call at a time, on the thread that ran the example
+/// (the calling thread when the run uses one thread).
 pub fn evaluate(
     pipeline: &dyn Pipeline,
     examples: &[Example],
@@ -313,7 +314,7 @@ pub fn evaluate(
     ctx: &RunContext,
     options: &EvalOptions,
     cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+    observe: &mut (dyn FnMut(&ExampleResult, &Progress) + Send),
 ) -> EvalReport {
     evaluate_streaming(
         pipeline,
@@ -340,7 +341,7 @@ pub fn evaluate_streaming<E: Examples + ?Sized>(
     options: &EvalOptions,
     streaming: Streaming,
     cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+    observe: &mut (dyn FnMut(&ExampleResult, &Progress) + Send),
 ) -> EvalReport {
     let ready = [OnceLock::from(Some(ctx.clone()))];
     let mut reports = run_pool(
@@ -359,7 +360,7 @@ pub fn evaluate_many(
     ctxs: &[RunContext],
     options: &EvalOptions,
     cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+    observe: &mut (dyn FnMut(&ExampleResult, &Progress) + Send),
 ) -> Vec<EvalReport> {
     let ready: Vec<OnceLock<Option<RunContext>>> = ctxs
         .iter()
@@ -378,7 +379,7 @@ pub fn evaluate_when_ready(
     ctxs: &[OnceLock<Option<RunContext>>],
     options: &EvalOptions,
     cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+    observe: &mut (dyn FnMut(&ExampleResult, &Progress) + Send),
 ) -> Vec<EvalReport> {
     run_pool(
         pipeline,
@@ -440,7 +441,7 @@ fn run_pool<E: Examples + ?Sized>(
     options: &EvalOptions,
     streaming: Streaming,
     cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExampleResult, &Progress),
+    observe: &mut (dyn FnMut(&ExampleResult, &Progress) + Send),
 ) -> Vec<EvalReport> {
     let started = Instant::now();
     let n = examples.len();

@@ -205,7 +205,7 @@ fn build_candidates(
     config: &SearchConfig,
     teacher: Option<&ProgramState>,
     seeds: &[i64],
-    on_built: &mut dyn FnMut(usize, Result<ProgramState>),
+    on_built: &mut (dyn FnMut(usize, Result<ProgramState>) + Send),
 ) {
     let zero_shot = student.filter_demos(|_| false);
     let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
