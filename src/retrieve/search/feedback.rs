@@ -104,6 +104,10 @@ pub(super) fn expand(
                 *w = w.max(weight);
             }
         }
+        // In term order, so a query's clauses (and its float sums) are the
+        // same on every run.
+        let mut links: Vec<(Term, f32)> = links.into_iter().collect();
+        links.sort_by(|a, b| a.0.cmp(&b.0));
         extra.extend(links);
     }
     if feedback.terms > 0 && feedback.term_weight > 0.0 {
