@@ -8,7 +8,10 @@
 //!
 //! Options: `--synthetic N` (passages of the synthetic corpus, 0 = skip),
 //! `--grid` (search-time settings on dev, no timings: `GRID=match:min:avgdl:common:title,...`,
-//! `HELDOUT=1` adds the held-out split), `--latency-only ROUNDS` (the default index's latency
+//! with optional `:docs:link:link_min:terms:term_weight` fields for a feedback second pass,
+//! no feedback fields = no second pass; `HELDOUT=1` adds the held-out split;
+//! `FEEDBACK=docs:link:link_min:terms:term_weight` (`FEEDBACK=0`: none) replaces the default
+//! second pass for `--latency-only`), `--latency-only ROUNDS` (the default index's latency
 //! only), `PATHS_ONLY=1` (stop after the query-path ranking check),
 //! `--no-shipped`, `--quality-only` (tokenizer quality on dev and train at
 //! two boosts, no timings: usable from a debug build, `cargo test --bench
@@ -31,8 +34,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use dspy_rhai::retrieve::{
-    build_index, BuildOptions, Index, Passage, Scoring, COMMON_WORD_SHARE, DEFAULT_TITLE_BOOST,
-    DEFAULT_TOKENIZER, TITLE_MATCH_BOOST, TOKENIZER, TOKENIZERS,
+    build_index, BuildOptions, Feedback, Index, Passage, Scoring, COMMON_WORD_SHARE,
+    DEFAULT_TITLE_BOOST, DEFAULT_TOKENIZER, TITLE_LINKS, TITLE_MATCH_BOOST, TOKENIZER, TOKENIZERS,
 };
 
 const KS: [usize; 5] = [1, 3, 5, 10, 20];
@@ -148,6 +151,13 @@ fn shipped(config: &Config, scratch: &Path) {
         }
         let index = Index::open(&out).expect("open index");
         if config.latency_rounds > 0 {
+            // `FEEDBACK=docs:link:min:terms:weight` measures another second
+            // pass (`FEEDBACK=0`: none) than the default, `TITLE_LINKS`.
+            let feedback = std::env::var("FEEDBACK").map_or(TITLE_LINKS, |spec| {
+                feedback_from(&spec.split(':').collect::<Vec<_>>())
+            });
+            let index = index.with_feedback(feedback);
+            println!("feedback: {feedback:?}");
             let queries: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
             for _ in 0..config.latency_rounds {
                 println!("load average: {}", loadavg());
@@ -165,9 +175,13 @@ fn shipped(config: &Config, scratch: &Path) {
         }
         let index = if tokenizer == DEFAULT_TOKENIZER && !config.quality_only {
             // The parser path predates title matching: compare with it off.
-            let index = index.with_tuning(0.0, 1, 1.0, Some(COMMON_WORD_SHARE));
+            let index = index
+                .with_tuning(0.0, 1, 1.0, Some(COMMON_WORD_SHARE))
+                .with_feedback(Feedback::default());
             query_paths(&index, &questions);
-            index.with_tuning(TITLE_MATCH_BOOST, 1, 1.0, Some(COMMON_WORD_SHARE))
+            index
+                .with_tuning(TITLE_MATCH_BOOST, 1, 1.0, Some(COMMON_WORD_SHARE))
+                .with_feedback(TITLE_LINKS)
         } else {
             index
         };
@@ -814,9 +828,11 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
         let title_boost = v
             .get(4)
             .map_or(DEFAULT_TITLE_BOOST, |s| s.parse().expect("title boost"));
+        let feedback = feedback_from(&v[v.len().min(5)..]);
         index = index
             .with_tuning(boost, min, scale, Some(share))
-            .with_title_boost(title_boost);
+            .with_title_boost(title_boost)
+            .with_feedback(feedback);
         let splits: &[(&str, &[Question])] = if std::env::var("HELDOUT").is_ok() {
             &[("dev", dev), ("held-out", train)]
         } else {
@@ -844,10 +860,26 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
             }
             let n = questions.len() as f64;
             println!(
-                "grid {name} match {boost} min {min} avgdl x{scale} common {share} title^{title_boost}: r@5 {:.3} b@5 {:.3} | r@10 {:.3} b@10 {:.3} | r@20 {:.3} b@20 {:.3}",
+                "grid {name} match {boost} min {min} avgdl x{scale} common {share} title^{title_boost} {feedback:?}: r@5 {:.3} b@5 {:.3} | r@10 {:.3} b@10 {:.3} | r@20 {:.3} b@20 {:.3}",
                 sums[0][1] / n, sums[0][2] / n, sums[1][1] / n, sums[1][2] / n, sums[2][1] / n, sums[2][2] / n
             );
         }
+    }
+}
+
+/// A [`Feedback`] from `docs:link_weight:link_min_words:terms:term_weight`
+/// (missing fields: off; all missing: no feedback).
+fn feedback_from(v: &[&str]) -> Feedback {
+    let num = |i: usize| {
+        v.get(i)
+            .map_or(0.0, |s| s.parse::<f64>().expect("feedback number"))
+    };
+    Feedback {
+        docs: num(0) as usize,
+        link_weight: num(1) as f32,
+        link_min_words: num(2) as usize,
+        terms: num(3) as usize,
+        term_weight: num(4) as f32,
     }
 }
 

@@ -55,7 +55,9 @@ pub use schema::{
     title_key, DEFAULT_TOKENIZER, EN_STEM_STOP_TOKENIZER, SCHEMA_VERSION, TITLE_KEY_MAX_WORDS,
     TOKENIZER, TOKENIZERS,
 };
-pub use search::{Index, Passage, Scoring, COMMON_WORD_SHARE, TITLE_MATCH_BOOST};
+pub use search::{
+    Feedback, Index, Passage, Scoring, COMMON_WORD_SHARE, TITLE_LINKS, TITLE_MATCH_BOOST,
+};
 
 /// Environment variable naming the default index directory.
 pub const INDEX_ENV: &str = "DSPY_INDEX";

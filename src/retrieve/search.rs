@@ -18,6 +18,12 @@
 //! computed once when the index is opened) and the scoring, which is term
 //! at a time ([`super::taat`]) or, for very long postings, Tantivy's
 //! block-max WAND (see [`Scoring`]).
+//!
+//! A second pass follows title links ([`TITLE_LINKS`], see [`Feedback`]):
+//! the title keys named in the text of the first pass's 3 best passages
+//! are added as `title_key` clauses and the union is scored again, so the
+//! passage a top passage names (the second hop of a multi-hop question)
+//! can rank even when the question shares no word with it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +45,9 @@ use super::meta::IndexMeta;
 use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
 use super::taat::{self, Clause};
 use super::RetrieveError;
+
+mod feedback;
+pub use feedback::{Feedback, TITLE_LINKS};
 
 /// One retrieved passage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +133,8 @@ pub(crate) struct Bm25Core {
     pub(crate) repeated_words: bool,
     /// How unions are scored (see [`Scoring`]).
     pub(crate) scoring: Scoring,
+    /// A second pass expanded from the first one's best passages (off by default).
+    pub(crate) feedback: Feedback,
 }
 
 impl Bm25Core {
@@ -164,6 +175,7 @@ impl Bm25Core {
             common_word_share: Some(COMMON_WORD_SHARE),
             repeated_words: false,
             scoring: Scoring::default(),
+            feedback: TITLE_LINKS,
         })
     }
 
@@ -186,19 +198,33 @@ impl Bm25Core {
             return Ok(Vec::new());
         }
         let words = self.distinctive(&words, &stats);
-        let clauses = self.clauses(&words, &keys, &stats);
-        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
-        let hits = match self.scoring {
-            Scoring::TermAtATime { max_postings } if postings <= max_postings => {
-                taat::top_k(&searcher, &clauses, &stats, k)
-            }
-            scoring => searcher.search_with_statistics_provider(
-                &union_query(&clauses, scoring == Scoring::Exhaustive),
-                &TopDocs::with_limit(k),
-                &stats,
-            ),
+        let mut extra = Vec::new();
+        if self.feedback.on() {
+            let clauses = self.clauses(&words, &keys, &stats);
+            let top = self
+                .score(&searcher, &clauses, &stats, self.feedback.docs)?
+                .into_iter()
+                .map(|(score, address)| {
+                    let doc: TantivyDocument = searcher
+                        .doc(address)
+                        .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))?;
+                    let p = self.passage(&doc, score);
+                    Ok(feedback::Top {
+                        score,
+                        title: p.title,
+                        text: p.text,
+                    })
+                })
+                .collect::<Result<Vec<_>, RetrieveError>>()?;
+            extra = feedback::expand(self, &searcher, &self.feedback, &top, &words, &mut stats);
         }
-        .map_err(|e| RetrieveError::tantivy("searching", e))?;
+        let mut clauses = self.clauses(&words, &keys, &stats);
+        clauses.extend(extra.into_iter().map(|(term, boost)| Clause {
+            infos: stats.infos(&term),
+            term,
+            boost,
+        }));
+        let hits = self.score(&searcher, &clauses, &stats, k)?;
         hits.into_iter()
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher
@@ -207,6 +233,28 @@ impl Bm25Core {
                 Ok(self.passage(&doc, score))
             })
             .collect()
+    }
+
+    /// The `k` best documents for the union of `clauses`, scored as [`Scoring`] says.
+    fn score(
+        &self,
+        searcher: &tantivy::Searcher,
+        clauses: &[Clause],
+        stats: &QueryStats,
+        k: usize,
+    ) -> Result<Vec<(f32, tantivy::DocAddress)>, RetrieveError> {
+        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
+        match self.scoring {
+            Scoring::TermAtATime { max_postings } if postings <= max_postings => {
+                taat::top_k(searcher, clauses, stats, k)
+            }
+            scoring => searcher.search_with_statistics_provider(
+                &union_query(clauses, scoring == Scoring::Exhaustive),
+                &TopDocs::with_limit(k),
+                stats,
+            ),
+        }
+        .map_err(|e| RetrieveError::tantivy("searching", e))
     }
 
     /// A stored document as a passage.
@@ -619,6 +667,14 @@ impl Index {
         self
     }
 
+    /// A second pass expanded from the first pass's best passages (see
+    /// [`Feedback`]); for the benchmark's measurements.
+    #[doc(hidden)]
+    pub fn with_feedback(mut self, feedback: Feedback) -> Index {
+        self.core.feedback = feedback;
+        self
+    }
+
     /// Scores unions another way (the same hits up to float rounding; see
     /// [`Scoring`]). For the benchmark's and the tests' comparisons only.
     #[doc(hidden)]
@@ -743,7 +799,11 @@ mod tests {
             writer.delete_term(Term::from_field_text(fields.id, id));
         }
         writer.commit().unwrap();
-        Bm25Core::new(index, 0.5).unwrap()
+        let mut core = Bm25Core::new(index, 0.5).unwrap();
+        // Tied first passes may differ between the scoring paths, and with
+        // them the second pass's expansion: compare one pass.
+        core.feedback = Feedback::default();
+        core
     }
 
     const QUERIES: [&str; 6] = [

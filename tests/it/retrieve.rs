@@ -443,7 +443,10 @@ fn a_title_named_in_the_query_lifts_its_passage() {
     let corpus = write(dir.path(), "c.jsonl", &lines.join("\n"));
     let out = dir.path().join("index");
     build(&corpus, &out).unwrap();
-    let index = Index::open(&out).unwrap();
+    // One pass: the second one (title links) would lift both top passages.
+    let index = Index::open(&out)
+        .unwrap()
+        .with_feedback(dspy_rhai::retrieve::Feedback::default());
     let query = "Which coast is Blue Harbor on?";
     let with = index.search(query, 2).unwrap();
     assert_eq!(with[0].id, "a", "{with:?}");
@@ -741,4 +744,36 @@ fn words_in_most_passages_are_left_out_unless_nothing_else_is_left() {
     assert_eq!(hits[0].id, "7");
     // A query of common words only still finds passages.
     assert_eq!(index.search("the common words", 3).unwrap().len(), 3);
+}
+
+#[test]
+fn a_title_named_in_a_top_passage_is_the_second_hop() {
+    // The question names "Blue Harbor", whose passage names its founder;
+    // the founder's passage shares no word with the question, so only the
+    // second pass (title links from the best passages) can find it, and it
+    // comes after the passage that names it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = vec![
+        r#"{"id": "town", "title": "Blue Harbor", "text": "A fishing town founded by Ada Quill."}"#
+            .to_string(),
+        r#"{"id": "founder", "title": "Ada Quill", "text": "An explorer and cartographer."}"#
+            .to_string(),
+    ];
+    for i in 0..10 {
+        lines.push(format!(
+            r#"{{"id": "f{i}", "title": "Garden {i}", "text": "A fishing garden of roses {i}."}}"#
+        ));
+    }
+    let corpus = write(dir.path(), "c.jsonl", &lines.join("\n"));
+    let out = dir.path().join("index");
+    build(&corpus, &out).unwrap();
+    let index = Index::open(&out).unwrap();
+    let query = "Whose name does the fishing town Blue Harbor remember?";
+    let ids = |hits: Vec<Passage>| hits.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let with = ids(index.search(query, 3).unwrap());
+    assert_eq!(with[..2], ["town", "founder"], "{with:?}");
+    let index = index.with_feedback(dspy_rhai::retrieve::Feedback::default());
+    let without = ids(index.search(query, 3).unwrap());
+    assert_eq!(without[0], "town", "{without:?}");
+    assert!(!without.contains(&"founder".to_string()), "{without:?}");
 }
