@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tantivy::merge_policy::NoMergePolicy;
-use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
+use tantivy::{Index as TantivyIndex, IndexWriter};
 
 use super::corpus::CorpusReader;
 use super::meta::{IndexMeta, META_FILE};
 use super::schema::{
-    register_tokenizers, title_key, Fields, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
+    register_tokenizers, Fields, TitleKeys, SCHEMA_VERSION, TOKENIZER, TOKENIZERS,
 };
 use super::RetrieveError;
 
@@ -132,7 +132,14 @@ pub fn build_index(
     let _lock = paths.lock()?;
     paths.prepare()?;
 
-    let counts = match write_index(reader, &paths.tmp, options, threads, progress) {
+    let titles = match title_keys(CorpusReader::open(corpus)?, options) {
+        Ok(titles) => titles,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&paths.tmp);
+            return Err(e);
+        }
+    };
+    let counts = match write_index(reader, &titles, &paths.tmp, options, threads, progress) {
         Ok(counts) if counts.docs == 0 && !options.allow_empty => {
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(RetrieveError::EmptyCorpus {
@@ -219,9 +226,27 @@ struct Counts {
 /// passage (a query fetches only k of them).
 const DOCSTORE_BLOCK_BYTES: usize = 4096;
 
-/// Streams the corpus into a new index in `dir` and commits once.
+/// The corpus's title keys: a first pass over the corpus, so each passage's
+/// links can be found while it is indexed in the second. Lines that fail to
+/// parse are skipped here; the second pass reports or skips them.
+fn title_keys(reader: CorpusReader, options: &BuildOptions) -> Result<TitleKeys, RetrieveError> {
+    let mut titles = TitleKeys::default();
+    for (n, record) in reader.enumerate() {
+        if n % 4096 == 0 && options.cancel.load(Ordering::Relaxed) {
+            return Err(RetrieveError::Cancelled);
+        }
+        if let Ok(record) = record {
+            titles.insert(&record.title);
+        }
+    }
+    Ok(titles)
+}
+
+/// Streams the corpus into a new index in `dir` and commits once; each
+/// passage's links are the keys of `titles` its text names.
 fn write_index(
     reader: CorpusReader,
+    titles: &TitleKeys,
     dir: &Path,
     options: &BuildOptions,
     threads: usize,
@@ -265,13 +290,7 @@ fn write_index(
             }
             Err(e) => return Err(e),
         };
-        let mut doc = TantivyDocument::default();
-        doc.add_text(fields.id, record.id);
-        if let Some(key) = title_key(&record.title) {
-            doc.add_text(fields.title_key, key);
-        }
-        doc.add_text(fields.title, record.title);
-        doc.add_text(fields.text, record.text);
+        let doc = fields.document(record, titles);
         writer
             .add_document(doc)
             .map_err(|e| RetrieveError::tantivy("indexing a passage", e))?;

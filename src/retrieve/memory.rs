@@ -3,10 +3,11 @@
 //! over trainset inputs; tests and small tools use it over a handful of
 //! passages.
 
-use tantivy::{Index as TantivyIndex, IndexWriter, TantivyDocument};
+use tantivy::{Index as TantivyIndex, IndexWriter};
 
 use super::corpus::Record;
-use super::schema::{register_tokenizers, title_key, Fields, TOKENIZER};
+use super::schema::{register_tokenizers, Fields, TitleKeys, TOKENIZER};
+use super::search::Feedback;
 use super::search::{Bm25Core, COMMON_WORD_SHARE};
 use super::{Passage, RetrieveError, DEFAULT_TITLE_BOOST};
 
@@ -68,20 +69,22 @@ impl MemoryIndex {
         let mut writer: IndexWriter = index
             .writer_with_num_threads(1, WRITER_BYTES)
             .map_err(err)?;
+        let records: Vec<Record> = records.into_iter().collect();
+        let mut titles = TitleKeys::default();
+        for record in &records {
+            titles.insert(&record.title);
+        }
         for record in records {
-            let mut doc = TantivyDocument::default();
-            doc.add_text(fields.id, record.id);
-            if let Some(key) = title_key(&record.title) {
-                doc.add_text(fields.title_key, key);
-            }
-            doc.add_text(fields.title, record.title);
-            doc.add_text(fields.text, record.text);
-            writer.add_document(doc).map_err(err)?;
+            writer
+                .add_document(fields.document(record, &titles))
+                .map_err(err)?;
         }
         writer.commit().map_err(err)?;
         let mut core = Bm25Core::new(index, options.title_boost)?;
         core.common_word_share = options.common_word_share;
         core.repeated_words = options.repeated_words;
+        // Examples, not entity questions: one pass, as KNNFewShot had before.
+        core.feedback = Feedback::default();
         Ok(MemoryIndex { core })
     }
 

@@ -7,6 +7,8 @@
 //! looked up by id. All three are stored to be returned with results.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
+
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
 };
@@ -15,6 +17,9 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
     StopWordFilter, TextAnalyzer, TokenStream as _,
 };
+use tantivy::TantivyDocument;
+
+use super::corpus::Record;
 
 /// Version of the on-disk layout (schema, tokenizer, metadata). Bump it when
 /// any of them changes; [`super::Index::open`] refuses other versions.
@@ -24,7 +29,13 @@ use tantivy::tokenizer::{
 /// Version 3: a `title_key` field (the whole title as one term, see
 /// [`title_key`]) for title matching, and [`TOKENIZER`] folds accented
 /// letters to ASCII (`Köln` is `koln`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4: a stored-only `links` field, the title keys a passage's text
+/// names ([`TitleKeys::links`]), for the second pass over title links.
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// At most this many links are stored per passage (the first ones in the
+/// text). The shipped corpus's passages name 0–26 titles.
+pub const MAX_LINKS: usize = 32;
 
 /// Titles (without a trailing parenthetical) of more words than this get no
 /// `title_key`, and query n-grams are at most this long. 98% of the shipped
@@ -75,6 +86,9 @@ pub struct Fields {
     /// The whole title as one untokenized term ([`title_key`]): indexed
     /// only, so a query containing a passage's title can match it.
     pub title_key: Field,
+    /// The title keys the passage's text names ([`TitleKeys::links`]), one
+    /// value each: stored only.
+    pub links: Field,
 }
 
 impl Fields {
@@ -100,6 +114,7 @@ impl Fields {
                     .set_index_option(IndexRecordOption::WithFreqs),
             ),
         );
+        let links = builder.add_text_field("links", STORED);
         (
             builder.build(),
             Fields {
@@ -107,6 +122,7 @@ impl Fields {
                 title,
                 text,
                 title_key,
+                links,
             },
         )
     }
@@ -118,8 +134,90 @@ impl Fields {
             title: schema.get_field("title").ok()?,
             text: schema.get_field("text").ok()?,
             title_key: schema.get_field("title_key").ok()?,
+            links: schema.get_field("links").ok()?,
         })
     }
+
+    /// A passage as a document: its id, title key, title, text and the
+    /// title keys of `corpus` its text names.
+    pub(crate) fn document(&self, record: Record, corpus: &TitleKeys) -> TantivyDocument {
+        let mut doc = TantivyDocument::default();
+        doc.add_text(self.id, record.id);
+        let own = title_key(&record.title);
+        for link in corpus.links(own.as_deref(), &record.text) {
+            doc.add_text(self.links, link);
+        }
+        if let Some(key) = own {
+            doc.add_text(self.title_key, key);
+        }
+        doc.add_text(self.title, record.title);
+        doc.add_text(self.text, record.text);
+        doc
+    }
+}
+
+/// The title keys of a corpus, as 64-bit hashes of their words (about 10
+/// bytes each in memory: 20 MB for 2M titles), to find the ones a passage's
+/// text names. A hash collision only adds a link that matches no title.
+#[derive(Debug, Default)]
+pub(crate) struct TitleKeys {
+    hashes: HashSet<u64>,
+}
+
+impl TitleKeys {
+    /// Adds `title`'s key, if it has one.
+    pub(crate) fn insert(&mut self, title: &str) {
+        if let Some(key) = title_key(title) {
+            let hash = key
+                .split(' ')
+                .fold(KEY_SEED, |h, word| extend_hash(h, word_hash(word)));
+            self.hashes.insert(hash);
+        }
+    }
+
+    /// The title keys that runs of 1 to [`TITLE_KEY_MAX_WORDS`] words of
+    /// `text` spell, other than `own` (the passage's own key), each once,
+    /// in order of first occurrence, at most [`MAX_LINKS`].
+    pub(crate) fn links(&self, own: Option<&str>, text: &str) -> Vec<String> {
+        let mut links: Vec<String> = Vec::new();
+        if self.hashes.is_empty() {
+            return links;
+        }
+        let words = key_words(text);
+        let hashes: Vec<u64> = words.iter().map(|w| word_hash(w)).collect();
+        for start in 0..words.len() {
+            let mut hash = KEY_SEED;
+            for (n, &word) in hashes[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
+                hash = extend_hash(hash, word);
+                if !self.hashes.contains(&hash) {
+                    continue;
+                }
+                let key = words[start..=start + n].join(" ");
+                if own != Some(key.as_str()) && !links.contains(&key) {
+                    links.push(key);
+                    if links.len() == MAX_LINKS {
+                        return links;
+                    }
+                }
+            }
+        }
+        links
+    }
+}
+
+const KEY_SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// A word's hash: FNV-1a (fixed, so an index's links do not depend on the
+/// process that built it).
+fn word_hash(word: &str) -> u64 {
+    word.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The hash of a run of words, extended by one more word's hash.
+fn extend_hash(hash: u64, word: u64) -> u64 {
+    (hash.rotate_left(23) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// A title's key: its words (runs of letters and digits, lower-cased) joined
@@ -181,4 +279,40 @@ pub(crate) fn key_words(text: &str) -> Vec<String> {
         }
     });
     words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(titles: &[&str]) -> TitleKeys {
+        let mut keys = TitleKeys::default();
+        for title in titles {
+            keys.insert(title);
+        }
+        keys
+    }
+
+    #[test]
+    fn links_are_the_title_keys_the_text_spells_once_each_without_its_own() {
+        let keys = corpus(&["Ed Wood", "Wood", "Scott Derrickson", "Sinister (film)", "Köln"]);
+        let text = "Scott Derrickson directed Sinister, a film about Ed Wood; ed WOOD again, then wood, Koln.";
+        assert_eq!(
+            keys.links(Some("scott derrickson"), text),
+            ["sinister", "ed wood", "wood", "koln"]
+        );
+        // Runs of more than TITLE_KEY_MAX_WORDS words are no key; no titles, no links.
+        assert!(corpus(&["a b c d e f g"]).links(None, "a b c d e f g").is_empty());
+        assert!(TitleKeys::default().links(None, text).is_empty());
+    }
+
+    #[test]
+    fn links_stop_at_max_links() {
+        let titles: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        let keys = corpus(&titles.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = titles.join(" ");
+        let links = keys.links(None, &text);
+        assert_eq!(links.len(), MAX_LINKS);
+        assert_eq!(links[0], "t0");
+    }
 }

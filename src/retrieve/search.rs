@@ -198,41 +198,107 @@ impl Bm25Core {
             return Ok(Vec::new());
         }
         let words = self.distinctive(&words, &stats);
-        let mut extra = Vec::new();
-        if self.feedback.on() {
-            let clauses = self.clauses(&words, &keys, &stats);
-            let top = self
-                .score(&searcher, &clauses, &stats, self.feedback.docs)?
+        let hits = if self.feedback.on() {
+            self.two_passes(&searcher, &words, &keys, &mut stats, k)?
+        } else {
+            self.score(&searcher, &self.clauses(&words, &keys, &stats), &stats, k)?
+        };
+        hits.into_iter()
+            .map(|(score, address)| {
+                let doc = self.stored(&searcher, address)?;
+                Ok(self.passage(&doc, score))
+            })
+            .collect()
+    }
+
+    /// The `k` best documents after the second pass over title links (see
+    /// [`Feedback`]): the first pass's best passages choose more clauses,
+    /// which are added to the first pass's clauses.
+    ///
+    /// On one segment scored term at a time (the shipped corpus, and any
+    /// small index, which `index` merges into one), the second pass adds
+    /// only the new clauses' scores to the first pass's sums; otherwise it
+    /// scores all the clauses again. Both give the same sums.
+    fn two_passes(
+        &self,
+        searcher: &tantivy::Searcher,
+        words: &[&str],
+        keys: &[Term],
+        stats: &mut QueryStats,
+        k: usize,
+    ) -> Result<Vec<(f32, tantivy::DocAddress)>, RetrieveError> {
+        let tantivy_err = |e| RetrieveError::tantivy("searching", e);
+        let clauses = self.clauses(words, keys, stats);
+        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
+        let segments = searcher.segment_readers();
+        let one_sum = segments.len() == 1
+            && matches!(self.scoring, Scoring::TermAtATime { max_postings } if postings <= max_postings);
+        if one_sum {
+            let segment = &segments[0];
+            let mut sums = taat::Sums::take();
+            let weights = taat::weights(&clauses, &*stats).map_err(tantivy_err)?;
+            sums.add(segment, 0, &clauses, &weights)
+                .map_err(tantivy_err)?;
+            let first = sums.best(segment, 0, self.feedback.docs);
+            let top = self.top_passages(searcher, &first)?;
+            let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
+            let extra: Vec<Clause> = extra
                 .into_iter()
-                .map(|(score, address)| {
-                    let doc: TantivyDocument = searcher
-                        .doc(address)
-                        .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))?;
-                    let p = self.passage(&doc, score);
-                    Ok(feedback::Top {
-                        score,
-                        title: p.title,
-                        text: p.text,
-                    })
+                .map(|(term, boost)| Clause {
+                    infos: stats.infos(&term),
+                    term,
+                    boost,
                 })
-                .collect::<Result<Vec<_>, RetrieveError>>()?;
-            extra = feedback::expand(self, &searcher, &self.feedback, &top, &words, &mut stats);
+                .collect();
+            let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
+            sums.add(segment, 0, &extra, &weights).map_err(tantivy_err)?;
+            return Ok(sums.best(segment, 0, k));
         }
-        let mut clauses = self.clauses(&words, &keys, &stats);
+        let first = self.score(searcher, &clauses, stats, self.feedback.docs)?;
+        let top = self.top_passages(searcher, &first)?;
+        let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
+        let mut clauses = self.clauses(words, keys, stats);
         clauses.extend(extra.into_iter().map(|(term, boost)| Clause {
             infos: stats.infos(&term),
             term,
             boost,
         }));
-        let hits = self.score(&searcher, &clauses, &stats, k)?;
-        hits.into_iter()
-            .map(|(score, address)| {
-                let doc: TantivyDocument = searcher
-                    .doc(address)
-                    .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))?;
-                Ok(self.passage(&doc, score))
+        self.score(searcher, &clauses, stats, k)
+    }
+
+    /// The first pass's best passages with their stored links.
+    fn top_passages(
+        &self,
+        searcher: &tantivy::Searcher,
+        hits: &[(f32, tantivy::DocAddress)],
+    ) -> Result<Vec<feedback::Top>, RetrieveError> {
+        hits.iter()
+            .map(|&(score, address)| {
+                let doc = self.stored(searcher, address)?;
+                let links = doc
+                    .get_all(self.fields.links)
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let p = self.passage(&doc, score);
+                Ok(feedback::Top {
+                    score,
+                    title: p.title,
+                    text: p.text,
+                    links,
+                })
             })
             .collect()
+    }
+
+    /// A stored passage.
+    fn stored(
+        &self,
+        searcher: &tantivy::Searcher,
+        address: tantivy::DocAddress,
+    ) -> Result<TantivyDocument, RetrieveError> {
+        searcher
+            .doc(address)
+            .map_err(|e| RetrieveError::tantivy("reading a stored passage", e))
     }
 
     /// The `k` best documents for the union of `clauses`, scored as [`Scoring`] says.
@@ -850,6 +916,38 @@ mod tests {
                 assert_same_hits(&mut core, query, k);
             }
         }
+    }
+
+    #[test]
+    fn a_second_pass_on_the_first_passes_sums_equals_one_pass_over_all_clauses() {
+        let core = segmented_index(1, 400, &[]);
+        let searcher = core.reader.searcher();
+        let segment = &searcher.segment_readers()[0];
+        for query in QUERIES {
+            let tokens = core.tokens(query);
+            let mut stats = core.stats(&searcher, &tokens.words);
+            let keys = core.title_keys(&searcher, query, &tokens, &mut stats);
+            let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
+            let clauses = core.clauses(&words, &keys, &stats);
+            let weights = taat::weights(&clauses, &stats).unwrap();
+            let (first, second) = clauses.split_at(clauses.len() / 2);
+            let (w1, w2) = weights.split_at(clauses.len() / 2);
+            for k in [1, 3, 10] {
+                let one = taat::top_k(&searcher, &clauses, &stats, k).unwrap();
+                let mut sums = taat::Sums::take();
+                sums.add(segment, 0, first, w1).unwrap();
+                sums.add(segment, 0, second, w2).unwrap();
+                let two = sums.best(segment, 0, k);
+                drop(sums);
+                let bits = |h: &[(f32, tantivy::DocAddress)]| {
+                    h.iter().map(|(s, a)| (s.to_bits(), *a)).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&one), bits(&two), "{query} k={k}");
+            }
+        }
+        // The accumulator went back clean.
+        let again = core.search("river city", 5).unwrap();
+        assert_eq!(again, segmented_index(1, 400, &[]).search("river city", 5).unwrap());
     }
 
     #[test]

@@ -109,28 +109,99 @@ pub(crate) fn top_k(
     if k == 0 || clauses.is_empty() {
         return Ok(Vec::new());
     }
-    let weights = clauses
+    let weights = weights(clauses, stats)?;
+    let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+    let mut sums = Sums::take();
+    for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
+        sums.add(segment, segment_ord, clauses, &weights)?;
+        select(&sums.acc, segment, segment_ord as u32, k, &mut top);
+        sums.reset();
+    }
+    Ok(sorted(top))
+}
+
+/// Each clause's BM25 weight under `stats`, times its boost.
+pub(crate) fn weights(
+    clauses: &[Clause],
+    stats: &dyn Bm25StatisticsProvider,
+) -> tantivy::Result<Vec<Bm25Weight>> {
+    clauses
         .iter()
         .map(|c| Ok(Bm25Weight::for_terms(stats, std::slice::from_ref(&c.term))?.boost_by(c.boost)))
-        .collect::<tantivy::Result<Vec<_>>>()?;
-    let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-    ACCUMULATOR.with_borrow_mut(|acc| {
-        for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let result = accumulate(segment, segment_ord, clauses, &weights, acc).map(|()| {
-                select(acc, segment, segment_ord as u32, k, &mut top);
-            });
-            // Restore the invariant whether or not the segment failed.
-            for &doc in &acc.touched {
-                acc.scores[doc as usize] = 0.0;
-            }
-            acc.touched.clear();
-            result?;
-        }
-        Ok::<(), tantivy::TantivyError>(())
-    })?;
+        .collect()
+}
+
+fn sorted(top: BinaryHeap<Hit>) -> Vec<(Score, DocAddress)> {
     let mut hits = top.into_vec();
     hits.sort();
-    Ok(hits.into_iter().map(|h| (h.score, h.address)).collect())
+    hits.into_iter().map(|h| (h.score, h.address)).collect()
+}
+
+/// This thread's accumulator, taken for the sums of one segment across
+/// several [`Sums::add`] calls: a second pass (more clauses chosen from the
+/// first pass's best passages) adds to the first pass's sums instead of
+/// scoring everything again. Its sums equal one pass over all the clauses
+/// in the same order. Dropping it clears the sums and gives the
+/// accumulator back to the thread.
+pub(crate) struct Sums {
+    acc: Accumulator,
+}
+
+impl Sums {
+    /// Takes the thread's accumulator (a fresh one if it is already taken).
+    pub(crate) fn take() -> Sums {
+        Sums {
+            acc: ACCUMULATOR.with_borrow_mut(std::mem::take),
+        }
+    }
+
+    /// Adds `clauses`' scores (with their `weights`) for `segment`.
+    ///
+    /// Errors: Tantivy's, from reading postings or field norms.
+    pub(crate) fn add(
+        &mut self,
+        segment: &tantivy::SegmentReader,
+        segment_ord: usize,
+        clauses: &[Clause],
+        weights: &[Bm25Weight],
+    ) -> tantivy::Result<()> {
+        accumulate(segment, segment_ord, clauses, weights, &mut self.acc)
+    }
+
+    /// The `k` best sums of `segment` (number `segment_ord`) so far, best
+    /// first.
+    pub(crate) fn best(
+        &self,
+        segment: &tantivy::SegmentReader,
+        segment_ord: u32,
+        k: usize,
+    ) -> Vec<(Score, DocAddress)> {
+        let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+        if k > 0 {
+            select(&self.acc, segment, segment_ord, k, &mut top);
+        }
+        sorted(top)
+    }
+
+    /// Clears the sums (every entry back to 0, nothing touched).
+    fn reset(&mut self) {
+        for &doc in &self.acc.touched {
+            self.acc.scores[doc as usize] = 0.0;
+        }
+        self.acc.touched.clear();
+    }
+}
+
+impl Drop for Sums {
+    fn drop(&mut self) {
+        self.reset();
+        let acc = std::mem::take(&mut self.acc);
+        ACCUMULATOR.with_borrow_mut(|slot| {
+            if slot.scores.len() < acc.scores.len() {
+                *slot = acc;
+            }
+        });
+    }
 }
 
 /// Adds every clause's scores for `segment` into `acc`, clause by clause.

@@ -23,7 +23,7 @@ use tantivy::tokenizer::TokenStream as _;
 use tantivy::{Searcher, Term};
 
 use super::{inverted_indexes, Bm25Core, QueryStats};
-use crate::retrieve::schema::{key_words, title_key, TITLE_KEY_MAX_WORDS};
+use crate::retrieve::schema::title_key;
 
 /// Settings of the second pass (see the module doc). `Default` is off;
 /// searches use [`TITLE_LINKS`].
@@ -61,11 +61,13 @@ impl Feedback {
     }
 }
 
-/// One first-pass passage: its score, title and text.
+/// One first-pass passage: its score, title, text and stored links (the
+/// title keys its text names, found when the index was built).
 pub(super) struct Top {
     pub(super) score: f32,
     pub(super) title: String,
     pub(super) text: String,
+    pub(super) links: Vec<String>,
 }
 
 /// The expansion clauses (term and boost) for a query of `query_words`
@@ -92,13 +94,14 @@ pub(super) fn expand(
             let own = title_key(&passage.title)
                 .map(|key| Term::from_field_text(core.fields.title_key, &key))
                 .filter(|key| stats.look_up(&key_readers, key.clone()) > 0);
-            let named = linked_keys(
-                core,
-                searcher,
-                &passage.text,
-                feedback.link_min_words,
-                stats,
-            );
+            let min = feedback.link_min_words.max(1);
+            let named = passage
+                .links
+                .iter()
+                .filter(|key| key.split(' ').count() >= min)
+                .map(|key| Term::from_field_text(core.fields.title_key, key))
+                .filter(|key| stats.look_up(&key_readers, key.clone()) > 0)
+                .collect::<Vec<_>>();
             for key in own.into_iter().chain(named) {
                 let w = links.entry(key).or_insert(0.0);
                 *w = w.max(weight);
@@ -114,52 +117,6 @@ pub(super) fn expand(
         extra.extend(rm3_terms(core, searcher, feedback, top, query_words, stats));
     }
     extra
-}
-
-/// The title keys among the runs of `min_words` to 6 words of `text`,
-/// pruned as [`Bm25Core::title_keys`] does (a run with a word in no title
-/// is no title's key).
-fn linked_keys(
-    core: &Bm25Core,
-    searcher: &Searcher,
-    text: &str,
-    min_words: usize,
-    stats: &mut QueryStats,
-) -> Vec<Term> {
-    let tokens = core.tokens(text);
-    let title_readers = inverted_indexes(searcher, core.fields.title);
-    let words = key_words(text);
-    let mut in_no_title = vec![false; words.len()];
-    for &(position, at) in &tokens.positions {
-        if let Some(flag) = in_no_title.get_mut(position) {
-            let term = Term::from_field_text(core.fields.title, &tokens.words[at]);
-            *flag = stats.look_up(&title_readers, term) == 0;
-        }
-    }
-    let key_readers = inverted_indexes(searcher, core.fields.title_key);
-    let min = min_words.max(1);
-    let mut found = Vec::new();
-    let mut key = String::new();
-    for start in 0..words.len() {
-        key.clear();
-        for (n, word) in words[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
-            if in_no_title[start + n] {
-                break;
-            }
-            if n > 0 {
-                key.push(' ');
-            }
-            key.push_str(word);
-            if n + 1 < min {
-                continue;
-            }
-            let term = Term::from_field_text(core.fields.title_key, &key);
-            if stats.look_up(&key_readers, term.clone()) > 0 && !found.contains(&term) {
-                found.push(term);
-            }
-        }
-    }
-    found
 }
 
 /// RM3's expansion terms as `text` clauses (see the module doc).
