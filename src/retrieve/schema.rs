@@ -30,7 +30,8 @@ use super::corpus::Record;
 /// [`title_key`]) for title matching, and [`TOKENIZER`] folds accented
 /// letters to ASCII (`Köln` is `koln`).
 /// Version 4: a stored-only `links` field, the title keys a passage's text
-/// names ([`TitleKeys::links`]), for the second pass over title links.
+/// names (found by `TitleKeys::links` while the index is built), for the
+/// second pass over title links.
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// At most this many links are stored per passage (the first ones in the
@@ -86,7 +87,7 @@ pub struct Fields {
     /// The whole title as one untokenized term ([`title_key`]): indexed
     /// only, so a query containing a passage's title can match it.
     pub title_key: Field,
-    /// The title keys the passage's text names ([`TitleKeys::links`]), one
+    /// The title keys the passage's text names (found while the index is built), one
     /// value each: stored only.
     pub links: Field,
 }
@@ -295,14 +296,22 @@ mod tests {
 
     #[test]
     fn links_are_the_title_keys_the_text_spells_once_each_without_its_own() {
-        let keys = corpus(&["Ed Wood", "Wood", "Scott Derrickson", "Sinister (film)", "Köln"]);
+        let keys = corpus(&[
+            "Ed Wood",
+            "Wood",
+            "Scott Derrickson",
+            "Sinister (film)",
+            "Köln",
+        ]);
         let text = "Scott Derrickson directed Sinister, a film about Ed Wood; ed WOOD again, then wood, Koln.";
         assert_eq!(
             keys.links(Some("scott derrickson"), text),
             ["sinister", "ed wood", "wood", "koln"]
         );
         // Runs of more than TITLE_KEY_MAX_WORDS words are no key; no titles, no links.
-        assert!(corpus(&["a b c d e f g"]).links(None, "a b c d e f g").is_empty());
+        assert!(corpus(&["a b c d e f g"])
+            .links(None, "a b c d e f g")
+            .is_empty());
         assert!(TitleKeys::default().links(None, text).is_empty());
     }
 

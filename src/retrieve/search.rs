@@ -215,10 +215,10 @@ impl Bm25Core {
     /// [`Feedback`]): the first pass's best passages choose more clauses,
     /// which are added to the first pass's clauses.
     ///
-    /// On one segment scored term at a time (the shipped corpus, and any
-    /// small index, which `index` merges into one), the second pass adds
-    /// only the new clauses' scores to the first pass's sums; otherwise it
-    /// scores all the clauses again. Both give the same sums.
+    /// Scored term at a time, the second pass adds only the new clauses'
+    /// scores to the first pass's sums (kept per segment); a query long
+    /// enough for block-max WAND is scored again with all the clauses. Both
+    /// give the same sums.
     fn two_passes(
         &self,
         searcher: &tantivy::Searcher,
@@ -231,15 +231,16 @@ impl Bm25Core {
         let clauses = self.clauses(words, keys, stats);
         let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
         let segments = searcher.segment_readers();
-        let one_sum = segments.len() == 1
-            && matches!(self.scoring, Scoring::TermAtATime { max_postings } if postings <= max_postings);
-        if one_sum {
-            let segment = &segments[0];
-            let mut sums = taat::Sums::take();
+        let term_at_a_time = matches!(self.scoring,
+            Scoring::TermAtATime { max_postings } if postings <= max_postings);
+        if term_at_a_time {
+            let mut sums = taat::Sums::take(segments.len());
             let weights = taat::weights(&clauses, &*stats).map_err(tantivy_err)?;
-            sums.add(segment, 0, &clauses, &weights)
-                .map_err(tantivy_err)?;
-            let first = sums.best(segment, 0, self.feedback.docs);
+            for (ord, segment) in segments.iter().enumerate() {
+                sums.add(segment, ord, &clauses, &weights)
+                    .map_err(tantivy_err)?;
+            }
+            let first = sums.best(segments, self.feedback.docs);
             let top = self.top_passages(searcher, &first)?;
             let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
             let extra: Vec<Clause> = extra
@@ -251,8 +252,11 @@ impl Bm25Core {
                 })
                 .collect();
             let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
-            sums.add(segment, 0, &extra, &weights).map_err(tantivy_err)?;
-            return Ok(sums.best(segment, 0, k));
+            for (ord, segment) in segments.iter().enumerate() {
+                sums.add(segment, ord, &extra, &weights)
+                    .map_err(tantivy_err)?;
+            }
+            return Ok(sums.best(segments, k));
         }
         let first = self.score(searcher, &clauses, stats, self.feedback.docs)?;
         let top = self.top_passages(searcher, &first)?;
@@ -920,9 +924,9 @@ mod tests {
 
     #[test]
     fn a_second_pass_on_the_first_passes_sums_equals_one_pass_over_all_clauses() {
-        let core = segmented_index(1, 400, &[]);
+        let core = segmented_index(3, 300, &[]);
         let searcher = core.reader.searcher();
-        let segment = &searcher.segment_readers()[0];
+        let segments = searcher.segment_readers();
         for query in QUERIES {
             let tokens = core.tokens(query);
             let mut stats = core.stats(&searcher, &tokens.words);
@@ -934,10 +938,13 @@ mod tests {
             let (w1, w2) = weights.split_at(clauses.len() / 2);
             for k in [1, 3, 10] {
                 let one = taat::top_k(&searcher, &clauses, &stats, k).unwrap();
-                let mut sums = taat::Sums::take();
-                sums.add(segment, 0, first, w1).unwrap();
-                sums.add(segment, 0, second, w2).unwrap();
-                let two = sums.best(segment, 0, k);
+                let mut sums = taat::Sums::take(segments.len());
+                for pass in [(first, w1), (second, w2)] {
+                    for (ord, segment) in segments.iter().enumerate() {
+                        sums.add(segment, ord, pass.0, pass.1).unwrap();
+                    }
+                }
+                let two = sums.best(segments, k);
                 drop(sums);
                 let bits = |h: &[(f32, tantivy::DocAddress)]| {
                     h.iter().map(|(s, a)| (s.to_bits(), *a)).collect::<Vec<_>>()
@@ -947,7 +954,12 @@ mod tests {
         }
         // The accumulator went back clean.
         let again = core.search("river city", 5).unwrap();
-        assert_eq!(again, segmented_index(1, 400, &[]).search("river city", 5).unwrap());
+        assert_eq!(
+            again,
+            segmented_index(3, 300, &[])
+                .search("river city", 5)
+                .unwrap()
+        );
     }
 
     #[test]

@@ -111,12 +111,17 @@ pub(crate) fn top_k(
     }
     let weights = weights(clauses, stats)?;
     let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-    let mut sums = Sums::take();
-    for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
-        sums.add(segment, segment_ord, clauses, &weights)?;
-        select(&sums.acc, segment, segment_ord as u32, k, &mut top);
-        sums.reset();
-    }
+    ACCUMULATOR.with_borrow_mut(|acc| {
+        for (segment_ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let result = accumulate(segment, segment_ord, clauses, &weights, acc).map(|()| {
+                select(acc, segment, segment_ord as u32, k, &mut top);
+            });
+            // Restore the invariant whether or not the segment failed.
+            acc.reset();
+            result?;
+        }
+        Ok::<(), tantivy::TantivyError>(())
+    })?;
     Ok(sorted(top))
 }
 
@@ -137,25 +142,31 @@ fn sorted(top: BinaryHeap<Hit>) -> Vec<(Score, DocAddress)> {
     hits.into_iter().map(|h| (h.score, h.address)).collect()
 }
 
-/// This thread's accumulator, taken for the sums of one segment across
-/// several [`Sums::add`] calls: a second pass (more clauses chosen from the
-/// first pass's best passages) adds to the first pass's sums instead of
-/// scoring everything again. Its sums equal one pass over all the clauses
-/// in the same order. Dropping it clears the sums and gives the
-/// accumulator back to the thread.
+/// Sums kept across several [`Sums::add`] calls, one accumulator per
+/// segment (taken from this thread's pool: 4 bytes per passage of the
+/// index, kept for the thread's next two-pass query). A second pass (more
+/// clauses chosen from the first pass's best passages) adds to the first
+/// pass's sums instead of scoring everything again; the sums equal one
+/// pass over all the clauses in the same order. Dropping it clears the
+/// sums and gives the accumulators back.
 pub(crate) struct Sums {
-    acc: Accumulator,
+    accs: Vec<Accumulator>,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Accumulator>> = RefCell::default();
 }
 
 impl Sums {
-    /// Takes the thread's accumulator (a fresh one if it is already taken).
-    pub(crate) fn take() -> Sums {
-        Sums {
-            acc: ACCUMULATOR.with_borrow_mut(std::mem::take),
-        }
+    /// Takes this thread's pool of accumulators for `segments` segments.
+    pub(crate) fn take(segments: usize) -> Sums {
+        let mut accs = POOL.with_borrow_mut(std::mem::take);
+        accs.resize_with(segments.max(accs.len()), Accumulator::default);
+        Sums { accs }
     }
 
-    /// Adds `clauses`' scores (with their `weights`) for `segment`.
+    /// Adds `clauses`' scores (with their `weights`) for `segment`, number
+    /// `segment_ord` of the searcher's segments.
     ///
     /// Errors: Tantivy's, from reading postings or field norms.
     pub(crate) fn add(
@@ -165,42 +176,49 @@ impl Sums {
         clauses: &[Clause],
         weights: &[Bm25Weight],
     ) -> tantivy::Result<()> {
-        accumulate(segment, segment_ord, clauses, weights, &mut self.acc)
+        accumulate(
+            segment,
+            segment_ord,
+            clauses,
+            weights,
+            &mut self.accs[segment_ord],
+        )
     }
 
-    /// The `k` best sums of `segment` (number `segment_ord`) so far, best
-    /// first.
+    /// The `k` best sums so far over `segments` (the searcher's, in
+    /// order), best first.
     pub(crate) fn best(
         &self,
-        segment: &tantivy::SegmentReader,
-        segment_ord: u32,
+        segments: &[tantivy::SegmentReader],
         k: usize,
     ) -> Vec<(Score, DocAddress)> {
         let mut top: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
         if k > 0 {
-            select(&self.acc, segment, segment_ord, k, &mut top);
+            for (ord, (segment, acc)) in segments.iter().zip(&self.accs).enumerate() {
+                select(acc, segment, ord as u32, k, &mut top);
+            }
         }
         sorted(top)
-    }
-
-    /// Clears the sums (every entry back to 0, nothing touched).
-    fn reset(&mut self) {
-        for &doc in &self.acc.touched {
-            self.acc.scores[doc as usize] = 0.0;
-        }
-        self.acc.touched.clear();
     }
 }
 
 impl Drop for Sums {
     fn drop(&mut self) {
-        self.reset();
-        let acc = std::mem::take(&mut self.acc);
-        ACCUMULATOR.with_borrow_mut(|slot| {
-            if slot.scores.len() < acc.scores.len() {
-                *slot = acc;
-            }
-        });
+        for acc in &mut self.accs {
+            acc.reset();
+        }
+        let accs = std::mem::take(&mut self.accs);
+        POOL.with_borrow_mut(|pool| *pool = accs);
+    }
+}
+
+impl Accumulator {
+    /// Back to the invariant: every entry 0, nothing touched.
+    fn reset(&mut self) {
+        for &doc in &self.touched {
+            self.scores[doc as usize] = 0.0;
+        }
+        self.touched.clear();
     }
 }
 
