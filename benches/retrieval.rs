@@ -423,10 +423,15 @@ fn query_paths(index: &Index, questions: &[Question]) {
 /// The default scoring (term at a time, block-max WAND for long postings)
 /// against `reference` on the same index and query clauses.
 fn scoring_paths(dir: &Path, queries: &[String], reference: Scoring, name: &str) {
+    // Scoring paths compared on one pass (a second pass follows only term
+    // at a time; see `Feedback`).
     let reference = Index::open(dir)
         .expect("open index")
-        .with_scoring(reference);
-    let default = Index::open(dir).expect("open index");
+        .with_scoring(reference)
+        .with_feedback(Feedback::default());
+    let default = Index::open(dir)
+        .expect("open index")
+        .with_feedback(Feedback::default());
     compare_paths(
         queries,
         (name, &|q, k| reference.search(q, k).expect("search")),
@@ -446,6 +451,7 @@ fn postings_limit_sweep(dir: &Path, queries: &[String], limits: &[u64]) {
             Index::open(dir)
                 .expect("open index")
                 .with_scoring(Scoring::TermAtATime { max_postings })
+                .with_feedback(Feedback::default())
         })
         .collect();
     let mut times = vec![Vec::new(); limits.len()];

@@ -227,16 +227,19 @@ struct Counts {
 const DOCSTORE_BLOCK_BYTES: usize = 4096;
 
 /// The corpus's title keys: a first pass over the corpus, so each passage's
-/// links can be found while it is indexed in the second. Lines that fail to
-/// parse are skipped here; the second pass reports or skips them.
+/// links can be found while it is indexed in the second. A malformed line
+/// stops the build here already (as the second pass would, naming its
+/// `file:line`), unless `--skip-bad-lines`, when the second pass counts it.
 fn title_keys(reader: CorpusReader, options: &BuildOptions) -> Result<TitleKeys, RetrieveError> {
     let mut titles = TitleKeys::default();
     for (n, record) in reader.enumerate() {
         if n % 4096 == 0 && options.cancel.load(Ordering::Relaxed) {
             return Err(RetrieveError::Cancelled);
         }
-        if let Ok(record) = record {
-            titles.insert(&record.title);
+        match record {
+            Ok(record) => titles.insert(&record.title),
+            Err(RetrieveError::BadLine { .. }) if options.skip_bad_lines => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(titles)

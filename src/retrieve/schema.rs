@@ -178,15 +178,18 @@ impl TitleKeys {
 
     /// The title keys that runs of 1 to [`TITLE_KEY_MAX_WORDS`] words of
     /// `text` spell, other than `own` (the passage's own key), each once,
-    /// in order of first occurrence, at most [`MAX_LINKS`].
+    /// in order of first occurrence, at most [`MAX_LINKS`]. A run must start
+    /// at a word written with a capital letter or a digit, as names of
+    /// people, places and works are in English text: a lower-case "film"
+    /// or "river" is not a mention of the article of that title.
     pub(crate) fn links(&self, own: Option<&str>, text: &str) -> Vec<String> {
         let mut links: Vec<String> = Vec::new();
         if self.hashes.is_empty() {
             return links;
         }
-        let words = key_words(text);
+        let (words, named) = key_words_and_starts(text);
         let hashes: Vec<u64> = words.iter().map(|w| word_hash(w)).collect();
-        for start in 0..words.len() {
+        for start in (0..words.len()).filter(|&i| named[i]) {
             let mut hash = KEY_SEED;
             for (n, &word) in hashes[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
                 hash = extend_hash(hash, word);
@@ -262,6 +265,12 @@ pub fn title_key(title: &str) -> Option<String> {
 /// they line up with the analyzer's token positions), lower-cased and
 /// folded to ASCII like the [`TOKENIZER`]'s words.
 pub(crate) fn key_words(text: &str) -> Vec<String> {
+    key_words_and_starts(text).0
+}
+
+/// [`key_words`], and for each word whether `text` writes it starting with
+/// a capital letter or a digit.
+fn key_words_and_starts(text: &str) -> (Vec<String>, Vec<bool>) {
     // One analyzer per thread: `title_key` runs once per passage while an
     // index is built, and cloning an analyzer allocates its filter chain.
     thread_local! {
@@ -273,13 +282,17 @@ pub(crate) fn key_words(text: &str) -> Vec<String> {
         );
     }
     let mut words = Vec::new();
+    let mut starts = Vec::new();
     KEY_ANALYZER.with_borrow_mut(|analyzer| {
         let mut stream = analyzer.token_stream(text);
         while stream.advance() {
-            words.push(stream.token().text.clone());
+            let token = stream.token();
+            let first = text.get(token.offset_from..).and_then(|t| t.chars().next());
+            starts.push(first.is_some_and(|c| c.is_uppercase() || c.is_numeric()));
+            words.push(token.text.clone());
         }
     });
-    words
+    (words, starts)
 }
 
 #[cfg(test)]
@@ -304,10 +317,13 @@ mod tests {
             "Köln",
         ]);
         let text = "Scott Derrickson directed Sinister, a film about Ed Wood; ed WOOD again, then wood, Koln.";
+        // "ed WOOD" and "wood" start with a lower-case letter: no mention.
         assert_eq!(
             keys.links(Some("scott derrickson"), text),
             ["sinister", "ed wood", "wood", "koln"]
         );
+        assert_eq!(keys.links(None, "then wood, ed wood"), Vec::<String>::new());
+        assert_eq!(keys.links(None, "1984 Wood"), ["wood"]);
         // Runs of more than TITLE_KEY_MAX_WORDS words are no key; no titles, no links.
         assert!(corpus(&["a b c d e f g"])
             .links(None, "a b c d e f g")
@@ -317,7 +333,7 @@ mod tests {
 
     #[test]
     fn links_stop_at_max_links() {
-        let titles: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        let titles: Vec<String> = (0..100).map(|i| format!("T{i}")).collect();
         let keys = corpus(&titles.iter().map(String::as_str).collect::<Vec<_>>());
         let text = titles.join(" ");
         let links = keys.links(None, &text);

@@ -215,10 +215,10 @@ impl Bm25Core {
     /// [`Feedback`]): the first pass's best passages choose more clauses,
     /// which are added to the first pass's clauses.
     ///
-    /// Scored term at a time, the second pass adds only the new clauses'
-    /// scores to the first pass's sums (kept per segment); a query long
-    /// enough for block-max WAND is scored again with all the clauses. Both
-    /// give the same sums.
+    /// The second pass adds only the new clauses' scores to the first
+    /// pass's sums (kept per segment), which equals one pass over all the
+    /// clauses. A query with more postings than term at a time takes (see
+    /// [`Scoring`]) is scored once, without a second pass.
     fn two_passes(
         &self,
         searcher: &tantivy::Searcher,
@@ -231,43 +231,37 @@ impl Bm25Core {
         let clauses = self.clauses(words, keys, stats);
         let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
         let segments = searcher.segment_readers();
-        let term_at_a_time = matches!(self.scoring,
-            Scoring::TermAtATime { max_postings } if postings <= max_postings);
-        if term_at_a_time {
-            let mut sums = taat::Sums::take(segments.len());
-            let weights = taat::weights(&clauses, &*stats).map_err(tantivy_err)?;
-            for (ord, segment) in segments.iter().enumerate() {
-                sums.add(segment, ord, &clauses, &weights)
-                    .map_err(tantivy_err)?;
-            }
-            let first = sums.best(segments, self.feedback.docs);
-            let top = self.top_passages(searcher, &first)?;
-            let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
-            let extra: Vec<Clause> = extra
-                .into_iter()
-                .map(|(term, boost)| Clause {
-                    infos: stats.infos(&term),
-                    term,
-                    boost,
-                })
-                .collect();
-            let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
-            for (ord, segment) in segments.iter().enumerate() {
-                sums.add(segment, ord, &extra, &weights)
-                    .map_err(tantivy_err)?;
-            }
-            return Ok(sums.best(segments, k));
+        if !matches!(self.scoring,
+            Scoring::TermAtATime { max_postings } if postings <= max_postings)
+        {
+            // Long enough for block-max WAND: only common words, whose best
+            // passages name no particular entity, and a second scoring
+            // would double the cost of the slowest queries. One pass.
+            return self.score(searcher, &clauses, stats, k);
         }
-        let first = self.score(searcher, &clauses, stats, self.feedback.docs)?;
+        let mut sums = taat::Sums::take(segments.len());
+        let weights = taat::weights(&clauses, &*stats).map_err(tantivy_err)?;
+        for (ord, segment) in segments.iter().enumerate() {
+            sums.add(segment, ord, &clauses, &weights)
+                .map_err(tantivy_err)?;
+        }
+        let first = sums.best(segments, self.feedback.docs);
         let top = self.top_passages(searcher, &first)?;
         let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
-        let mut clauses = self.clauses(words, keys, stats);
-        clauses.extend(extra.into_iter().map(|(term, boost)| Clause {
-            infos: stats.infos(&term),
-            term,
-            boost,
-        }));
-        self.score(searcher, &clauses, stats, k)
+        let extra: Vec<Clause> = extra
+            .into_iter()
+            .map(|(term, boost)| Clause {
+                infos: stats.infos(&term),
+                term,
+                boost,
+            })
+            .collect();
+        let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
+        for (ord, segment) in segments.iter().enumerate() {
+            sums.add(segment, ord, &extra, &weights)
+                .map_err(tantivy_err)?;
+        }
+        Ok(sums.best(segments, k))
     }
 
     /// The first pass's best passages with their stored links.

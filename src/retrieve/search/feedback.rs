@@ -59,6 +59,13 @@ pub const TITLE_LINKS: Feedback = Feedback {
     term_weight: 0.0,
 };
 
+/// A linked title key shared by more passages than this names no one
+/// entity (on the shipped corpus keys are shared by at most a few passages
+/// with the same title); it is not followed. On corpora whose titles are
+/// common words (the 2M synthetic benchmark) such keys had thousands of
+/// postings each.
+pub const MAX_LINK_DF: u64 = 8;
+
 impl Feedback {
     /// Whether a second pass runs.
     pub(crate) fn on(&self) -> bool {
@@ -98,14 +105,20 @@ pub(super) fn expand(
             // may share no word with the query) does not overtake it.
             let own = title_key(&passage.title)
                 .map(|key| Term::from_field_text(core.fields.title_key, &key))
-                .filter(|key| stats.look_up(&key_readers, key.clone()) > 0);
+                .filter(|key| {
+                    let df = stats.look_up(&key_readers, key.clone());
+                    df > 0 && df <= MAX_LINK_DF
+                });
             let min = feedback.link_min_words.max(1);
             let named = passage
                 .links
                 .iter()
                 .filter(|key| key.split(' ').count() >= min)
                 .map(|key| Term::from_field_text(core.fields.title_key, key))
-                .filter(|key| stats.look_up(&key_readers, key.clone()) > 0)
+                .filter(|key| {
+                    let df = stats.look_up(&key_readers, key.clone());
+                    df > 0 && df <= MAX_LINK_DF
+                })
                 .collect::<Vec<_>>();
             for key in own.into_iter().chain(named) {
                 let w = links.entry(key).or_insert(0.0);
