@@ -103,26 +103,21 @@ pub(super) fn expand(
             let weight = feedback.link_weight * passage.score / best;
             // A passage links to itself too, so a passage it names (which
             // may share no word with the query) does not overtake it.
-            let own = title_key(&passage.title)
-                .map(|key| Term::from_field_text(core.fields.title_key, &key))
-                .filter(|key| {
-                    let df = stats.look_up(&key_readers, key.clone());
-                    df > 0 && df <= MAX_LINK_DF
-                });
             let min = feedback.link_min_words.max(1);
-            let named = passage
-                .links
-                .iter()
-                .filter(|key| key.split(' ').count() >= min)
-                .map(|key| Term::from_field_text(core.fields.title_key, key))
-                .filter(|key| {
-                    let df = stats.look_up(&key_readers, key.clone());
-                    df > 0 && df <= MAX_LINK_DF
-                })
-                .collect::<Vec<_>>();
-            for key in own.into_iter().chain(named) {
-                let w = links.entry(key).or_insert(0.0);
-                *w = w.max(weight);
+            let keys = title_key(&passage.title).into_iter().chain(
+                passage
+                    .links
+                    .iter()
+                    .filter(|key| key.split(' ').count() >= min)
+                    .cloned(),
+            );
+            for key in keys {
+                let key = Term::from_field_text(core.fields.title_key, &key);
+                let df = stats.look_up(&key_readers, key.clone());
+                if df > 0 && df <= MAX_LINK_DF {
+                    let w = links.entry(key).or_insert(0.0);
+                    *w = w.max(weight);
+                }
             }
         }
         // In term order, so a query's clauses (and its float sums) are the
