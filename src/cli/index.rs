@@ -9,8 +9,8 @@ use anyhow::Context;
 use crate::retrieve::corpus::CorpusReader;
 use crate::retrieve::opensearch::BulkOptions;
 use crate::retrieve::{
-    build_index, default_index_dir, BuildOptions, OpenSearch, RemoteOptions, Retriever as _,
-    RetrieverSpec, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
+    build_index_in_stages, default_index_dir, BuildOptions, BuildStage, OpenSearch, RemoteOptions,
+    Retriever as _, RetrieverSpec, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST,
 };
 
 /// Build the search index from a passage corpus (replaces any index at --out).
@@ -82,8 +82,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = super::progress::Progress::counter("passages");
     // A line count of the corpus gives the bar a total and an ETA.
     let total = super::progress::count_lines(&args.corpus);
-    let result = build_index(&args.corpus, &out, &options, &|n| {
-        bar.update(n, total.filter(|t| *t >= n), String::new())
+    // The corpus is read twice: its titles first (for each passage's title
+    // links), then the passages.
+    let result = build_index_in_stages(&args.corpus, &out, &options, &|stage, n| {
+        let message = match stage {
+            BuildStage::Titles => "reading titles (1 of 2)",
+            BuildStage::Passages => "indexing (2 of 2)",
+        };
+        bar.update(n, total.filter(|t| *t >= n), message.to_string())
     });
     bar.finish();
     // Every build error names the corpus or index path itself.

@@ -121,6 +121,31 @@ pub fn build_index(
     options: &BuildOptions,
     progress: &dyn Fn(u64),
 ) -> Result<BuildReport, RetrieveError> {
+    build_index_in_stages(corpus, out, options, &|stage, n| {
+        if stage == BuildStage::Passages {
+            progress(n);
+        }
+    })
+}
+
+/// What a build is doing, for [`build_index_in_stages`]'s progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStage {
+    /// The first read of the corpus: collecting its title keys (the count
+    /// is lines read).
+    Titles,
+    /// The second read: indexing passages (the count is passages indexed).
+    Passages,
+}
+
+/// [`build_index`], with progress for both reads of the corpus:
+/// `progress(stage, n)` about every 1,024 lines, from the calling thread.
+pub fn build_index_in_stages(
+    corpus: &Path,
+    out: &Path,
+    options: &BuildOptions,
+    progress: &dyn Fn(BuildStage, u64),
+) -> Result<BuildReport, RetrieveError> {
     let started = Instant::now();
     let built_at_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -132,14 +157,18 @@ pub fn build_index(
     let _lock = paths.lock()?;
     paths.prepare()?;
 
-    let titles = match title_keys(CorpusReader::open(corpus)?, options) {
+    let titles = match title_keys(CorpusReader::open(corpus)?, options, &|n| {
+        progress(BuildStage::Titles, n)
+    }) {
         Ok(titles) => titles,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(e);
         }
     };
-    let counts = match write_index(reader, &titles, &paths.tmp, options, threads, progress) {
+    let counts = match write_index(reader, &titles, &paths.tmp, options, threads, &|n| {
+        progress(BuildStage::Passages, n)
+    }) {
         Ok(counts) if counts.docs == 0 && !options.allow_empty => {
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(RetrieveError::EmptyCorpus {
@@ -177,7 +206,7 @@ pub fn build_index(
         let _ = std::fs::remove_dir_all(&paths.tmp);
         return Err(e);
     }
-    progress(counts.docs);
+    progress(BuildStage::Passages, counts.docs);
     Ok(BuildReport {
         out: out.to_path_buf(),
         doc_count: counts.docs,
@@ -230,11 +259,18 @@ const DOCSTORE_BLOCK_BYTES: usize = 4096;
 /// links can be found while it is indexed in the second. A malformed line
 /// stops the build here already (as the second pass would, naming its
 /// `file:line`), unless `--skip-bad-lines`, when the second pass counts it.
-fn title_keys(reader: CorpusReader, options: &BuildOptions) -> Result<TitleKeys, RetrieveError> {
+fn title_keys(
+    reader: CorpusReader,
+    options: &BuildOptions,
+    progress: &dyn Fn(u64),
+) -> Result<TitleKeys, RetrieveError> {
     let mut titles = TitleKeys::default();
     for (n, record) in reader.enumerate() {
-        if n % 4096 == 0 && options.cancel.load(Ordering::Relaxed) {
-            return Err(RetrieveError::Cancelled);
+        if (n as u64).is_multiple_of(PROGRESS_EVERY) {
+            if options.cancel.load(Ordering::Relaxed) {
+                return Err(RetrieveError::Cancelled);
+            }
+            progress(n as u64);
         }
         match record {
             Ok(record) => titles.insert(&record.title),

@@ -44,7 +44,10 @@ mod taat;
 
 use std::path::PathBuf;
 
-pub use build::{build_index, BuildOptions, BuildReport, DEFAULT_MEMORY_MB, DEFAULT_TITLE_BOOST};
+pub use build::{
+    build_index, build_index_in_stages, BuildOptions, BuildReport, BuildStage, DEFAULT_MEMORY_MB,
+    DEFAULT_TITLE_BOOST,
+};
 pub use colbert::{ColBertV2, COLBERTV2_MAX_K};
 pub use error::RetrieveError;
 pub use memory::{MemoryIndex, MemoryOptions};

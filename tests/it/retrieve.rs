@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dspy_rhai::retrieve::{
-    build_index, corpus::CorpusReader, default_index_dir, index_dir_from, BuildOptions,
-    BuildReport, Index, Passage, RetrieveError, META_FILE,
+    build_index, build_index_in_stages, corpus::CorpusReader, default_index_dir, index_dir_from,
+    BuildOptions, BuildReport, BuildStage, Index, Passage, RetrieveError, META_FILE,
 };
 
 /// Five passages, with the titles the ranking tests look for.
@@ -294,6 +294,39 @@ fn failed_or_cancelled_rebuild_keeps_the_old_index_and_leaves_no_debris() {
     let index = Index::open(&out).unwrap();
     assert_eq!(index.num_docs(), 5000);
     assert_eq!(index.search("word4321", 1).unwrap()[0].id, "n4321");
+}
+
+#[test]
+fn a_build_reports_progress_for_both_reads_of_the_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write(tmp.path(), "big.jsonl", &numbered_corpus(3000, None));
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = build_index_in_stages(
+        &corpus,
+        &tmp.path().join("idx"),
+        &small_options(),
+        &|stage, n| {
+            seen.lock().unwrap().push((stage, n));
+        },
+    )
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    // The titles first, counting up, then the passages up to every one.
+    let split = seen
+        .iter()
+        .position(|(s, _)| *s == BuildStage::Passages)
+        .unwrap();
+    assert!(split >= 2, "{seen:?}");
+    assert!(seen[..split].iter().all(|(s, _)| *s == BuildStage::Titles));
+    assert!(seen[split..]
+        .iter()
+        .all(|(s, _)| *s == BuildStage::Passages));
+    assert!(
+        seen[..split].windows(2).all(|w| w[0].1 < w[1].1),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&(BuildStage::Passages, report.doc_count)));
+    assert_eq!(report.doc_count, 3000);
 }
 
 #[test]
