@@ -8,9 +8,9 @@
 //!
 //! Options: `--synthetic N` (passages of the synthetic corpus, 0 = skip),
 //! `--grid` (search-time settings on dev, no timings: `GRID=match:min:avgdl:common:title,...`,
-//! with optional `:docs:link:link_min:terms:term_weight` fields for a feedback second pass,
+//! with optional `:docs:link:link_min` fields for the second pass over title links,
 //! no feedback fields = no second pass; `HELDOUT=1` adds the held-out split;
-//! `FEEDBACK=docs:link:link_min:terms:term_weight` (`FEEDBACK=0`: none) replaces the default
+//! `FEEDBACK=docs:link:link_min` (`FEEDBACK=0`: none) replaces the default
 //! second pass for `--latency-only`), `--latency-only ROUNDS` (the default index's latency
 //! only), `PATHS_ONLY=1` (stop after the query-path ranking check),
 //! `--no-shipped`, `--quality-only` (tokenizer quality on dev and train at
@@ -151,7 +151,7 @@ fn shipped(config: &Config, scratch: &Path) {
         }
         let index = Index::open(&out).expect("open index");
         if config.latency_rounds > 0 {
-            // `FEEDBACK=docs:link:min:terms:weight` measures another second
+            // `FEEDBACK=docs:link:min` measures another second
             // pass (`FEEDBACK=0`: none) than the default, `TITLE_LINKS`.
             let feedback = std::env::var("FEEDBACK").map_or(TITLE_LINKS, |spec| {
                 feedback_from(&spec.split(':').collect::<Vec<_>>())
@@ -873,8 +873,8 @@ fn grid(mut index: Index, dev: &[Question], train: &[Question]) {
     }
 }
 
-/// A [`Feedback`] from `docs:link_weight:link_min_words:terms:term_weight`
-/// (missing fields: off; all missing: no feedback).
+/// A [`Feedback`] from `docs:link_weight:link_min_words` (missing fields:
+/// 0; all missing: no second pass).
 fn feedback_from(v: &[&str]) -> Feedback {
     let num = |i: usize| {
         v.get(i)
@@ -884,8 +884,6 @@ fn feedback_from(v: &[&str]) -> Feedback {
         docs: num(0) as usize,
         link_weight: num(1) as f32,
         link_min_words: num(2) as usize,
-        terms: num(3) as usize,
-        term_weight: num(4) as f32,
     }
 }
 

@@ -20,10 +20,11 @@
 //! block-max WAND (see [`Scoring`]).
 //!
 //! A second pass follows title links ([`TITLE_LINKS`], see [`Feedback`]):
-//! the title keys named in the text of the first pass's 3 best passages
-//! are added as `title_key` clauses and the union is scored again, so the
-//! passage a top passage names (the second hop of a multi-hop question)
-//! can rank even when the question shares no word with it.
+//! the title keys the first pass's 3 best passages name (stored with each
+//! passage when the index was built) become `title_key` clauses whose
+//! scores are added to the first pass's sums, so the passage a top passage
+//! names (the second hop of a multi-hop question) can rank even when the
+//! question shares no word with it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -229,11 +230,8 @@ impl Bm25Core {
     ) -> Result<Vec<(f32, tantivy::DocAddress)>, RetrieveError> {
         let tantivy_err = |e| RetrieveError::tantivy("searching", e);
         let clauses = self.clauses(words, keys, stats);
-        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
         let segments = searcher.segment_readers();
-        if !matches!(self.scoring,
-            Scoring::TermAtATime { max_postings } if postings <= max_postings)
-        {
+        if !self.term_at_a_time(&clauses, stats) {
             // Long enough for block-max WAND: only common words, whose best
             // passages name no particular entity, and a second scoring
             // would double the cost of the slowest queries. One pass.
@@ -247,7 +245,7 @@ impl Bm25Core {
         }
         let first = sums.best(segments, self.feedback.docs);
         let top = self.top_passages(searcher, &first)?;
-        let extra = feedback::expand(self, searcher, &self.feedback, &top, words, stats);
+        let extra = feedback::expand(self, searcher, &self.feedback, &top, stats);
         let extra: Vec<Clause> = extra
             .into_iter()
             .map(|(term, boost)| Clause {
@@ -277,11 +275,14 @@ impl Bm25Core {
                     .get_all(self.fields.links)
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect();
-                let p = self.passage(&doc, score);
+                let title = doc
+                    .get_first(self.fields.title)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
                 Ok(feedback::Top {
                     score,
-                    title: p.title,
-                    text: p.text,
+                    title,
                     links,
                 })
             })
@@ -307,18 +308,23 @@ impl Bm25Core {
         stats: &QueryStats,
         k: usize,
     ) -> Result<Vec<(f32, tantivy::DocAddress)>, RetrieveError> {
-        let postings: u64 = clauses.iter().map(|c| stats.df(&c.term)).sum();
-        match self.scoring {
-            Scoring::TermAtATime { max_postings } if postings <= max_postings => {
-                taat::top_k(searcher, clauses, stats, k)
-            }
-            scoring => searcher.search_with_statistics_provider(
-                &union_query(clauses, scoring == Scoring::Exhaustive),
+        if self.term_at_a_time(clauses, stats) {
+            taat::top_k(searcher, clauses, stats, k)
+        } else {
+            searcher.search_with_statistics_provider(
+                &union_query(clauses, self.scoring == Scoring::Exhaustive),
                 &TopDocs::with_limit(k),
                 stats,
-            ),
+            )
         }
         .map_err(|e| RetrieveError::tantivy("searching", e))
+    }
+
+    /// Whether `clauses` are scored term at a time ([`Scoring`]): their
+    /// postings are few enough, and the scoring is not forced to Tantivy's.
+    fn term_at_a_time(&self, clauses: &[Clause], stats: &QueryStats) -> bool {
+        let postings = || clauses.iter().map(|c| stats.df(&c.term)).sum::<u64>();
+        matches!(self.scoring, Scoring::TermAtATime { max_postings } if postings() <= max_postings)
     }
 
     /// A stored document as a passage.
