@@ -830,17 +830,25 @@ mod tests {
     use tantivy::IndexWriter;
 
     use super::*;
-    use crate::retrieve::schema::{title_key, TOKENIZER};
+    use crate::retrieve::corpus::Record;
+    use crate::retrieve::schema::{TitleKeys, TOKENIZER};
 
     /// A RAM index of `batches` segments (one commit each, no merges) over
     /// passages drawn from a small vocabulary, so scores tie often and terms
-    /// span segments; the passages with id in `deleted` are deleted.
+    /// span segments; the passages with id in `deleted` are deleted. One
+    /// pass (no title links).
     fn segmented_index(batches: usize, per_batch: usize, deleted: &[&str]) -> Bm25Core {
-        let (schema, fields) = Fields::schema_with(TOKENIZER);
-        let index = TantivyIndex::create_in_ram(schema);
-        register_tokenizers(&index);
-        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
-        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let mut core = index_of(&passages(batches * per_batch, false), batches, deleted);
+        // Tied first passes may differ between the scoring paths, and with
+        // them the second pass's expansion: compare one pass.
+        core.feedback = Feedback::default();
+        core
+    }
+
+    /// `n` passages `(id, title, text)` over a small vocabulary; with
+    /// `capitalised`, a third of the text's words are capitalised, so texts
+    /// name other passages' titles (links).
+    fn passages(n: usize, capitalised: bool) -> Vec<Record> {
         const VOCAB: [&str; 12] = [
             "river", "harbor", "mountain", "city", "band", "album", "film", "novel", "blue",
             "green", "north", "south",
@@ -852,16 +860,46 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        for batch in 0..batches {
-            for i in 0..per_batch {
+        (0..n)
+            .map(|i| {
                 let title = format!("{} {}", VOCAB[next(12)], VOCAB[next(12)]);
-                let text: Vec<&str> = (0..1 + next(20)).map(|_| VOCAB[next(12)]).collect();
-                let mut doc = TantivyDocument::default();
-                doc.add_text(fields.id, format!("p{batch}-{i}"));
-                doc.add_text(fields.title_key, title_key(&title).unwrap());
-                doc.add_text(fields.title, &title);
-                doc.add_text(fields.text, text.join(" "));
-                writer.add_document(doc).unwrap();
+                let text: Vec<String> = (0..1 + next(20))
+                    .map(|_| {
+                        let word = VOCAB[next(12)];
+                        if capitalised && next(3) == 0 {
+                            word[..1].to_uppercase() + &word[1..]
+                        } else {
+                            word.to_string()
+                        }
+                    })
+                    .collect();
+                Record {
+                    id: format!("p{i}"),
+                    title,
+                    text: text.join(" "),
+                }
+            })
+            .collect()
+    }
+
+    /// A RAM index of `records` in `segments` segments (one commit each, no
+    /// merges), built as `index` builds (links included); the passages with
+    /// id in `deleted` are deleted.
+    fn index_of(records: &[Record], segments: usize, deleted: &[&str]) -> Bm25Core {
+        let (schema, fields) = Fields::schema_with(TOKENIZER);
+        let index = TantivyIndex::create_in_ram(schema);
+        register_tokenizers(&index);
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let mut titles = TitleKeys::default();
+        for record in records {
+            titles.insert(&record.title);
+        }
+        for chunk in records.chunks(records.len().div_ceil(segments.max(1)).max(1)) {
+            for record in chunk {
+                writer
+                    .add_document(fields.document(record.clone(), &titles))
+                    .unwrap();
             }
             writer.commit().unwrap();
         }
@@ -869,11 +907,7 @@ mod tests {
             writer.delete_term(Term::from_field_text(fields.id, id));
         }
         writer.commit().unwrap();
-        let mut core = Bm25Core::new(index, 0.5).unwrap();
-        // Tied first passes may differ between the scoring paths, and with
-        // them the second pass's expansion: compare one pass.
-        core.feedback = Feedback::default();
-        core
+        Bm25Core::new(index, 0.5).unwrap()
     }
 
     const QUERIES: [&str; 6] = [
@@ -960,6 +994,38 @@ mod tests {
                 .search("river city", 5)
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn the_second_pass_gives_the_same_hits_on_one_segment_or_several() {
+        let records = passages(900, true);
+        let one = index_of(&records, 1, &[]);
+        let three = index_of(&records, 3, &[]);
+        assert_eq!(three.reader.searcher().segment_readers().len(), 3);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+        let mut changed = 0;
+        for query in QUERIES {
+            for k in [1, 3, 10] {
+                let (a, b) = (
+                    one.search(query, k).unwrap(),
+                    three.search(query, k).unwrap(),
+                );
+                assert_eq!(a.len(), b.len(), "{query}");
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert!(
+                        close(x.score, y.score),
+                        "{query} k={k} rank {i}: {x:?} vs {y:?}"
+                    );
+                }
+                let mut single = index_of(&records, 1, &[]);
+                single.feedback = Feedback::default();
+                if single.search(query, k).unwrap() != a {
+                    changed += 1;
+                }
+            }
+        }
+        // The links changed some rankings, so the second pass was exercised.
+        assert!(changed > 0);
     }
 
     #[test]

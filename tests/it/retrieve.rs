@@ -330,6 +330,31 @@ fn a_build_reports_progress_for_both_reads_of_the_corpus() {
 }
 
 #[test]
+fn ctrl_c_while_titles_are_read_keeps_the_old_index_and_leaves_no_debris() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("idx");
+    build(&write(tmp.path(), "good.jsonl", &jsonl_fixture()), &out).unwrap();
+    let big = write(tmp.path(), "big.jsonl", &numbered_corpus(5000, None));
+    let before = entries(tmp.path());
+    let options = small_options();
+    let cancel = Arc::clone(&options.cancel);
+    let passages = std::sync::atomic::AtomicU64::new(0);
+    let err = build_index_in_stages(&big, &out, &options, &|stage, n| match stage {
+        BuildStage::Titles if n >= 1024 => cancel.store(true, Ordering::Relaxed),
+        BuildStage::Titles => {}
+        BuildStage::Passages => {
+            passages.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, RetrieveError::Cancelled), "{err:?}");
+    // Stopped in the first read: no passage was indexed.
+    assert_eq!(passages.load(Ordering::Relaxed), 0);
+    assert_eq!(entries(tmp.path()), before);
+    assert_eq!(Index::open(&out).unwrap().num_docs(), 5);
+}
+
+#[test]
 fn next_build_removes_debris_of_a_killed_build() {
     let tmp = tempfile::tempdir().unwrap();
     let debris = tmp.path().join(".wiki.index.building-4242");
