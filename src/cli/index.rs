@@ -80,16 +80,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let bar = super::progress::Progress::counter("passages");
-    // A line count of the corpus gives the bar a total and an ETA.
-    let total = super::progress::count_lines(&args.corpus);
     // The corpus is read twice: its titles first (for each passage's title
-    // links), then the passages.
-    let result = build_index_in_stages(&args.corpus, &out, &options, &|stage, n| {
-        let message = match stage {
-            BuildStage::Titles => "reading titles (1 of 2)",
-            BuildStage::Passages => "indexing (2 of 2)",
-        };
-        bar.update(n, total.filter(|t| *t >= n), message.to_string())
+    // links), then the passages. The first read's count is the second's
+    // total, which gives the bar an ETA.
+    let total = std::cell::Cell::new(None);
+    let result = build_index_in_stages(&args.corpus, &out, &options, &|stage, n| match stage {
+        BuildStage::Titles => {
+            total.set(Some(n));
+            bar.update(n, None, "reading titles (1 of 2)".to_string());
+        }
+        BuildStage::Passages => {
+            let total = total.get().filter(|t| *t >= n);
+            bar.update(n, total, "indexing (2 of 2)".to_string());
+        }
     });
     bar.finish();
     // Every build error names the corpus or index path itself.

@@ -142,37 +142,6 @@ impl Progress {
     }
 }
 
-/// Non-blank lines of a line-oriented corpus (`.jsonl`, `.tsv`, optionally
-/// `.gz`), for a progress total; `None` for other formats or an unreadable file.
-pub fn count_lines(path: &std::path::Path) -> Option<u64> {
-    use std::io::BufRead;
-    let name = path.file_name()?.to_string_lossy().to_lowercase();
-    let name = name
-        .strip_suffix(".gz")
-        .map(str::to_string)
-        .unwrap_or(name.clone());
-    if !(name.ends_with(".jsonl") || name.ends_with(".tsv")) {
-        return None;
-    }
-    let file = std::fs::File::open(path).ok()?;
-    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
-    let mut count = 0;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => return Some(count),
-            Ok(_) => count += u64::from(line.iter().any(|b| !b.is_ascii_whitespace())),
-            Err(_) => return None,
-        }
-    }
-}
-
 /// The bar of a known total: whole counts, elapsed time and ETA.
 fn bar_style(what: &str) -> ProgressStyle {
     ProgressStyle::with_template(&format!(

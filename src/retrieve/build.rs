@@ -140,6 +140,9 @@ pub enum BuildStage {
 
 /// [`build_index`], with progress for both reads of the corpus:
 /// `progress(stage, n)` about every 1,024 lines, from the calling thread.
+/// The last [`BuildStage::Titles`] report is the number of passages and bad
+/// lines in the corpus: the total of the [`BuildStage::Passages`] reports
+/// that follow (less any bad lines skipped).
 pub fn build_index_in_stages(
     corpus: &Path,
     out: &Path,
@@ -265,19 +268,23 @@ fn title_keys(
     progress: &dyn Fn(u64),
 ) -> Result<TitleKeys, RetrieveError> {
     let mut titles = TitleKeys::default();
-    for (n, record) in reader.enumerate() {
-        if (n as u64).is_multiple_of(PROGRESS_EVERY) {
+    let mut lines = 0;
+    for record in reader {
+        if lines % PROGRESS_EVERY == 0 {
             if options.cancel.load(Ordering::Relaxed) {
                 return Err(RetrieveError::Cancelled);
             }
-            progress(n as u64);
+            progress(lines);
         }
+        lines += 1;
         match record {
             Ok(record) => titles.insert(&record.title),
             Err(RetrieveError::BadLine { .. }) if options.skip_bad_lines => {}
             Err(e) => return Err(e),
         }
     }
+    // The last report is the total, which the second read can show.
+    progress(lines);
     Ok(titles)
 }
 

@@ -69,14 +69,12 @@ impl MemoryIndex {
         let mut writer: IndexWriter = index
             .writer_with_num_threads(1, WRITER_BYTES)
             .map_err(err)?;
-        let records: Vec<Record> = records.into_iter().collect();
-        let mut titles = TitleKeys::default();
-        for record in &records {
-            titles.insert(&record.title);
-        }
+        // No title links: this index runs one pass (see below), so they
+        // would be stored and never read.
+        let no_links = TitleKeys::default();
         for record in records {
             writer
-                .add_document(fields.document(record, &titles))
+                .add_document(fields.document(record, &no_links))
                 .map_err(err)?;
         }
         writer.commit().map_err(err)?;
