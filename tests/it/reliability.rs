@@ -212,6 +212,13 @@ fn sleep_with_an_absurd_time_is_an_error_not_a_panic() {
 
 // --- 11. script time ---------------------------------------------------------
 
+/// The error `forward(question: "q")` stops with, as the user sees it.
+fn forward_error(host: &Host) -> String {
+    host.forward(&fields(json!({"question": "q"})), &ctx())
+        .unwrap_err()
+        .to_string()
+}
+
 fn host_with_timeout(source: &str, timeout: Duration) -> Host {
     let options = HostOptions {
         limits: Limits {
@@ -232,10 +239,7 @@ fn a_script_call_has_a_wall_clock_limit() {
         "fn forward(question) { let a = []; loop { a.push(question); } }",
         Duration::from_millis(300),
     );
-    let err = host
-        .forward(&fields(json!({"question": "q"})), &ctx())
-        .unwrap_err()
-        .to_string();
+    let err = forward_error(&host);
     assert!(
         err.contains("the script call ran longer than 0.3s (--script-timeout)"),
         "{err}"
@@ -249,10 +253,7 @@ fn a_script_call_has_a_wall_clock_limit() {
 fn limits_hit_inside_nested_functions_keep_their_position() {
     let source = "fn inner(x) {\n    let total = 0;\n    loop {\n        total += x;\n    }\n}\nfn helper(x) { inner(x) }\nfn forward(question) { helper(1) }";
     let host = host_with_timeout(source, Duration::from_millis(200));
-    let err = host
-        .forward(&fields(json!({"question": "q"})), &ctx())
-        .unwrap_err()
-        .to_string();
+    let err = forward_error(&host);
     // Line 4 (`total` or `x`, whichever read comes first after the limit).
     assert!(err.starts_with("slow.rhai:4:"), "{err}");
     assert!(
@@ -272,10 +273,7 @@ fn limits_hit_inside_nested_functions_keep_their_position() {
     options.limits.max_operations = 10_000;
     let host = Host::new(options, ctx());
     host.load_source("ops.rhai", source).unwrap();
-    let err = host
-        .forward(&fields(json!({"question": "q"})), &ctx())
-        .unwrap_err()
-        .to_string();
+    let err = forward_error(&host);
     assert!(err.starts_with("ops.rhai:4:"), "{err}");
     assert!(
         err.contains(": Too many operations: the script call ran more than 10000"),
@@ -292,10 +290,7 @@ fn runaway_recursion_keeps_its_position_and_a_short_chain() {
         "fn down(n) {\n  let m = n + 1;\n  down(m)\n}\nfn forward(question) { down(0) }",
         None,
     );
-    let err = host
-        .forward(&fields(json!({"question": "q"})), &ctx())
-        .unwrap_err()
-        .to_string();
+    let err = forward_error(&host);
     assert!(
         err.starts_with(
             "test.rhai:2:11: Stack overflow: script functions nested more than 64 calls deep"
@@ -318,10 +313,7 @@ fn a_script_that_catches_the_limit_error_is_still_stopped() {
         Duration::from_millis(200),
     );
     let started = std::time::Instant::now();
-    let err = host
-        .forward(&fields(json!({"question": "q"})), &ctx())
-        .unwrap_err()
-        .to_string();
+    let err = forward_error(&host);
     assert!(err.contains("ran longer than 0.2s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30), "{err}");
 }
