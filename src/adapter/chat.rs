@@ -96,6 +96,7 @@ pub fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> St
 /// All messages of one call: system, demo turns, then the request.
 pub fn format(sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message> {
     let turns = Turns {
+        adapter: NAME,
         system: system_message,
         user: user_message,
         assistant: assistant_message,

@@ -130,6 +130,7 @@ fn assistant_message(sig: &Signature, outputs: &Fields, missing: &str) -> String
 /// All messages of one call in the JSON adapter's format.
 pub fn format(sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message> {
     let turns = Turns {
+        adapter: NAME,
         system: system_message,
         user: user_message,
         assistant: assistant_message,

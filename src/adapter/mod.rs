@@ -290,6 +290,8 @@ fn output_requirements(sig: &Signature, render: impl Fn(&Field) -> String) -> St
 
 /// The three message builders of an adapter.
 struct Turns {
+    /// The adapter's DSPy class name, which keys its memo of system messages.
+    adapter: &'static str,
     system: fn(&Signature) -> String,
     user: fn(&Signature, &Fields, &str, bool) -> String,
     assistant: fn(&Signature, &Fields, &str) -> String,
@@ -305,7 +307,7 @@ fn messages(
     inputs: &Fields,
 ) -> Vec<crate::lm::Message> {
     use crate::lm::Message;
-    let mut out = vec![Message::new("system", (turns.system)(sig))];
+    let mut out = vec![Message::new("system", system_text(turns, sig))];
     for (demo, complete) in order_demos(sig, demos) {
         let (prefix, missing) = if complete {
             ("", MISSING_IN_COMPLETE_DEMO)
@@ -320,6 +322,39 @@ fn messages(
     }
     out.push(Message::new("user", (turns.user)(sig, inputs, "", true)));
     out
+}
+
+/// How many system messages each thread keeps (see [`system_text`]).
+const SYSTEM_MEMO: usize = 8;
+
+thread_local! {
+    /// The system messages this thread built last, newest first: (adapter,
+    /// signature, text).
+    static SYSTEM: std::cell::RefCell<std::collections::VecDeque<(&'static str, Signature, String)>> =
+        std::cell::RefCell::default();
+}
+
+/// The adapter's system message for `sig`, from this thread's memo when an
+/// equal signature (fields, types, descriptions and instructions) was
+/// formatted by the same adapter lately. The text depends only on those, and
+/// building it was ~10% of the user-space instructions of an `eval` LM call
+/// (~22k of ~205k, callgrind; BENCHMARKS.md "Per-call CPU", issue 15); the
+/// lookup compares at most [`SYSTEM_MEMO`] signatures.
+fn system_text(turns: &Turns, sig: &Signature) -> String {
+    SYSTEM.with_borrow_mut(|memo| {
+        if let Some((_, _, text)) = memo
+            .iter()
+            .find(|(adapter, s, _)| *adapter == turns.adapter && s == sig)
+        {
+            return text.clone();
+        }
+        let text = (turns.system)(sig);
+        if memo.len() == SYSTEM_MEMO {
+            memo.pop_back();
+        }
+        memo.push_front((turns.adapter, sig.clone(), text.clone()));
+        text
+    })
 }
 
 /// Splits demos into DSPy's order: incomplete demos (with at least one input

@@ -31,6 +31,7 @@ impl Adapter for XmlAdapter {
 
     fn format(&self, sig: &Signature, demos: &[&Fields], inputs: &Fields) -> Vec<Message> {
         let turns = Turns {
+            adapter: NAME,
             system: system_message,
             user: user_message,
             assistant: assistant_message,
