@@ -15,6 +15,7 @@ pub mod openai;
 pub use openai::wake_cancelled;
 pub mod response_format;
 pub mod scripted;
+mod transport;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,8 @@
 //! OpenAI-compatible chat-completions client.
 //!
-//! [`OpenAiClient`] posts to `<base>/chat/completions` with reqwest. The
+//! [`OpenAiClient`] posts to `<base>/chat/completions` (the HTTP client is
+//! in `transport.rs`: hyper-util's for plain HTTP to a server no proxy
+//! applies to, reqwest for HTTPS and proxies). The
 //! [`Backend`] interface is synchronous: a predictor call blocks its (plain
 //! OS) worker thread, and many worker threads call one shared client.
 //!
@@ -40,10 +42,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
+use super::transport::{Http, SendError};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
@@ -123,6 +126,8 @@ pub struct OpenAiClient {
 /// What every attempt needs, shared with the slots.
 struct Inner {
     url: reqwest::Url,
+    /// `url` parsed for hyper, once.
+    uri: hyper::Uri,
     auth: Option<HeaderValue>,
     options: ClientOptions,
     requests: AtomicU64,
@@ -174,16 +179,21 @@ impl OpenAiClient {
         };
         let max = options.max_concurrency.max(1);
         let no_proxy = is_loopback(&url);
+        let uri = url
+            .as_str()
+            .parse::<hyper::Uri>()
+            .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
         Ok(OpenAiClient {
+            slots: SlotPool::new(max, url.clone(), no_proxy),
             inner: Arc::new(Inner {
                 url,
+                uri,
                 auth,
                 options,
                 requests: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 response_format: super::response_format::StepDown::new(),
             }),
-            slots: SlotPool::new(max, no_proxy),
         })
     }
 
@@ -351,22 +361,17 @@ fn wait_before_retry(
 }
 
 /// One attempt: send, read at most `max_response_bytes`, classify.
-async fn send_once(
-    inner: &Inner,
-    http: &reqwest::Client,
-    body: Bytes,
-) -> Result<LmResponse, Failure> {
-    let mut request = http
-        .post(inner.url.clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(body);
-    if let Some(auth) = &inner.auth {
-        request = request.header(AUTHORIZATION, auth.clone());
-    }
+async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse, Failure> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
-    let mut response = request.send().await.map_err(transport_failure)?;
-    let status = response.status();
-    let retry_after = retry_after(response.headers());
+    let mut response = http
+        .post(&inner.url, &inner.uri, inner.auth.as_ref(), body)
+        .await
+        .map_err(|e| match e {
+            SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
+            SendError::Transport(e) => connect_failure(e),
+        })?;
+    let status = response.status;
+    let retry_after = retry_after(&response.headers);
     let limit = inner.options.max_response_bytes;
     let too_large = || Failure::Fatal(LmError::ResponseTooLarge { limit });
     let declared = response.content_length();
@@ -374,7 +379,7 @@ async fn send_once(
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(declared.map_or(16 << 10, |n| n as usize));
-    while let Some(chunk) = response.chunk().await.map_err(transport_failure)? {
+    while let Some(chunk) = response.chunk().await.map_err(connect_failure)? {
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -405,31 +410,18 @@ async fn send_once(
 /// A keep-alive connection and the runtime that drives it.
 struct Slot {
     runtime: Runtime,
-    http: reqwest::Client,
+    http: Http,
 }
 
 impl Slot {
-    /// `no_proxy`: ignore proxies from the environment (for a local server,
-    /// where one never makes sense).
-    fn new(no_proxy: bool) -> Result<Slot, LmError> {
+    /// A slot for requests to `url`; `no_proxy`: ignore proxies from the
+    /// environment (for a local server, where one never makes sense).
+    fn new(url: &reqwest::Url, no_proxy: bool) -> Result<Slot, LmError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
-        // A slot has one request in flight at a time, so its pool never
-        // holds more than one connection.
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("dspy-rhai/", env!("CARGO_PKG_VERSION")))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1)
-            .connect_timeout(Duration::from_secs(30));
-        if no_proxy {
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
+        let http = Http::new(url, no_proxy)
             .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Slot { runtime, http })
     }
@@ -440,6 +432,7 @@ struct SlotPool {
     state: Mutex<PoolState>,
     freed: Condvar,
     max: usize,
+    url: reqwest::Url,
     no_proxy: bool,
 }
 
@@ -452,8 +445,9 @@ struct PoolState {
 }
 
 impl SlotPool {
-    fn new(max: usize, no_proxy: bool) -> Self {
+    fn new(max: usize, url: reqwest::Url, no_proxy: bool) -> Self {
         SlotPool {
+            url,
             no_proxy,
             state: Mutex::new(PoolState {
                 free: Vec::new(),
@@ -479,7 +473,7 @@ impl SlotPool {
             if state.made < self.max {
                 state.made += 1;
                 drop(state);
-                return match Slot::new(self.no_proxy) {
+                return match Slot::new(&self.url, self.no_proxy) {
                     Ok(slot) => Ok(SlotGuard {
                         pool: self,
                         slot: Some(slot),
@@ -545,30 +539,12 @@ enum Failure {
     Fatal(LmError),
 }
 
-fn transport_failure(e: reqwest::Error) -> Failure {
-    if e.is_builder() {
-        return Failure::Fatal(LmError::Config(error_chain(&e)));
-    }
+/// A connection that failed before or during the reply: worth a retry.
+fn connect_failure(error: String) -> Failure {
     Failure::Retry {
-        error: LmError::Connect(error_chain(&e)),
+        error: LmError::Connect(error),
         retry_after: None,
     }
-}
-
-/// The error and its sources, joined with `: ` (reqwest hides the cause, such
-/// as "Connection refused", in the source chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `Retry-After` in seconds (OpenAI also sends `retry-after-ms`); HTTP dates

@@ -114,6 +114,53 @@ fn json_mode_and_bearer_key_are_sent_and_the_key_is_redacted() {
     assert_eq!(sent.body["response_format"], json!({"type": "json_object"}));
     assert!(sent.body.get("rollout_id").is_none());
     assert!(!format!("{lm:?}").contains("sk-test-secret"));
+    // A loopback server gets the direct client: the same headers as reqwest sends.
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    assert!(sent
+        .header("user-agent")
+        .is_some_and(|a| a.starts_with("dspy-rhai/")));
+    assert_eq!(
+        sent.header("host"),
+        Some(server.addr().to_string().as_str())
+    );
+}
+
+/// A plain-HTTP server behind a proxy from the environment goes through
+/// reqwest and the proxy (the direct client is for servers no proxy applies
+/// to): the mock is the proxy, and `lm.invalid` resolves nowhere, so only a
+/// request sent through the proxy can be answered.
+#[test]
+fn an_http_proxy_from_the_environment_is_used_for_a_remote_server() {
+    let server = MockServer::start(|_| {
+        MockReply::chat("[[ ## reasoning ## ]]\nr\n\n[[ ## answer ## ]]\nvia the proxy\n\n[[ ## completed ## ]]")
+    })
+    .unwrap();
+    let out = crate::common::cli()
+        .args([
+            "run",
+            "scripts/qa.rhai",
+            "--input",
+            "question=Who?",
+            "--lm",
+            "openai/m",
+            "--api-base",
+            "http://lm.invalid/v1",
+            "--no-cache",
+            "--json",
+        ])
+        .env("OPENAI_API_KEY", "sk-x")
+        .env("HTTP_PROXY", format!("http://{}", server.addr()))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via the proxy"));
+    let sent = &server.requests()[0];
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(sent.header("host"), Some("lm.invalid"));
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-x"));
 }
 
 #[test]

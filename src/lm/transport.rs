@@ -1,0 +1,255 @@
+//! The HTTP client inside one connection slot of the OpenAI client
+//! (`openai.rs`): sends one POST and hands back the status, the headers and
+//! a body read chunk by chunk.
+//!
+//! Two clients, chosen once per endpoint by [`Http::new`]:
+//! - **direct**: plain `http://` to a server that no proxy of the
+//!   environment applies to (the local servers: vLLM, Ollama, llama.cpp,
+//!   LM Studio, the benchmark mock). hyper-util's pooled HTTP/1.1 client,
+//!   which is what reqwest drives underneath, without reqwest's layers
+//!   (redirect and retry policies, a re-parse of every response's URL with
+//!   IDNA processing, request builders): ~40k fewer user-space instructions
+//!   per call, a quarter of an `eval` LM call's (callgrind, BENCHMARKS.md
+//!   "Per-call CPU", issue 15). The pool keeps the one connection alive and
+//!   resends a request whose pooled connection closed before it was written,
+//!   as reqwest does with the same pool.
+//! - **reqwest**: `https://` (rustls with the webpki roots) or a proxy
+//!   from `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (minus `NO_PROXY`), where
+//!   TLS and proxy tunnelling are reqwest's job and a request's CPU is
+//!   small beside the network's latency.
+//!
+//! Both send the same headers (`content-type`, `authorization`,
+//! `user-agent`), keep connections alive 90 s when idle, connect within
+//! 30 s, and set `TCP_NODELAY` and 60 s TCP keep-alive.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use hyper::{StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+const AGENT: &str = concat!("dspy-rhai/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// One slot's HTTP client (see the module doc for which one and why).
+pub(super) enum Http {
+    /// hyper-util's client over plain TCP.
+    Direct(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
+    /// reqwest, for TLS and proxies.
+    Reqwest(reqwest::Client),
+}
+
+/// How sending failed before a status line arrived.
+#[derive(Debug)]
+pub(super) enum SendError {
+    /// The request could not be built (a bug or a bad setting): not worth
+    /// retrying. The text names the cause.
+    Build(String),
+    /// Connecting, writing or reading failed: worth retrying. The text
+    /// gives the error and its causes ("Connection refused").
+    Transport(String),
+}
+
+/// A reply's status and headers, and its body still to be read.
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    body: Body,
+}
+
+enum Body {
+    Direct(hyper::body::Incoming),
+    Reqwest(reqwest::Response),
+}
+
+/// Whether [`Http::new`] picks the direct client for `url`: plain HTTP, and
+/// no proxy from the environment for it (`no_proxy`: ignore proxies, as for
+/// a loopback server).
+pub(super) fn is_direct(url: &reqwest::Url, no_proxy: bool) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    if no_proxy {
+        return true;
+    }
+    let Ok(uri) = url.as_str().parse::<Uri>() else {
+        return false;
+    };
+    hyper_util::client::proxy::matcher::Matcher::from_env()
+        .intercept(&uri)
+        .is_none()
+}
+
+impl Http {
+    /// The client for requests to `url`; `no_proxy` ignores proxies from
+    /// the environment (for a local server, where one never makes sense).
+    ///
+    /// Errors: reqwest's, when its TLS setup fails, as text.
+    pub(super) fn new(url: &reqwest::Url, no_proxy: bool) -> Result<Http, String> {
+        if is_direct(url, no_proxy) {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_keepalive(Some(TCP_KEEPALIVE));
+            connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            // A slot has one request in flight at a time, so its pool never
+            // holds more than one connection.
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .pool_max_idle_per_host(1)
+                .pool_timer(TokioTimer::new())
+                .build(connector);
+            return Ok(Http::Direct(client));
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(AGENT)
+            .tcp_nodelay(true)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(1)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if no_proxy {
+            builder = builder.no_proxy();
+        }
+        builder
+            .build()
+            .map(Http::Reqwest)
+            .map_err(|e| e.to_string())
+    }
+
+    /// POSTs `body` (JSON) to `url` (`uri`: the same URL, parsed once for
+    /// the direct client) with `auth` as the `authorization` header, and
+    /// waits for the status line and headers. Must run inside the slot's
+    /// runtime.
+    pub(super) async fn post(
+        &self,
+        url: &reqwest::Url,
+        uri: &Uri,
+        auth: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<Reply, SendError> {
+        let json = HeaderValue::from_static("application/json");
+        match self {
+            Http::Direct(client) => {
+                let mut request = hyper::Request::post(uri.clone())
+                    .header(CONTENT_TYPE, json)
+                    .header(USER_AGENT, HeaderValue::from_static(AGENT));
+                if let Some(auth) = auth {
+                    request = request.header(AUTHORIZATION, auth.clone());
+                }
+                let request = request
+                    .body(Full::new(body))
+                    .map_err(|e| SendError::Build(error_chain(&e)))?;
+                let response = client
+                    .request(request)
+                    .await
+                    .map_err(|e| SendError::Transport(error_chain(&e)))?;
+                let (parts, body) = response.into_parts();
+                Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Body::Direct(body),
+                })
+            }
+            Http::Reqwest(client) => {
+                let mut request = client
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, json)
+                    .body(body);
+                if let Some(auth) = auth {
+                    request = request.header(AUTHORIZATION, auth.clone());
+                }
+                let mut response = request.send().await.map_err(|e| {
+                    if e.is_builder() {
+                        SendError::Build(error_chain(&e))
+                    } else {
+                        SendError::Transport(error_chain(&e))
+                    }
+                })?;
+                Ok(Reply {
+                    status: response.status(),
+                    headers: std::mem::take(response.headers_mut()),
+                    body: Body::Reqwest(response),
+                })
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// The body's length from `content-length`, when the server sent one.
+    pub(super) fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(hyper::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    /// The next piece of the body, `None` at its end.
+    ///
+    /// Errors: the connection failed mid-body (as text with its causes).
+    pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match &mut self.body {
+            Body::Direct(body) => loop {
+                match body.frame().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(error_chain(&e)),
+                    // Trailers carry no body bytes.
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+            },
+            Body::Reqwest(response) => response.chunk().await.map_err(|e| error_chain(&e)),
+        }
+    }
+}
+
+/// The error and its sources, joined with `: ` (reqwest and hyper hide the
+/// cause, such as "Connection refused", in the source chain).
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_plain_http_without_a_proxy_goes_direct() {
+        assert!(is_direct(
+            &url("http://127.0.0.1:8000/v1/chat/completions"),
+            true
+        ));
+        assert!(!is_direct(
+            &url("https://127.0.0.1:8000/v1/chat/completions"),
+            true
+        ));
+        assert!(!is_direct(
+            &url("https://api.openai.com/v1/chat/completions"),
+            false
+        ));
+    }
+}
