@@ -245,10 +245,14 @@ impl OpenAiClient {
 
     /// One attempt on a checked-out slot, abandoned when `cancel` is set.
     fn attempt(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, Failure> {
-        let slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
+        let mut slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
         let inner = &self.inner;
         let timeout = inner.options.timeout;
-        slot.slot().runtime.block_on(async {
+        let idle = slot.slot().idle_since.elapsed() >= STALE_CHECK_AFTER;
+        let result = slot.slot().runtime.block_on(async {
+            if idle {
+                notice_closed_connections().await;
+            }
             let attempt = tokio::time::timeout(timeout, send_once(inner, &slot.slot().http, body));
             tokio::select! {
                 result = attempt => result.unwrap_or(Err(Failure::Retry {
@@ -257,7 +261,9 @@ impl OpenAiClient {
                 })),
                 () = cancelled(cancel) => Err(Failure::Fatal(LmError::Cancelled)),
             }
-        })
+        });
+        slot.slot_mut().idle_since = Instant::now();
+        result
     }
 }
 
@@ -284,6 +290,26 @@ impl Backend for OpenAiClient {
             retries: self.inner.retries.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A slot idle this long first lets its runtime look at its connection
+/// (see [`notice_closed_connections`]); back-to-back calls skip that.
+const STALE_CHECK_AFTER: Duration = Duration::from_millis(50);
+
+/// Lets the slot's runtime poll its I/O once without waiting, and run the
+/// connection's task, so that a keep-alive connection the server closed
+/// while the slot was idle (uvicorn, vLLM's server, closes them after 5 s
+/// without saying so) is seen closed and dropped from the pool before the
+/// request is written to it. Without this the connection task only runs
+/// while a request is in flight, so the request went to the dead
+/// connection, failed, and waited out a retry's backoff (1 s or more).
+///
+/// Two yields: after the first the runtime turns its I/O driver with no
+/// wait and wakes the connection's task, which runs after this future is
+/// polled again; after the second it has run. Costs one `epoll_wait`.
+async fn notice_closed_connections() {
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
 }
 
 /// Resolves once `cancel` is set: woken by [`wake_cancelled`], or noticed
@@ -411,6 +437,8 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
 struct Slot {
     runtime: Runtime,
     http: Http,
+    /// When its last attempt ended.
+    idle_since: Instant,
 }
 
 impl Slot {
@@ -423,7 +451,11 @@ impl Slot {
             .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
         let http = Http::new(url, no_proxy)
             .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Slot { runtime, http })
+        Ok(Slot {
+            runtime,
+            http,
+            idle_since: Instant::now(),
+        })
     }
 }
 
@@ -512,6 +544,12 @@ impl SlotGuard<'_> {
     fn slot(&self) -> &Slot {
         self.slot
             .as_ref()
+            .expect("a guard holds its slot until dropped")
+    }
+
+    fn slot_mut(&mut self) -> &mut Slot {
+        self.slot
+            .as_mut()
             .expect("a guard holds its slot until dropped")
     }
 }

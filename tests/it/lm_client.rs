@@ -853,3 +853,69 @@ fn built_lm_calls_the_server_and_prices_from_a_file() {
         Err(LmError::Config(_))
     ));
 }
+
+/// A server that closes each keep-alive connection once it has been idle
+/// 100 ms, without saying so (as uvicorn, vLLM's server, does after 5 s):
+/// the next call must open a new connection, not fail and wait out a
+/// retry's backoff (which it did before the slot's runtime looked at the
+/// connection: 2 retries in 3 calls).
+#[test]
+fn a_keep_alive_connection_the_server_closed_while_idle_is_replaced() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        // Idle past the timeout, or closed: drop the connection.
+                        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let reply = r#"{"choices":[{"message":{"content":"ok"}}]}"#;
+                    write!(
+                        writer,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(3)).unwrap();
+    for _ in 0..3 {
+        let reply = lm.complete(&request("m", "Q?")).unwrap();
+        assert_eq!(reply.choices, vec!["ok".to_string()]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(lm.stats().retries, 0, "no call needed a retry");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "one connection per call"
+    );
+}
