@@ -351,7 +351,12 @@ fn retry_line(error: &LmError, attempt: u32, max_retries: u32, wait: Duration) -
     let cause = match error {
         LmError::Http { status, .. } => format!("HTTP {status}"),
         LmError::Timeout(t) => format!("timed out after {:.1}s", t.as_secs_f64()),
-        LmError::Connect(e) => format!("connection failed: {}", excerpt(e, 120)),
+        // The innermost cause ("Connection refused (os error 111)"); the
+        // final error, if every attempt fails, has the whole chain and URL.
+        LmError::Connect(e) => format!(
+            "connection failed: {}",
+            excerpt(e.rsplit(": ").next().unwrap_or(e), 120)
+        ),
         LmError::BadResponse(e) => format!("malformed response: {}", excerpt(e, 120)),
         other => excerpt(&other.to_string(), 120),
     };
@@ -751,6 +756,21 @@ mod tests {
         );
         assert!(line.starts_with("LM request attempt 2 of 4 failed (malformed response: xxx"));
         assert!(line.len() < 250, "{line}");
+        let line = retry_line(
+            &LmError::Connect(
+                "error sending request for url (http://127.0.0.1:9/v1/chat/completions): \
+                 client error (Connect): tcp connect error: Connection refused (os error 111)"
+                    .into(),
+            ),
+            1,
+            3,
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            line,
+            "LM request attempt 1 of 4 failed (connection failed: Connection refused \
+             (os error 111)); retrying in 1.0s"
+        );
     }
 
     #[test]

@@ -144,10 +144,14 @@ impl Http {
                 let request = request
                     .body(Full::new(body))
                     .map_err(|e| SendError::Build(error_chain(&e)))?;
-                let response = client
-                    .request(request)
-                    .await
-                    .map_err(|e| SendError::Transport(error_chain(&e)))?;
+                let response = client.request(request).await.map_err(|e| {
+                    // reqwest's wording, so both clients' errors read alike.
+                    SendError::Transport(format!(
+                        "error sending request for url ({}): {}",
+                        without_credentials(url),
+                        error_chain(&e)
+                    ))
+                })?;
                 let (parts, body) = response.into_parts();
                 Ok(Reply {
                     status: parts.status,
@@ -213,6 +217,15 @@ impl Reply {
     }
 }
 
+/// `url` without a user name or password, for errors.
+fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
+    let mut url = url.clone();
+    // Only fails for URLs that cannot have credentials, which have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
+}
+
 /// The error and its sources, joined with `: ` (reqwest and hyper hide the
 /// cause, such as "Connection refused", in the source chain).
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -235,6 +248,15 @@ mod tests {
 
     fn url(s: &str) -> reqwest::Url {
         reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn errors_name_the_url_without_its_credentials() {
+        let u = url("http://user:secret@127.0.0.1:9/v1/chat/completions");
+        assert_eq!(
+            without_credentials(&u).as_str(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
     }
 
     #[test]

@@ -646,6 +646,13 @@ fn connection_refused_is_retried_then_reported() {
         .complete(&request("m", "?"))
         .unwrap_err();
     assert!(matches!(err, LmError::Connect(_)), "{err}");
+    // The error names the URL and the cause, as reqwest's did.
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{port}/v1/chat/completions")),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
 }
 
 #[test]
