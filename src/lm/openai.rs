@@ -402,6 +402,23 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
             SendError::Transport(e) => connect_failure(e),
         })?;
     let status = response.status;
+    if status.is_redirection() {
+        // Not followed: a chat-completions POST that moves means the API
+        // base is wrong, which following it silently would hide. Say where.
+        let location = response
+            .headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere (no Location header)");
+        return Err(Failure::Fatal(LmError::Http {
+            status: status.as_u16(),
+            body: format!(
+                "the server redirects {} to {location}; give the API base it points to \
+                 (redirects are not followed)",
+                inner.url
+            ),
+        }));
+    }
     let retry_after = retry_after(&response.headers);
     let limit = inner.options.max_response_bytes;
     let too_large = || Failure::Fatal(LmError::ResponseTooLarge { limit });

@@ -19,8 +19,9 @@
 //!   small beside the network's latency.
 //!
 //! Both send the same headers (`content-type`, `authorization`,
-//! `user-agent`), keep connections alive 90 s when idle, connect within
-//! 30 s, and set `TCP_NODELAY` and 60 s TCP keep-alive.
+//! `user-agent`), follow no redirect (the caller reports it), keep
+//! connections alive 90 s when idle, connect within 30 s, and set
+//! `TCP_NODELAY` and 60 s TCP keep-alive.
 
 use std::time::Duration;
 
@@ -111,7 +112,9 @@ impl Http {
             .tcp_keepalive(TCP_KEEPALIVE)
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(1)
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            // As the direct client: a redirect is reported, not followed.
+            .redirect(reqwest::redirect::Policy::none());
         if no_proxy {
             builder = builder.no_proxy();
         }

@@ -232,6 +232,31 @@ fn persistent_server_errors_exhaust_the_retries() {
 }
 
 #[test]
+fn a_redirect_is_reported_with_its_location_not_followed() {
+    let server = MockServer::start(|_| {
+        MockReply::status(307).header(
+            "location",
+            "http://127.0.0.1:1/elsewhere/v1/chat/completions",
+        )
+    })
+    .unwrap();
+    let err = client(&server, None, fast(3))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    match &err {
+        LmError::Http { status: 307, body } => {
+            assert!(body.contains("redirects"), "{body}");
+            assert!(
+                body.contains("http://127.0.0.1:1/elsewhere/v1/chat/completions"),
+                "{body}"
+            );
+        }
+        other => panic!("expected HTTP 307, got {other}"),
+    }
+    assert_eq!(server.request_count(), 1, "neither retried nor followed");
+}
+
+#[test]
 fn other_client_errors_are_not_retried() {
     let server = MockServer::start(|_| MockReply::status(401)).unwrap();
     let err = client(&server, Some("sk-wrong"), fast(3))
