@@ -9,13 +9,10 @@
 # default retries. SIGINT goes out once 16 requests are in flight.
 set -u
 BENCH=$1; shift
+source "$(dirname "$0")/mock_lm.sh"
 cd "$BENCH"
 PORT=8792
-python3 ../tools/mock_lm.py --port $PORT --gold data/sbs/gold_2300.jsonl --latency-ms 100000 > /dev/null 2>&1 &
-MOCK=$!
-trap 'kill $MOCK 2>/dev/null' EXIT
-sleep 1.5
-export OPENAI_API_KEY=x
+start_mock $PORT 100000
 requests() { curl -s "http://127.0.0.1:$PORT/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['total_requests'])"; }
 echo "# load at start: $(cat /proc/loadavg)"
 echo "design exit_code seconds_to_exit requests_before requests_after"

@@ -13,13 +13,10 @@
 # is the per-call count, without start-up and data loading.
 set -u
 BENCH=$1; shift
+source "$(dirname "$0")/mock_lm.sh"
 cd "$BENCH"
 PORT=8792
-python3 ../tools/mock_lm.py --port $PORT --gold data/sbs/gold_2300.jsonl --latency-ms 0 > /dev/null 2>&1 &
-MOCK=$!
-trap 'kill $MOCK 2>/dev/null' EXIT
-sleep 1.5
-export OPENAI_API_KEY=x
+start_mock $PORT 0
 count() {
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$1" eval rhai/predict.rhai \
     --data data/sbs/dev2000.jsonl --lm openai/gpt-4o-mini --api-base http://127.0.0.1:$PORT/v1 --no-cache \

@@ -13,13 +13,10 @@
 # start, script and data load), as rhai_vs_dspy.py does.
 set -u
 BENCH=$1; REPEATS=$2; shift 2
+source "$(dirname "$0")/mock_lm.sh"
 cd "$BENCH"
 PORT=8791
-python3 ../tools/mock_lm.py --port $PORT --gold data/sbs/gold_2300.jsonl --latency-ms 0 > /dev/null 2>&1 &
-MOCK=$!
-trap 'kill $MOCK 2>/dev/null' EXIT
-sleep 1.5
-export OPENAI_API_KEY=x
+start_mock $PORT 0
 A="--lm openai/gpt-4o-mini --api-base http://127.0.0.1:$PORT/v1 --no-cache"
 OUT=$(mktemp -d)
 echo "# load at start: $(cat /proc/loadavg)"
