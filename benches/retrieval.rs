@@ -22,7 +22,10 @@
 //! `SYNTH_INDEX=DIR` (keep the synthetic index there; reuse it if it exists).
 //! `RANKINGS=FILE` with `--latency-only` writes every dev question's top 10
 //! (ids and score bits, one question a line) there, to check that two builds
-//! rank exactly alike (`cmp` the files).
+//! rank exactly alike (`cmp` the files); `SHIPPED_INDEX=DIR` with
+//! `--latency-only` keeps the shipped corpus's index there and reuses it if
+//! it exists, so both search the same index (a multi-threaded build orders
+//! passages differently from run to run, and with them tied scores).
 //! `--latency-only` and the synthetic run also compare the default scoring
 //! (term at a time up to a postings limit) with Tantivy's exhaustive union
 //! and block-max WAND on the same index.
@@ -145,9 +148,16 @@ fn shipped(config: &Config, scratch: &Path) {
     }
     let mut last = None;
     for tokenizer in tokenizers {
-        let out = scratch.join(format!("wiki-{tokenizer}.index"));
         println!("\n-- tokenizer `{tokenizer}`");
-        run_child_build_with(config, &corpus, &out, tokenizer);
+        let out = match std::env::var_os("SHIPPED_INDEX") {
+            Some(dir) if config.latency_rounds > 0 => PathBuf::from(dir),
+            _ => scratch.join(format!("wiki-{tokenizer}.index")),
+        };
+        if out.join(dspy_rhai::retrieve::META_FILE).exists() {
+            println!("reusing the index in {}", out.display());
+        } else {
+            run_child_build_with(config, &corpus, &out, tokenizer);
+        }
         if questions.is_empty() {
             last = Some(out);
             continue;
