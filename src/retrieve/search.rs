@@ -1052,4 +1052,81 @@ mod tests {
         // Stale sums from earlier queries would change these scores.
         assert_eq!(core.search("river city", 5).unwrap(), first);
     }
+
+    /// The `k` best sums of `clauses` computed the plain way: Tantivy's own
+    /// weight per clause (`Bm25Weight::for_terms`), every posting's score
+    /// added in clause order, deleted passages left out, ties to the lower
+    /// address.
+    fn plain_top_k(
+        searcher: &tantivy::Searcher,
+        clauses: &[Clause],
+        stats: &QueryStats,
+        k: usize,
+    ) -> Vec<(f32, tantivy::DocAddress)> {
+        use tantivy::postings::Postings as _;
+        use tantivy::DocSet as _;
+        let mut sums: HashMap<tantivy::DocAddress, f32> = HashMap::new();
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            for clause in clauses {
+                let Some(Some(info)) = clause.infos.get(ord) else {
+                    continue;
+                };
+                let field = clause.term.field();
+                let weight = tantivy::query::Bm25Weight::for_terms(
+                    stats,
+                    std::slice::from_ref(&clause.term),
+                )
+                .unwrap()
+                .boost_by(clause.boost);
+                let norms = segment.get_fieldnorms_reader(field).unwrap();
+                let mut postings = segment
+                    .inverted_index(field)
+                    .unwrap()
+                    .read_postings_from_terminfo(info, IndexRecordOption::WithFreqs)
+                    .unwrap();
+                while postings.doc() != tantivy::TERMINATED {
+                    let doc = postings.doc();
+                    if segment.is_deleted(doc) {
+                        postings.advance();
+                        continue;
+                    }
+                    let score = weight.score(norms.fieldnorm_id(doc), postings.term_freq());
+                    *sums
+                        .entry(tantivy::DocAddress::new(ord as u32, doc))
+                        .or_insert(0.0) += score;
+                    postings.advance();
+                }
+            }
+        }
+        let mut hits: Vec<(f32, tantivy::DocAddress)> =
+            sums.into_iter().map(|(address, score)| (score, address)).collect();
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        hits.truncate(k);
+        hits
+    }
+
+    #[test]
+    fn term_at_a_time_gives_the_plain_sums_bit_for_bit() {
+        let bits = |h: &[(f32, tantivy::DocAddress)]| {
+            h.iter().map(|(s, a)| (s.to_bits(), *a)).collect::<Vec<_>>()
+        };
+        for core in [
+            segmented_index(3, 400, &[]),
+            segmented_index(2, 300, &["p3", "p17", "p250", "p401"]),
+        ] {
+            let searcher = core.reader.searcher();
+            for query in QUERIES {
+                let tokens = core.tokens(query);
+                let mut stats = core.stats(&searcher, &tokens.words);
+                let keys = core.title_keys(&searcher, query, &tokens, &mut stats);
+                let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
+                let clauses = core.clauses(&words, &keys, &stats);
+                for k in [1, 3, 10, 50] {
+                    let plain = plain_top_k(&searcher, &clauses, &stats, k);
+                    let taat = taat::top_k(&searcher, &clauses, &stats, k).unwrap();
+                    assert_eq!(bits(&plain), bits(&taat), "{query} k={k}");
+                }
+            }
+        }
+    }
 }
