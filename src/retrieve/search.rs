@@ -199,14 +199,19 @@ impl Bm25Core {
             return Ok(Vec::new());
         }
         let words = self.distinctive(&words, &stats);
+        // The passages the second pass read, read again below only if not there.
+        let mut read = Vec::new();
         let hits = if self.feedback.on() {
-            self.two_passes(&searcher, &words, &keys, &mut stats, k)?
+            self.two_passes(&searcher, &words, &keys, &mut stats, k, &mut read)?
         } else {
             self.score(&searcher, &self.clauses(&words, &keys, &stats), &stats, k)?
         };
         hits.into_iter()
             .map(|(score, address)| {
-                let doc = self.stored(&searcher, address)?;
+                let doc = match read.iter().position(|(at, _)| *at == address) {
+                    Some(i) => read.swap_remove(i).1,
+                    None => self.stored(&searcher, address)?,
+                };
                 Ok(self.passage(&doc, score))
             })
             .collect()
@@ -220,6 +225,9 @@ impl Bm25Core {
     /// pass's sums (kept per segment), which equals one pass over all the
     /// clauses. A query with more postings than term at a time takes (see
     /// [`Scoring`]) is scored once, without a second pass.
+    ///
+    /// The first pass's best passages, read from the store, go into
+    /// `read` (most are among the `k` returned).
     fn two_passes(
         &self,
         searcher: &tantivy::Searcher,
@@ -227,6 +235,7 @@ impl Bm25Core {
         keys: &[Term],
         stats: &mut QueryStats,
         k: usize,
+        read: &mut Vec<(tantivy::DocAddress, TantivyDocument)>,
     ) -> Result<Vec<(f32, tantivy::DocAddress)>, RetrieveError> {
         let tantivy_err = |e| RetrieveError::tantivy("searching", e);
         let clauses = self.clauses(words, keys, stats);
@@ -244,7 +253,7 @@ impl Bm25Core {
                 .map_err(tantivy_err)?;
         }
         let first = sums.best(segments, self.feedback.docs);
-        let top = self.top_passages(searcher, &first)?;
+        let top = self.top_passages(searcher, &first, read)?;
         let extra = feedback::expand(self, searcher, &self.feedback, &top, stats);
         let extra: Vec<Clause> = extra
             .into_iter()
@@ -262,11 +271,13 @@ impl Bm25Core {
         Ok(sums.best(segments, k))
     }
 
-    /// The first pass's best passages with their stored links.
+    /// The first pass's best passages with their stored links; the stored
+    /// passages go into `read`.
     fn top_passages(
         &self,
         searcher: &tantivy::Searcher,
         hits: &[(f32, tantivy::DocAddress)],
+        read: &mut Vec<(tantivy::DocAddress, TantivyDocument)>,
     ) -> Result<Vec<feedback::Top>, RetrieveError> {
         hits.iter()
             .map(|&(score, address)| {
@@ -280,6 +291,7 @@ impl Bm25Core {
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_string();
+                read.push((address, doc));
                 Ok(feedback::Top {
                     score,
                     title,
