@@ -20,6 +20,12 @@
 //! queries), `--data DIR` (default `../shared/data`), `--keep-synthetic FILE`
 //! (write the synthetic corpus there and keep it; reuse it if it exists),
 //! `SYNTH_INDEX=DIR` (keep the synthetic index there; reuse it if it exists).
+//! `RANKINGS=FILE` with `--latency-only` writes every dev question's top 10
+//! (ids and score bits, one question a line) there, to check that two builds
+//! rank exactly alike (`cmp` the files); `SHIPPED_INDEX=DIR` with
+//! `--latency-only` keeps the shipped corpus's index there and reuses it if
+//! it exists, so both search the same index (a multi-threaded build orders
+//! passages differently from run to run, and with them tied scores).
 //! `--latency-only` and the synthetic run also compare the default scoring
 //! (term at a time up to a postings limit) with Tantivy's exhaustive union
 //! and block-max WAND on the same index.
@@ -142,9 +148,16 @@ fn shipped(config: &Config, scratch: &Path) {
     }
     let mut last = None;
     for tokenizer in tokenizers {
-        let out = scratch.join(format!("wiki-{tokenizer}.index"));
         println!("\n-- tokenizer `{tokenizer}`");
-        run_child_build_with(config, &corpus, &out, tokenizer);
+        let out = match std::env::var_os("SHIPPED_INDEX") {
+            Some(dir) if config.latency_rounds > 0 => PathBuf::from(dir),
+            _ => scratch.join(format!("wiki-{tokenizer}.index")),
+        };
+        if out.join(dspy_rhai::retrieve::META_FILE).exists() {
+            println!("reusing the index in {}", out.display());
+        } else {
+            run_child_build_with(config, &corpus, &out, tokenizer);
+        }
         if questions.is_empty() {
             last = Some(out);
             continue;
@@ -164,6 +177,9 @@ fn shipped(config: &Config, scratch: &Path) {
                 latency(&index, &queries);
             }
             println!("load average: {}", loadavg());
+            if let Ok(path) = std::env::var("RANKINGS") {
+                write_rankings(&index, &queries, Path::new(&path));
+            }
             scoring_paths(&out, &queries, Scoring::Exhaustive, "exhaustive union");
             return;
         }
@@ -711,6 +727,25 @@ fn status_kb(key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Each query's top 10 as `id:score-bits` words, one query a line.
+fn write_rankings(index: &Index, queries: &[String], path: &Path) {
+    let mut out = BufWriter::new(File::create(path).expect("create the rankings file"));
+    for query in queries {
+        let hits = index.search(query, 10).expect("search");
+        let line: Vec<String> = hits
+            .iter()
+            .map(|p| format!("{}:{:08x}", p.id, p.score.to_bits()))
+            .collect();
+        writeln!(out, "{}", line.join(" ")).expect("write the rankings");
+    }
+    out.flush().expect("write the rankings");
+    println!(
+        "rankings of {} queries written to {}",
+        queries.len(),
+        path.display()
+    );
 }
 
 fn latency(index: &Index, queries: &[String]) {

@@ -129,13 +129,27 @@ pub(crate) fn top_k(
 }
 
 /// Each clause's BM25 weight under `stats`, times its boost.
+///
+/// The weight is the one `Bm25Weight::for_terms` makes for one term (the
+/// same idf and average field length, computed as Tantivy computes them,
+/// so the same bits), without the explanation it builds and never used
+/// here (a few allocations per clause).
 pub(crate) fn weights(
     clauses: &[Clause],
     stats: &dyn Bm25StatisticsProvider,
 ) -> tantivy::Result<Vec<Bm25Weight>> {
+    let docs = stats.total_num_docs()?;
     clauses
         .iter()
-        .map(|c| Ok(Bm25Weight::for_terms(stats, std::slice::from_ref(&c.term))?.boost_by(c.boost)))
+        .map(|c| {
+            let average_fieldnorm =
+                stats.total_num_tokens(c.term.field())? as Score / docs as Score;
+            let df = stats.doc_freq(&c.term)?;
+            Ok(
+                Bm25Weight::for_one_term_without_explain(df, docs, average_fieldnorm)
+                    .boost_by(c.boost),
+            )
+        })
         .collect()
 }
 
@@ -263,16 +277,23 @@ fn accumulate(
             if docs.is_empty() {
                 break;
             }
+            // Every posting's document is written at the end of `touched`
+            // and kept there only if its sum was 0 (every BM25 term score
+            // is positive, idf > 0 and tf >= 1, so 0 means "not touched
+            // yet"): no branch on it, which the processor could not
+            // predict. A block's documents are distinct.
+            let start = acc.touched.len();
+            acc.touched.resize(start + docs.len(), 0);
+            let fresh = &mut acc.touched[start..];
+            let mut kept = 0;
             for (&doc, &freq) in docs.iter().zip(block.freqs()) {
                 let score = weight.score(fieldnorms.fieldnorm_id(doc), freq);
                 let slot = &mut acc.scores[doc as usize];
-                // Every BM25 term score is positive (idf > 0, tf >= 1), so
-                // 0 means "not touched yet".
-                if *slot == 0.0 {
-                    acc.touched.push(doc);
-                }
+                fresh[kept] = doc;
+                kept += usize::from(*slot == 0.0);
                 *slot += score;
             }
+            acc.touched.truncate(start + kept);
             block.advance();
         }
     }
@@ -288,9 +309,21 @@ fn select(
     top: &mut BinaryHeap<Hit>,
 ) {
     let alive = segment.alive_bitset();
+    // A passage scoring below the worst kept one cannot enter a full heap:
+    // one float comparison settles most passages (an equal score still
+    // goes to the heap's order, which breaks ties by address).
+    let floor = |top: &BinaryHeap<Hit>| match top.peek() {
+        Some(worst) if top.len() == k => worst.score,
+        _ => Score::NEG_INFINITY,
+    };
+    let mut below = floor(top);
     for &doc in &acc.touched {
+        let score = acc.scores[doc as usize];
+        if score < below {
+            continue;
+        }
         let hit = Hit {
-            score: acc.scores[doc as usize],
+            score,
             address: DocAddress::new(segment_ord, doc),
         };
         if top.len() == k && top.peek().is_some_and(|worst| hit >= *worst) {
@@ -303,5 +336,6 @@ fn select(
         if top.len() > k {
             top.pop();
         }
+        below = floor(top);
     }
 }
