@@ -44,7 +44,8 @@ pub struct LmArgs {
     )]
     pub cache_dir: Option<PathBuf>,
     /// Per-request timeout in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = ClientOptions::default().timeout.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = ClientOptions::default().timeout.as_secs_f64(),
+          value_parser = positive_seconds)]
     pub timeout: f64,
     /// Retries after a failed request (429, 5xx, timeouts, connection errors).
     #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_retries)]
@@ -67,6 +68,21 @@ pub struct LmArgs {
     /// Default maximum completion tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u32>,
+}
+
+/// A positive, finite number of seconds that fits a `Duration` (clap's
+/// parser for `--timeout`: `Duration::from_secs_f64` panics on the rest).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) || Duration::try_from_secs_f64(secs).is_err() {
+        return Err(format!(
+            "must be a positive number of seconds, got `{text}`"
+        ));
+    }
+    Ok(secs)
 }
 
 impl LmArgs {
@@ -154,14 +170,15 @@ impl HostArgs {
             cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()
         };
-        if !self.script_timeout.is_finite() || self.script_timeout < 0.0 {
-            anyhow::bail!(
-                "--script-timeout must be a non-negative number of seconds, got {}",
-                self.script_timeout
-            );
-        }
-        options.limits.script_timeout =
-            (self.script_timeout > 0.0).then(|| Duration::from_secs_f64(self.script_timeout));
+        let secs = self.script_timeout;
+        options.limits.script_timeout = match Duration::try_from_secs_f64(secs) {
+            _ if secs == 0.0 => None,
+            Ok(limit) => Some(limit),
+            // Negative, NaN, infinite or beyond a Duration.
+            Err(_) => anyhow::bail!(
+                "--script-timeout must be 0 (no limit) or a positive number of seconds, got {secs}"
+            ),
+        };
         let lm = self.lm.build()?;
         super::progress::note(&match &lm {
             Some(lm) => format!("LM: {}", lm.model()),

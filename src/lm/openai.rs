@@ -46,7 +46,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use super::transport::{Http, SendError};
+use super::transport::{without_credentials, Http, SendError};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
@@ -157,14 +157,7 @@ impl OpenAiClient {
         api_key: Option<&str>,
         options: ClientOptions,
     ) -> Result<Self, LmError> {
-        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(LmError::Config(format!(
-                "invalid API base URL {base_url:?}: the scheme must be http or https"
-            )));
-        }
+        let url = chat_completions_url(base_url)?;
         let auth = match api_key {
             Some(key) => {
                 let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
@@ -211,6 +204,7 @@ impl OpenAiClient {
     fn send_with_retries(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, LmError> {
         let options = &self.inner.options;
         let mut attempts = 1;
+        let mut resent = false;
         loop {
             if cancel.load(Ordering::Relaxed) {
                 return Err(LmError::Cancelled);
@@ -219,6 +213,14 @@ impl OpenAiClient {
                 Ok(response) => return Ok(response),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry { error, retry_after }) => (error, retry_after),
+                // A server may close a kept-alive connection just as it is
+                // reused (some close after every reply without saying so):
+                // the first such failure costs no backoff and no retry line.
+                Err(Failure::Closed(_)) if !resent => {
+                    resent = true;
+                    continue;
+                }
+                Err(Failure::Closed(error)) => (error, None),
             };
             if attempts > options.max_retries {
                 return Err(if attempts == 1 {
@@ -351,11 +353,17 @@ fn retry_line(error: &LmError, attempt: u32, max_retries: u32, wait: Duration) -
     let cause = match error {
         LmError::Http { status, .. } => format!("HTTP {status}"),
         LmError::Timeout(t) => format!("timed out after {:.1}s", t.as_secs_f64()),
-        // The innermost cause ("Connection refused (os error 111)"); the
-        // final error, if every attempt fails, has the whole chain and URL.
+        // Without the "error sending request for url (URL): " the final
+        // error keeps, so the cause fits ("tcp connect error: Connection
+        // refused").
         LmError::Connect(e) => format!(
             "connection failed: {}",
-            excerpt(e.rsplit(": ").next().unwrap_or(e), 120)
+            excerpt(
+                e.strip_prefix("error sending request for url (")
+                    .and_then(|rest| rest.split_once("): "))
+                    .map_or(e.as_str(), |(_, cause)| cause),
+                120
+            )
         ),
         LmError::BadResponse(e) => format!("malformed response: {}", excerpt(e, 120)),
         other => excerpt(&other.to_string(), 120),
@@ -399,6 +407,15 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
         .await
         .map_err(|e| match e {
             SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
+            SendError::Certificate(e) => Failure::Fatal(LmError::Connect(format!(
+                "{e} (the server's TLS certificate is not trusted: dspy-rhai trusts the \
+                 Mozilla root certificates of webpki-roots)"
+            ))),
+            SendError::Closed(e) => Failure::Closed(LmError::Connect(e)),
+            SendError::Protocol(e) => Failure::Retry {
+                error: LmError::BadResponse(e),
+                retry_after: None,
+            },
             SendError::Transport(e) => connect_failure(e),
         })?;
     let status = response.status;
@@ -415,7 +432,7 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
             body: format!(
                 "the server redirects {} to {location}; give the API base it points to \
                  (redirects are not followed)",
-                inner.url
+                without_credentials(&inner.url)
             ),
         }));
     }
@@ -426,8 +443,17 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(declared.map_or(16 << 10, |n| n as usize));
-    while let Some(chunk) = response.chunk().await.map_err(connect_failure)? {
+    // The declared length is the server's word: reserve at most 1 MiB on
+    // it, and grow past that only as bytes arrive.
+    let mut bytes = Vec::with_capacity(declared.map_or(16 << 10, |n| n.min(1 << 20) as usize));
+    let broken = |e: String| Failure::Retry {
+        error: LmError::BadResponse(format!(
+            "{e} (reading the reply from {})",
+            without_credentials(&inner.url)
+        )),
+        retry_after: None,
+    };
+    while let Some(chunk) = response.chunk().await.map_err(broken)? {
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -597,6 +623,10 @@ enum Failure {
     },
     /// Retrying would not help.
     Fatal(LmError),
+    /// The connection closed or was reset before any reply, most often a
+    /// kept-alive one the server had just closed: resent at once on a new
+    /// connection, once per call; after that, retried like [`Failure::Retry`].
+    Closed(LmError),
 }
 
 /// A connection that failed before or during the reply: worth a retry.
@@ -618,6 +648,48 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs_f64((ms / 1000.0).min(3600.0)));
     }
     number("retry-after").map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+/// `<base>/chat/completions`, keeping the base's query (Azure's
+/// `?api-version=`).
+///
+/// Errors: [`LmError::Config`] naming the base (without credentials) for a
+/// malformed URL, a scheme other than http(s), a fragment, or a user name or
+/// password (the key goes in a header, and a URL's credentials would be
+/// sent as a second `authorization` header by one client and dropped by
+/// the other).
+fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
+    let shown = redact_userinfo(base_url);
+    let invalid = |why: &str| LmError::Config(format!("invalid API base URL {shown:?}: {why}"));
+    let mut url = reqwest::Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("it has a fragment (#...), which is never sent"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "it contains a user name or password; remove them and give the key in the \
+             provider's API key variable (e.g. OPENAI_API_KEY)",
+        ));
+    }
+    let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url)
+}
+
+/// `text` with the `user:password@` of a URL replaced by `***@`, for errors
+/// about a URL that may not parse.
+fn redact_userinfo(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => text.to_string(),
+    }
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
@@ -751,6 +823,35 @@ mod tests {
     }
 
     #[test]
+    fn the_chat_completions_path_goes_before_the_query() {
+        let url = |base: &str| chat_completions_url(base).map(|u| u.to_string());
+        assert_eq!(
+            url("http://h:1/v1").unwrap(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            url("http://h:1/v1//").unwrap(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            url("https://r.openai.azure.com/openai/deployments/d?api-version=2024-06-01").unwrap(),
+            "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-06-01"
+        );
+        assert_eq!(url("http://h:1").unwrap(), "http://h:1/chat/completions");
+        let err = url("http://h:1/v1#x").unwrap_err().to_string();
+        assert!(err.contains("fragment"), "{err}");
+        for base in ["http://u:s3cret@h:1/v1", "http://u:s3cret@h:99999/v1"] {
+            let err = url(base).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains("***@h:"), "{err}");
+        }
+        assert!(url("ftp://h/v1")
+            .unwrap_err()
+            .to_string()
+            .contains("scheme"));
+    }
+
+    #[test]
     fn retry_lines_name_attempt_cause_and_wait() {
         let line = retry_line(
             &LmError::Http {
@@ -785,8 +886,8 @@ mod tests {
         );
         assert_eq!(
             line,
-            "LM request attempt 1 of 4 failed (connection failed: Connection refused \
-             (os error 111)); retrying in 1.0s"
+            "LM request attempt 1 of 4 failed (connection failed: client error (Connect): \
+             tcp connect error: Connection refused (os error 111)); retrying in 1.0s"
         );
     }
 

@@ -45,15 +45,59 @@ pub(super) enum Http {
     Reqwest(reqwest::Client),
 }
 
-/// How sending failed before a status line arrived.
+/// How sending failed before a status line arrived. Each text names the
+/// URL (without credentials) and the error's causes.
 #[derive(Debug)]
 pub(super) enum SendError {
     /// The request could not be built (a bug or a bad setting): not worth
-    /// retrying. The text names the cause.
+    /// retrying.
     Build(String),
-    /// Connecting, writing or reading failed: worth retrying. The text
-    /// gives the error and its causes ("Connection refused").
+    /// The server's TLS certificate is not trusted: retrying cannot help.
+    Certificate(String),
+    /// The connection closed or was reset before any reply: most often a
+    /// kept-alive connection the server had just closed, so worth one
+    /// immediate resend on a new connection.
+    Closed(String),
+    /// The server answered with something that is not HTTP.
+    Protocol(String),
+    /// Connecting or writing failed ("Connection refused"): worth retrying.
     Transport(String),
+}
+
+impl SendError {
+    /// Sorts a client's error by its causes: hyper's, I/O's and rustls's
+    /// errors are somewhere in the source chain of both clients' errors.
+    fn classify(url: &reqwest::Url, e: &(dyn std::error::Error + 'static)) -> SendError {
+        // reqwest's wording, so both clients' errors read alike.
+        let text = format!(
+            "error sending request for url ({}): {}",
+            without_credentials(url),
+            error_chain(e)
+        );
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(cause) = source {
+            if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+                if hyper.is_incomplete_message() {
+                    return SendError::Closed(text);
+                }
+                if hyper.is_parse() || hyper.is_parse_status() {
+                    return SendError::Protocol(text);
+                }
+            }
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+                if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+                    return SendError::Closed(text);
+                }
+            }
+            // rustls's error, whose type is not ours to name.
+            if cause.to_string().starts_with("invalid peer certificate") {
+                return SendError::Certificate(text);
+            }
+            source = cause.source();
+        }
+        SendError::Transport(text)
+    }
 }
 
 /// A reply's status and headers, and its body still to be read.
@@ -147,14 +191,10 @@ impl Http {
                 let request = request
                     .body(Full::new(body))
                     .map_err(|e| SendError::Build(error_chain(&e)))?;
-                let response = client.request(request).await.map_err(|e| {
-                    // reqwest's wording, so both clients' errors read alike.
-                    SendError::Transport(format!(
-                        "error sending request for url ({}): {}",
-                        without_credentials(url),
-                        error_chain(&e)
-                    ))
-                })?;
+                let response = client
+                    .request(request)
+                    .await
+                    .map_err(|e| SendError::classify(url, &e))?;
                 let (parts, body) = response.into_parts();
                 Ok(Reply {
                     status: parts.status,
@@ -174,7 +214,7 @@ impl Http {
                     if e.is_builder() {
                         SendError::Build(error_chain(&e))
                     } else {
-                        SendError::Transport(error_chain(&e))
+                        SendError::classify(url, &e)
                     }
                 })?;
                 Ok(Reply {
@@ -188,8 +228,12 @@ impl Http {
 }
 
 impl Reply {
-    /// The body's length from `content-length`, when the server sent one.
+    /// The body's length from `content-length`, when the server sent one
+    /// and no `transfer-encoding` (which overrides it, RFC 9112 6.3).
     pub(super) fn content_length(&self) -> Option<u64> {
+        if self.headers.contains_key(hyper::header::TRANSFER_ENCODING) {
+            return None;
+        }
         self.headers
             .get(hyper::header::CONTENT_LENGTH)?
             .to_str()
@@ -221,7 +265,7 @@ impl Reply {
 }
 
 /// `url` without a user name or password, for errors.
-fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
+pub(super) fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
     let mut url = url.clone();
     // Only fails for URLs that cannot have credentials, which have none.
     let _ = url.set_username("");

@@ -561,6 +561,35 @@ fn out_of_range_settings_are_errors_before_anything_is_sent() {
     assert!(err.to_string().contains("temperature"), "{err}");
 }
 
+/// Timeouts a `Duration` cannot hold were a panic; now usage errors.
+#[test]
+fn timeouts_out_of_range_are_usage_errors_not_panics() {
+    for (flag, value) in [
+        ("--timeout", "-1"),
+        ("--timeout", "0"),
+        ("--timeout", "nan"),
+        ("--timeout", "1e30"),
+        ("--script-timeout", "1e30"),
+        ("--script-timeout", "-1"),
+    ] {
+        let out = crate::common::cli()
+            .args(["run", "scripts/qa.rhai", "--input", "question=x"])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("seconds"),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn the_history_keeps_the_configured_number_of_calls() {
     let server = MockServer::start(|req| {
@@ -886,6 +915,61 @@ fn built_lm_calls_the_server_and_prices_from_a_file() {
     ));
 }
 
+/// A raw HTTP/1.1 server on a free loopback port, for misbehaviour the mock
+/// server cannot show: each connection is given to `serve` on a thread of
+/// its own. Returns the address and the number of connections accepted.
+fn raw_server(
+    serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let serve = serve.clone();
+            let stream = stream.unwrap();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one request, head and body; `false` when the connection closed
+/// or stayed idle past its read timeout first.
+fn read_request(reader: &mut impl std::io::BufRead) -> bool {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
+            return false;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).is_ok()
+}
+
+/// A 200 chat completion answering "ok", with keep-alive left to HTTP/1.1's default.
+fn write_ok(writer: &mut impl std::io::Write) {
+    let reply = r#"{"choices":[{"message":{"content":"ok"}}]}"#;
+    write!(
+        writer,
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+        reply.len()
+    )
+    .unwrap();
+}
+
 /// A server that closes each keep-alive connection once it has been idle
 /// 100 ms, without saying so (as uvicorn, vLLM's server, does after 5 s):
 /// the next call must open a new connection, not fail and wait out a
@@ -893,49 +977,14 @@ fn built_lm_calls_the_server_and_prices_from_a_file() {
 /// connection: 2 retries in 3 calls).
 #[test]
 fn a_keep_alive_connection_the_server_closed_while_idle_is_replaced() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.unwrap();
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                stream
-                    .set_read_timeout(Some(Duration::from_millis(100)))
-                    .unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut length = 0;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        // Idle past the timeout, or closed: drop the connection.
-                        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        let lower = line.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    let reply = r#"{"choices":[{"message":{"content":"ok"}}]}"#;
-                    write!(
-                        writer,
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
-                        reply.len()
-                    )
-                    .unwrap();
-                }
-            });
+    let (addr, accepted) = raw_server(|stream| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        while read_request(&mut reader) {
+            write_ok(&mut writer);
         }
     });
     let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(3)).unwrap();
@@ -949,5 +998,63 @@ fn a_keep_alive_connection_the_server_closed_while_idle_is_replaced() {
         accepted.load(Ordering::SeqCst),
         3,
         "one connection per call"
+    );
+}
+
+/// A server that closes every connection after one reply without a
+/// `connection: close`, called back to back (too soon for the idle check):
+/// a request that meets the closed connection is resent at once on a new
+/// one, with no retry, backoff or retry line. (Without the resend: 9
+/// retries in 10 calls.)
+#[test]
+fn a_server_closing_after_every_reply_costs_no_retries() {
+    let (addr, accepted) = raw_server(|stream| {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        if read_request(&mut reader) {
+            write_ok(&mut writer);
+            // Close a little later, after the client's next request has
+            // come in on this connection (unread: the close resets it).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(3)).unwrap();
+    for _ in 0..10 {
+        assert_eq!(lm.complete(&request("m", "Q?")).unwrap().choices, ["ok"]);
+    }
+    assert_eq!(lm.stats().retries, 0);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        10,
+        "one connection per call"
+    );
+}
+
+/// The server declares a body of 100 TB. With the cap raised past that, the
+/// client must not reserve the declared size (that aborted the process) but
+/// read what comes: here nothing, so a short body, retried, then an error.
+#[test]
+fn a_huge_declared_length_is_not_reserved() {
+    let (addr, _) = raw_server(|stream| {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        if read_request(&mut reader) {
+            std::io::Write::write_all(
+                &mut writer,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100000000000000\r\n\r\n{",
+            )
+            .unwrap();
+        }
+    });
+    let mut options = fast(1);
+    options.max_response_bytes = usize::MAX / 2;
+    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, options).unwrap();
+    let err = lm.complete(&request("m", "Q?")).unwrap_err().to_string();
+    assert!(err.contains("malformed response"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "reading the reply from http://{addr}/v1/chat/completions"
+        )),
+        "{err}"
     );
 }
