@@ -26,15 +26,19 @@
 //!
 //! # Retries, limits and cancellation
 //! One request body is serialized once and sent with retries: 429, 5xx,
-//! connection errors, timeouts, and a 200 whose body is not a usable chat
-//! completion (invalid JSON, no `choices`) are retried with exponential
-//! backoff and jitter, or after the server's `Retry-After`; other 4xx are
-//! returned at once. Each retry prints one line on stderr (attempt, cause,
-//! wait). A reply larger than `max_response_bytes` is an error, never
-//! buffered whole. The caller's cancel flag (Ctrl-C) is checked while
-//! waiting for a slot, every 50 ms while a request is in flight, and during
-//! backoff: a cancelled call returns [`LmError::Cancelled`] within ~50 ms
-//! and sends nothing more.
+//! connection errors, timeouts, replies that are not HTTP or break off, and
+//! a 200 whose body is not a usable chat completion (invalid JSON, no
+//! `choices`) are retried with exponential backoff and jitter, or after the
+//! server's `Retry-After`; other 4xx, redirects (not followed: the error
+//! names the `Location`) and untrusted TLS certificates are returned at
+//! once. Each retry prints one line on stderr (attempt, cause, wait). A
+//! connection closed or reset before any reply (a kept-alive one the server
+//! had just closed) is resent at once, once per call, without a retry line.
+//! A reply larger than `max_response_bytes` is an error, never buffered
+//! whole. The caller's cancel flag (Ctrl-C) is checked while waiting for a
+//! slot, while a request is in flight (woken at once by
+//! [`wake_cancelled`], else every 250 ms), and during backoff (every 50 ms):
+//! a cancelled call returns [`LmError::Cancelled`] and sends nothing more.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
