@@ -977,29 +977,23 @@ mod tests {
         let searcher = core.reader.searcher();
         let segments = searcher.segment_readers();
         for query in QUERIES {
-            let tokens = core.tokens(query);
-            let mut stats = core.stats(&searcher, &tokens.words);
-            let keys = core.title_keys(&searcher, query, &tokens, &mut stats);
-            let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
-            let clauses = core.clauses(&words, &keys, &stats);
-            let weights = taat::weights(&clauses, &stats).unwrap();
-            let (first, second) = clauses.split_at(clauses.len() / 2);
-            let (w1, w2) = weights.split_at(clauses.len() / 2);
-            for k in [1, 3, 10] {
-                let one = taat::top_k(&searcher, &clauses, &stats, k).unwrap();
-                let mut sums = taat::Sums::take(segments.len());
-                for pass in [(first, w1), (second, w2)] {
-                    for (ord, segment) in segments.iter().enumerate() {
-                        sums.add(segment, ord, pass.0, pass.1).unwrap();
+            with_clauses(&core, &searcher, query, |stats, clauses| {
+                let weights = taat::weights(clauses, stats).unwrap();
+                let (first, second) = clauses.split_at(clauses.len() / 2);
+                let (w1, w2) = weights.split_at(clauses.len() / 2);
+                for k in [1, 3, 10] {
+                    let one = taat::top_k(&searcher, clauses, stats, k).unwrap();
+                    let mut sums = taat::Sums::take(segments.len());
+                    for pass in [(first, w1), (second, w2)] {
+                        for (ord, segment) in segments.iter().enumerate() {
+                            sums.add(segment, ord, pass.0, pass.1).unwrap();
+                        }
                     }
+                    let two = sums.best(segments, k);
+                    drop(sums);
+                    assert_eq!(bits(&one), bits(&two), "{query} k={k}");
                 }
-                let two = sums.best(segments, k);
-                drop(sums);
-                let bits = |h: &[(f32, tantivy::DocAddress)]| {
-                    h.iter().map(|(s, a)| (s.to_bits(), *a)).collect::<Vec<_>>()
-                };
-                assert_eq!(bits(&one), bits(&two), "{query} k={k}");
-            }
+            });
         }
         // The accumulator went back clean.
         let again = core.search("river city", 5).unwrap();
@@ -1125,26 +1119,40 @@ mod tests {
 
     #[test]
     fn term_at_a_time_gives_the_plain_sums_bit_for_bit() {
-        let bits = |h: &[(f32, tantivy::DocAddress)]| {
-            h.iter().map(|(s, a)| (s.to_bits(), *a)).collect::<Vec<_>>()
-        };
         for core in [
             segmented_index(3, 400, &[]),
             segmented_index(2, 300, &["p3", "p17", "p250", "p401"]),
         ] {
             let searcher = core.reader.searcher();
             for query in QUERIES {
-                let tokens = core.tokens(query);
-                let mut stats = core.stats(&searcher, &tokens.words);
-                let keys = core.title_keys(&searcher, query, &tokens, &mut stats);
-                let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
-                let clauses = core.clauses(&words, &keys, &stats);
-                for k in [1, 3, 10, 50] {
-                    let plain = plain_top_k(&searcher, &clauses, &stats, k);
-                    let taat = taat::top_k(&searcher, &clauses, &stats, k).unwrap();
-                    assert_eq!(bits(&plain), bits(&taat), "{query} k={k}");
-                }
+                with_clauses(&core, &searcher, query, |stats, clauses| {
+                    for k in [1, 3, 10, 50] {
+                        let plain = plain_top_k(&searcher, clauses, stats, k);
+                        let taat = taat::top_k(&searcher, clauses, stats, k).unwrap();
+                        assert_eq!(bits(&plain), bits(&taat), "{query} k={k}");
+                    }
+                });
             }
         }
+    }
+
+    /// `query`'s clauses as a search builds them, and their statistics.
+    fn with_clauses(
+        core: &Bm25Core,
+        searcher: &tantivy::Searcher,
+        query: &str,
+        f: impl FnOnce(&QueryStats, &[Clause]),
+    ) {
+        let tokens = core.tokens(query);
+        let mut stats = core.stats(searcher, &tokens.words);
+        let keys = core.title_keys(searcher, query, &tokens, &mut stats);
+        let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
+        let clauses = core.clauses(&words, &keys, &stats);
+        f(&stats, &clauses);
+    }
+
+    /// Hits with their scores' bits, to compare exactly.
+    fn bits(hits: &[(f32, tantivy::DocAddress)]) -> Vec<(u32, tantivy::DocAddress)> {
+        hits.iter().map(|(s, a)| (s.to_bits(), *a)).collect()
     }
 }
