@@ -8,9 +8,10 @@
 //!   LM Studio, the benchmark mock). hyper-util's pooled HTTP/1.1 client,
 //!   which is what reqwest drives underneath, without reqwest's layers
 //!   (redirect and retry policies, a re-parse of every response's URL with
-//!   IDNA processing, request builders): ~40k fewer user-space instructions
-//!   per call, a quarter of an `eval` LM call's (callgrind, BENCHMARKS.md
-//!   "Per-call CPU", issue 15). The pool keeps the one connection alive and
+//!   IDNA processing, request builders): 73k user-space instructions per
+//!   request against reqwest's 112k in a bare loop, and 25k fewer of an
+//!   `eval` LM call's (cachegrind; BENCHMARKS.md, "Instructions per call,
+//!   and the direct HTTP client", issue 15). The pool keeps the one connection alive and
 //!   resends a request whose pooled connection closed before it was written,
 //!   as reqwest does with the same pool.
 //! - **reqwest**: `https://` (rustls with the webpki roots) or a proxy
