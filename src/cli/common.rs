@@ -70,19 +70,29 @@ pub struct LmArgs {
     pub max_tokens: Option<u32>,
 }
 
-/// A positive, finite number of seconds that fits a `Duration` (clap's
-/// parser for `--timeout`: `Duration::from_secs_f64` panics on the rest).
+/// A positive number of seconds that fits a `Duration` (clap's parser for
+/// `--timeout`: `Duration::from_secs_f64` panics on the rest).
 fn positive_seconds(text: &str) -> Result<f64, String> {
-    let secs: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !(secs.is_finite() && secs > 0.0) || Duration::try_from_secs_f64(secs).is_err() {
-        return Err(format!(
+    match seconds(text) {
+        Some(secs) if secs > 0.0 => Ok(secs),
+        _ => Err(format!(
             "must be a positive number of seconds, got `{text}`"
-        ));
+        )),
     }
-    Ok(secs)
+}
+
+/// 0 (no limit) or a positive number of seconds that fits a `Duration`
+/// (clap's parser for `--script-timeout`).
+fn no_limit_or_seconds(text: &str) -> Result<f64, String> {
+    seconds(text).ok_or_else(|| {
+        format!("must be 0 (no limit) or a positive number of seconds, got `{text}`")
+    })
+}
+
+/// `text` as a non-negative, finite number of seconds that fits a `Duration`.
+fn seconds(text: &str) -> Option<f64> {
+    let secs: f64 = text.trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok().map(|_| secs)
 }
 
 impl LmArgs {
@@ -131,7 +141,7 @@ pub struct HostArgs {
     pub adapter: Option<crate::adapter::AdapterKind>,
     /// Wall-clock limit of one script call (forward, a metric), LM calls
     /// included, in seconds; 0 for none.
-    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = no_limit_or_seconds)]
     pub script_timeout: f64,
     /// A folder scripts may read and write (repeatable) besides their own
     /// folder and the working directory; $DSPY_ALLOW_PATH holds a
@@ -170,15 +180,9 @@ impl HostArgs {
             cancel: Some(Arc::clone(&self.lm.cancel)),
             ..HostOptions::default()
         };
-        let secs = self.script_timeout;
-        options.limits.script_timeout = match Duration::try_from_secs_f64(secs) {
-            _ if secs == 0.0 => None,
-            Ok(limit) => Some(limit),
-            // Negative, NaN, infinite or beyond a Duration.
-            Err(_) => anyhow::bail!(
-                "--script-timeout must be 0 (no limit) or a positive number of seconds, got {secs}"
-            ),
-        };
+        // Checked by its parser: 0, or seconds a Duration holds.
+        options.limits.script_timeout =
+            (self.script_timeout > 0.0).then(|| Duration::from_secs_f64(self.script_timeout));
         let lm = self.lm.build()?;
         super::progress::note(&match &lm {
             Some(lm) => format!("LM: {}", lm.model()),

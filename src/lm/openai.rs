@@ -243,8 +243,9 @@ impl OpenAiClient {
                     retry_line(&error, attempts, options.max_retries, wait)
                 );
             }
-            self.inner.retries.fetch_add(1, Ordering::Relaxed);
             sleep_unless_cancelled(wait, cancel)?;
+            // Counted once it goes out: a retry cancelled in its backoff is not one.
+            self.inner.retries.fetch_add(1, Ordering::Relaxed);
             attempts += 1;
         }
     }
@@ -426,11 +427,17 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
     if status.is_redirection() {
         // Not followed: a chat-completions POST that moves means the API
         // base is wrong, which following it silently would hide. Say where.
-        let location = response
-            .headers
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("nowhere (no Location header)");
+        let location = match response.headers.get(reqwest::header::LOCATION) {
+            None => "nowhere (no Location header)".to_string(),
+            // A relative Location is resolved against the request's URL.
+            Some(value) => match value.to_str() {
+                Ok(text) => inner
+                    .url
+                    .join(text)
+                    .map_or(text.to_string(), |u| without_credentials(&u).to_string()),
+                Err(_) => format!("{:?} (not text)", value.as_bytes()),
+            },
+        };
         return Err(Failure::Fatal(LmError::Http {
             status: status.as_u16(),
             body: format!(
@@ -439,6 +446,24 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
                 without_credentials(&inner.url)
             ),
         }));
+    }
+    // No decompression is asked for (no accept-encoding is sent), so a
+    // compressed reply is the server's error, and retrying will not change it.
+    if let Some(coding) = response
+        .headers
+        .get(reqwest::header::CONTENT_ENCODING)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|c| !c.is_empty() && c != "identity")
+    {
+        return Err(Failure::Fatal(LmError::BadResponse(format!(
+            "the reply from {} is encoded ({coding}), which dspy-rhai does not decode \
+             (it sends no accept-encoding)",
+            without_credentials(&inner.url)
+        ))));
     }
     let retry_after = retry_after(&response.headers);
     let limit = inner.options.max_response_bytes;
@@ -473,10 +498,14 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
     }
     let error = LmError::Http {
         status: status.as_u16(),
-        body: excerpt(
-            &String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]),
-            200,
-        ),
+        body: if bytes.is_empty() {
+            "(empty body)".to_string()
+        } else {
+            excerpt(
+                &String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]),
+                200,
+            )
+        },
     };
     if status.as_u16() == 429 || status.is_server_error() {
         Err(Failure::Retry { error, retry_after })

@@ -257,6 +257,35 @@ fn a_redirect_is_reported_with_its_location_not_followed() {
 }
 
 #[test]
+fn a_relative_redirect_is_shown_resolved_and_an_encoded_reply_is_named() {
+    let server =
+        MockServer::start(|_| MockReply::status(308).header("location", "/v2/chat/completions"))
+            .unwrap();
+    let err = client(&server, None, fast(3))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    let expected = format!("http://{}/v2/chat/completions", server.addr());
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    let server = MockServer::start(|_| {
+        MockReply::raw(200, "\u{1f}\u{8b}binary").header("content-encoding", "gzip")
+    })
+    .unwrap();
+    let err = client(&server, None, fast(3))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(matches!(err, LmError::BadResponse(_)), "{err}");
+    assert!(err.to_string().contains("encoded (gzip)"), "{err}");
+    assert_eq!(server.request_count(), 1, "not retried");
+
+    let server = MockServer::start(|_| MockReply::raw(400, "")).unwrap();
+    let err = client(&server, None, fast(0))
+        .complete(&request("m", "?"))
+        .unwrap_err();
+    assert!(err.to_string().ends_with("HTTP 400: (empty body)"), "{err}");
+}
+
+#[test]
 fn other_client_errors_are_not_retried() {
     let server = MockServer::start(|_| MockReply::status(401)).unwrap();
     let err = client(&server, Some("sk-wrong"), fast(3))
@@ -448,11 +477,12 @@ fn cancelling_drops_a_pending_retry() {
     setter.join().unwrap();
     assert!(matches!(err, LmError::Cancelled), "{err}");
     assert_eq!(server.request_count(), 1);
+    // The retry was cancelled in its backoff, never sent: not counted.
     assert_eq!(
         lm.stats(),
         TransportStats {
             requests: 1,
-            retries: 1
+            retries: 0
         }
     );
 }
@@ -561,7 +591,7 @@ fn out_of_range_settings_are_errors_before_anything_is_sent() {
     assert!(err.to_string().contains("temperature"), "{err}");
 }
 
-/// Timeouts a `Duration` cannot hold were a panic; now usage errors.
+/// Timeouts a `Duration` cannot hold were a panic; now usage errors (exit 2).
 #[test]
 fn timeouts_out_of_range_are_usage_errors_not_panics() {
     for (flag, value) in [
@@ -583,10 +613,7 @@ fn timeouts_out_of_range_are_usage_errors_not_panics() {
             stderr.contains(flag) && stderr.contains("seconds"),
             "{flag} {value}: {stderr}"
         );
-        assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "{flag} {value}: {stderr}"
-        );
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
     }
 }
 
