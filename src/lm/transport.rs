@@ -42,8 +42,12 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 pub(super) enum Http {
     /// hyper-util's client over plain TCP.
     Direct(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
-    /// reqwest, for TLS and proxies.
-    Reqwest(reqwest::Client),
+    /// reqwest, for TLS and proxies; `proxy` is the environment's proxy for
+    /// this endpoint (without credentials), named in errors.
+    Reqwest {
+        client: reqwest::Client,
+        proxy: Option<String>,
+    },
 }
 
 /// How sending failed before a status line arrived. Each text names the
@@ -68,13 +72,29 @@ pub(super) enum SendError {
 impl SendError {
     /// Sorts a client's error by its causes: hyper's, I/O's and rustls's
     /// errors are somewhere in the source chain of both clients' errors.
-    fn classify(url: &reqwest::Url, e: &(dyn std::error::Error + 'static)) -> SendError {
-        // reqwest's wording, so both clients' errors read alike.
-        let text = format!(
-            "error sending request for url ({}): {}",
-            without_credentials(url),
-            error_chain(e)
-        );
+    /// `proxy`: the proxy the request went through, if any, which the text
+    /// names (a proxy's failure otherwise reads as the LM server's).
+    fn classify(
+        url: &reqwest::Url,
+        proxy: Option<&str>,
+        e: &(dyn std::error::Error + 'static),
+    ) -> SendError {
+        // reqwest's wording, so both clients' errors read alike (reqwest's
+        // own errors already start so; a base URL has no credentials).
+        let chain = error_chain(e);
+        let mut text = if chain.starts_with("error sending request for url (") {
+            chain
+        } else {
+            format!(
+                "error sending request for url ({}): {chain}",
+                without_credentials(url)
+            )
+        };
+        if let Some(proxy) = proxy {
+            text.push_str(&format!(
+                " (through the proxy {proxy}, from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"
+            ));
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(cause) = source {
             if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
@@ -123,12 +143,19 @@ pub(super) fn is_direct(url: &reqwest::Url, no_proxy: bool) -> bool {
     if no_proxy {
         return true;
     }
-    let Ok(uri) = url.as_str().parse::<Uri>() else {
-        return false;
-    };
-    hyper_util::client::proxy::matcher::Matcher::from_env()
-        .intercept(&uri)
-        .is_none()
+    proxy_for(url).is_none()
+}
+
+/// The proxy the environment gives for `url` (scheme, host and port; no
+/// credentials), as reqwest will pick it: both read the variables through
+/// hyper-util's matcher.
+fn proxy_for(url: &reqwest::Url) -> Option<String> {
+    let uri = url.as_str().parse::<Uri>().ok()?;
+    let intercept = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
+    let proxy = intercept.uri();
+    let host = proxy.authority().map_or("", |a| a.as_str());
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    Some(format!("{}://{host}", proxy.scheme_str().unwrap_or("http")))
 }
 
 impl Http {
@@ -163,9 +190,10 @@ impl Http {
         if no_proxy {
             builder = builder.no_proxy();
         }
+        let proxy = if no_proxy { None } else { proxy_for(url) };
         builder
             .build()
-            .map(Http::Reqwest)
+            .map(|client| Http::Reqwest { client, proxy })
             .map_err(|e| e.to_string())
     }
 
@@ -195,7 +223,7 @@ impl Http {
                 let response = client
                     .request(request)
                     .await
-                    .map_err(|e| SendError::classify(url, &e))?;
+                    .map_err(|e| SendError::classify(url, None, &e))?;
                 let (parts, body) = response.into_parts();
                 Ok(Reply {
                     status: parts.status,
@@ -203,7 +231,7 @@ impl Http {
                     body: Body::Direct(body),
                 })
             }
-            Http::Reqwest(client) => {
+            Http::Reqwest { client, proxy } => {
                 let mut request = client
                     .post(url.clone())
                     .header(CONTENT_TYPE, json)
@@ -215,7 +243,7 @@ impl Http {
                     if e.is_builder() {
                         SendError::Build(error_chain(&e))
                     } else {
-                        SendError::classify(url, &e)
+                        SendError::classify(url, proxy.as_deref(), &e)
                     }
                 })?;
                 Ok(Reply {

@@ -163,6 +163,41 @@ fn an_http_proxy_from_the_environment_is_used_for_a_remote_server() {
     assert_eq!(sent.header("authorization"), Some("Bearer sk-x"));
 }
 
+/// A proxy that cannot be reached is named in the error (without its
+/// credentials), so its failure does not read as the LM server's.
+#[test]
+fn a_failing_proxy_is_named_in_the_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let out = crate::common::cli()
+        .args(["run", "scripts/qa.rhai", "--input", "question=Who?"])
+        .args(["--lm", "openai/m", "--api-base", "http://lm.invalid/v1"])
+        .args(["--no-cache", "--max-retries", "0"])
+        .env("OPENAI_API_KEY", "sk-x")
+        .env(
+            "HTTP_PROXY",
+            format!("http://user:pr0xypw@127.0.0.1:{port}"),
+        )
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("through the proxy http://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pr0xypw"), "{stderr}");
+    assert_eq!(
+        stderr.matches("error sending request").count(),
+        1,
+        "reqwest's wording once: {stderr}"
+    );
+}
+
 #[test]
 fn several_choices_and_null_content() {
     let server = MockServer::start(|_| MockReply::chat("yes")).unwrap();
