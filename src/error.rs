@@ -84,6 +84,20 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     join_chain(std::iter::successors(Some(error), |e| e.source()).map(|e| e.to_string()))
 }
 
+/// `url` with any `user:password@` replaced by `***@`, for messages. Works
+/// on text that does not parse as a URL; the authority ends at the first
+/// `/`, `?` or `#`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+        None => url.to_string(),
+    }
+}
+
 /// Joins the texts of an error chain, outermost first, skipping texts
 /// already present (see [`chain`]).
 pub fn join_chain(texts: impl IntoIterator<Item = String>) -> String {
@@ -108,5 +122,25 @@ pub fn in_context(context: &str, message: impl std::fmt::Display) -> String {
         message
     } else {
         format!("{context}: {message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_credentials_and_keep_the_rest() {
+        assert_eq!(
+            redact_url("http://user:secret@127.0.0.1:9/v1/chat/completions"),
+            "http://***@127.0.0.1:9/v1/chat/completions"
+        );
+        assert_eq!(
+            redact_url("http://u:s@h:1?api-version=1"),
+            "http://***@h:1?api-version=1"
+        );
+        // An @ in the path is not userinfo.
+        assert_eq!(redact_url("http://h:1/a@b"), "http://h:1/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -50,8 +50,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use super::transport::{without_credentials, Http, SendError};
+use super::transport::{Http, SendError};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
+use crate::error::redact_url;
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -129,6 +130,8 @@ pub struct OpenAiClient {
 
 /// What every attempt needs, shared with the slots.
 struct Inner {
+    /// Never has credentials ([`chat_completions_url`] refuses them), so it
+    /// is shown as it is in errors.
     url: reqwest::Url,
     /// `url` parsed for hyper, once.
     uri: hyper::Uri,
@@ -431,10 +434,7 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
             None => "nowhere (no Location header)".to_string(),
             // A relative Location is resolved against the request's URL.
             Some(value) => match value.to_str() {
-                Ok(text) => inner
-                    .url
-                    .join(text)
-                    .map_or(text.to_string(), |u| without_credentials(&u).to_string()),
+                Ok(text) => redact_url(inner.url.join(text).as_ref().map_or(text, |u| u.as_str())),
                 Err(_) => format!("{:?} (not text)", value.as_bytes()),
             },
         };
@@ -443,7 +443,7 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
             body: format!(
                 "the server redirects {} to {location}; give the API base it points to \
                  (redirects are not followed)",
-                without_credentials(&inner.url)
+                inner.url
             ),
         }));
     }
@@ -462,7 +462,7 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
         return Err(Failure::Fatal(LmError::BadResponse(format!(
             "the reply from {} is encoded ({coding}), which dspy-rhai does not decode \
              (it sends no accept-encoding)",
-            without_credentials(&inner.url)
+            inner.url
         ))));
     }
     let retry_after = retry_after(&response.headers);
@@ -476,10 +476,7 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
     // it, and grow past that only as bytes arrive.
     let mut bytes = Vec::with_capacity(declared.map_or(16 << 10, |n| n.min(1 << 20) as usize));
     let broken = |e: String| Failure::Retry {
-        error: LmError::BadResponse(format!(
-            "{e} (reading the reply from {})",
-            without_credentials(&inner.url)
-        )),
+        error: LmError::BadResponse(format!("{e} (reading the reply from {})", inner.url)),
         retry_after: None,
     };
     while let Some(chunk) = response.chunk().await.map_err(broken)? {
@@ -692,7 +689,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// sent as a second `authorization` header by one client and dropped by
 /// the other).
 fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
-    let shown = redact_userinfo(base_url);
+    let shown = redact_url(base_url);
     let invalid = |why: &str| LmError::Config(format!("invalid API base URL {shown:?}: {why}"));
     let mut url = reqwest::Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -710,19 +707,6 @@ fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
     let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
     url.set_path(&path);
     Ok(url)
-}
-
-/// `text` with the `user:password@` of a URL replaced by `***@`, for errors
-/// about a URL that may not parse.
-fn redact_userinfo(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => text.to_string(),
-    }
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {

@@ -33,6 +33,8 @@ use hyper::{StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::error::chain;
+
 const AGENT: &str = concat!("dspy-rhai/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -51,7 +53,8 @@ pub(super) enum Http {
 }
 
 /// How sending failed before a status line arrived. Each text names the
-/// URL (without credentials) and the error's causes.
+/// URL (which has no credentials: the client refuses them) and the error's
+/// causes.
 #[derive(Debug)]
 pub(super) enum SendError {
     /// The request could not be built (a bug or a bad setting): not worth
@@ -81,14 +84,11 @@ impl SendError {
     ) -> SendError {
         // reqwest's wording, so both clients' errors read alike (reqwest's
         // own errors already start so; a base URL has no credentials).
-        let chain = error_chain(e);
+        let chain = chain(e);
         let mut text = if chain.starts_with("error sending request for url (") {
             chain
         } else {
-            format!(
-                "error sending request for url ({}): {chain}",
-                without_credentials(url)
-            )
+            format!("error sending request for url ({url}): {chain}")
         };
         if let Some(proxy) = proxy {
             text.push_str(&format!(
@@ -219,7 +219,7 @@ impl Http {
                 }
                 let request = request
                     .body(Full::new(body))
-                    .map_err(|e| SendError::Build(error_chain(&e)))?;
+                    .map_err(|e| SendError::Build(chain(&e)))?;
                 let response = client
                     .request(request)
                     .await
@@ -241,7 +241,7 @@ impl Http {
                 }
                 let mut response = request.send().await.map_err(|e| {
                     if e.is_builder() {
-                        SendError::Build(error_chain(&e))
+                        SendError::Build(chain(&e))
                     } else {
                         SendError::classify(url, proxy.as_deref(), &e)
                     }
@@ -279,7 +279,7 @@ impl Reply {
             Body::Direct(body) => loop {
                 match body.frame().await {
                     None => return Ok(None),
-                    Some(Err(e)) => return Err(error_chain(&e)),
+                    Some(Err(e)) => return Err(chain(&e)),
                     // Trailers carry no body bytes.
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
@@ -288,34 +288,9 @@ impl Reply {
                     }
                 }
             },
-            Body::Reqwest(response) => response.chunk().await.map_err(|e| error_chain(&e)),
+            Body::Reqwest(response) => response.chunk().await.map_err(|e| chain(&e)),
         }
     }
-}
-
-/// `url` without a user name or password, for errors.
-pub(super) fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
-    let mut url = url.clone();
-    // Only fails for URLs that cannot have credentials, which have none.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url
-}
-
-/// The error and its sources, joined with `: ` (reqwest and hyper hide the
-/// cause, such as "Connection refused", in the source chain).
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -324,15 +299,6 @@ mod tests {
 
     fn url(s: &str) -> reqwest::Url {
         reqwest::Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn errors_name_the_url_without_its_credentials() {
-        let u = url("http://user:secret@127.0.0.1:9/v1/chat/completions");
-        assert_eq!(
-            without_credentials(&u).as_str(),
-            "http://127.0.0.1:9/v1/chat/completions"
-        );
     }
 
     #[test]

@@ -54,12 +54,12 @@ impl ColBertV2 {
         reqwest::Url::parse(url).map_err(|e| {
             RetrieveError::InvalidOption(format!(
                 "ColBERTv2 URL `{}`: {e}",
-                RetrieveError::redact_url(url)
+                crate::error::redact_url(url)
             ))
         })?;
         Ok(ColBertV2 {
             url: url.to_string(),
-            shown_url: RetrieveError::redact_url(url),
+            shown_url: crate::error::redact_url(url),
             post: false,
             http: Http::new(options.timeout, options.max_retries)?,
             cache: options.cache.clone(),

@@ -164,20 +164,6 @@ impl RetrieveError {
         }
     }
 
-    /// The error for a remote URL, with any `user:password@` removed.
-    pub fn redact_url(url: &str) -> String {
-        match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                match authority.rsplit_once('@') {
-                    Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                    None => url.to_string(),
-                }
-            }
-            None => url.to_string(),
-        }
-    }
-
     /// Wraps a Tantivy error with a short description of what was being done.
     pub fn tantivy(context: impl Into<String>, error: tantivy::TantivyError) -> Self {
         RetrieveError::Tantivy {

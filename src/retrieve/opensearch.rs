@@ -180,7 +180,7 @@ impl OpenSearch {
         reqwest::Url::parse(&base).map_err(|e| {
             RetrieveError::InvalidOption(format!(
                 "OpenSearch URL `{}`: {e}",
-                RetrieveError::redact_url(&base)
+                crate::error::redact_url(&base)
             ))
         })?;
         let auth = match (env(API_KEY_ENV), env(USER_ENV), env(PASSWORD_ENV)) {
@@ -197,7 +197,7 @@ impl OpenSearch {
             (None, None, None) => Auth::None,
         };
         Ok(OpenSearch {
-            shown_base: RetrieveError::redact_url(&base),
+            shown_base: crate::error::redact_url(&base),
             base,
             index: index.to_string(),
             auth,
