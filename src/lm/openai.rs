@@ -50,7 +50,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use super::transport::{Http, SendError};
+use super::transport::{Http, Route, SendError};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 use crate::error::redact_url;
 
@@ -184,7 +184,7 @@ impl OpenAiClient {
             .parse::<hyper::Uri>()
             .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
         Ok(OpenAiClient {
-            slots: SlotPool::new(max, url.clone(), no_proxy),
+            slots: SlotPool::new(max, Route::for_url(&url, no_proxy)),
             inner: Arc::new(Inner {
                 url,
                 uri,
@@ -520,14 +520,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// A slot for requests to `url`; `no_proxy`: ignore proxies from the
-    /// environment (for a local server, where one never makes sense).
-    fn new(url: &reqwest::Url, no_proxy: bool) -> Result<Slot, LmError> {
+    /// A slot whose client takes `route`.
+    fn new(route: &Route) -> Result<Slot, LmError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| LmError::Config(format!("cannot start the HTTP runtime: {e}")))?;
-        let http = Http::new(url, no_proxy)
+        let http = Http::new(route)
             .map_err(|e| LmError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Slot {
             runtime,
@@ -542,8 +541,8 @@ struct SlotPool {
     state: Mutex<PoolState>,
     freed: Condvar,
     max: usize,
-    url: reqwest::Url,
-    no_proxy: bool,
+    /// The endpoint's client, decided once for every slot.
+    route: Route,
 }
 
 struct PoolState {
@@ -555,10 +554,9 @@ struct PoolState {
 }
 
 impl SlotPool {
-    fn new(max: usize, url: reqwest::Url, no_proxy: bool) -> Self {
+    fn new(max: usize, route: Route) -> Self {
         SlotPool {
-            url,
-            no_proxy,
+            route,
             state: Mutex::new(PoolState {
                 free: Vec::new(),
                 made: 0,
@@ -583,7 +581,7 @@ impl SlotPool {
             if state.made < self.max {
                 state.made += 1;
                 drop(state);
-                return match Slot::new(&self.url, self.no_proxy) {
+                return match Slot::new(&self.route) {
                     Ok(slot) => Ok(SlotGuard {
                         pool: self,
                         slot: Some(slot),

@@ -2,7 +2,7 @@
 //! (`openai.rs`): sends one POST and hands back the status, the headers and
 //! a body read chunk by chunk.
 //!
-//! Two clients, chosen once per endpoint by [`Http::new`]:
+//! Two clients, chosen once per endpoint ([`Route`]):
 //! - **direct**: plain `http://` to a server that no proxy of the
 //!   environment applies to (the local servers: vLLM, Ollama, llama.cpp,
 //!   LM Studio, the benchmark mock). hyper-util's pooled HTTP/1.1 client,
@@ -40,7 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// One slot's HTTP client (see the module doc for which one and why).
+/// One slot's HTTP client (see the module doc for which one and why, and
+/// [`Route`]).
 pub(super) enum Http {
     /// hyper-util's client over plain TCP.
     Direct(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
@@ -133,17 +134,32 @@ enum Body {
     Reqwest(reqwest::Response),
 }
 
-/// Whether [`Http::new`] picks the direct client for `url`: plain HTTP, and
-/// no proxy from the environment for it (`no_proxy`: ignore proxies, as for
-/// a loopback server).
-pub(super) fn is_direct(url: &reqwest::Url, no_proxy: bool) -> bool {
-    if url.scheme() != "http" {
-        return false;
+/// Which client an endpoint's slots use: decided once per endpoint (the
+/// environment is read once), so every slot of it behaves alike.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Route {
+    /// Plain HTTP, no proxy: hyper-util's client.
+    Direct,
+    /// HTTPS or a proxy: reqwest. `no_proxy` ignores the environment's
+    /// proxies; `proxy` is the one that applies (no credentials), named in
+    /// errors.
+    Reqwest {
+        no_proxy: bool,
+        proxy: Option<String>,
+    },
+}
+
+impl Route {
+    /// The route for `url`; `no_proxy` ignores proxies from the environment
+    /// (for a loopback server, where one never makes sense).
+    pub(super) fn for_url(url: &reqwest::Url, no_proxy: bool) -> Route {
+        let proxy = if no_proxy { None } else { proxy_for(url) };
+        if url.scheme() == "http" && proxy.is_none() {
+            Route::Direct
+        } else {
+            Route::Reqwest { no_proxy, proxy }
+        }
     }
-    if no_proxy {
-        return true;
-    }
-    proxy_for(url).is_none()
 }
 
 /// The proxy the environment gives for `url` (scheme, host and port; no
@@ -159,12 +175,11 @@ fn proxy_for(url: &reqwest::Url) -> Option<String> {
 }
 
 impl Http {
-    /// The client for requests to `url`; `no_proxy` ignores proxies from
-    /// the environment (for a local server, where one never makes sense).
+    /// A client for `route`.
     ///
     /// Errors: reqwest's, when its TLS setup fails, as text.
-    pub(super) fn new(url: &reqwest::Url, no_proxy: bool) -> Result<Http, String> {
-        if is_direct(url, no_proxy) {
+    pub(super) fn new(route: &Route) -> Result<Http, String> {
+        let Route::Reqwest { no_proxy, proxy } = route else {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_keepalive(Some(TCP_KEEPALIVE));
@@ -177,7 +192,7 @@ impl Http {
                 .pool_timer(TokioTimer::new())
                 .build(connector);
             return Ok(Http::Direct(client));
-        }
+        };
         let mut builder = reqwest::Client::builder()
             .user_agent(AGENT)
             .tcp_nodelay(true)
@@ -187,10 +202,10 @@ impl Http {
             .connect_timeout(CONNECT_TIMEOUT)
             // As the direct client: a redirect is reported, not followed.
             .redirect(reqwest::redirect::Policy::none());
-        if no_proxy {
+        if *no_proxy {
             builder = builder.no_proxy();
         }
-        let proxy = if no_proxy { None } else { proxy_for(url) };
+        let proxy = proxy.clone();
         builder
             .build()
             .map(|client| Http::Reqwest { client, proxy })
@@ -303,17 +318,24 @@ mod tests {
 
     #[test]
     fn only_plain_http_without_a_proxy_goes_direct() {
-        assert!(is_direct(
-            &url("http://127.0.0.1:8000/v1/chat/completions"),
-            true
+        let route = |u: &str, no_proxy| Route::for_url(&url(u), no_proxy);
+        assert_eq!(
+            route("http://127.0.0.1:8000/v1/chat/completions", true),
+            Route::Direct
+        );
+        assert!(matches!(
+            route("https://127.0.0.1:8000/v1/chat/completions", true),
+            Route::Reqwest {
+                no_proxy: true,
+                proxy: None
+            }
         ));
-        assert!(!is_direct(
-            &url("https://127.0.0.1:8000/v1/chat/completions"),
-            true
-        ));
-        assert!(!is_direct(
-            &url("https://api.openai.com/v1/chat/completions"),
-            false
+        assert!(matches!(
+            route("https://api.openai.com/v1/chat/completions", false),
+            Route::Reqwest {
+                no_proxy: false,
+                ..
+            }
         ));
     }
 }
