@@ -977,11 +977,15 @@ fn built_lm_calls_the_server_and_prices_from_a_file() {
     ));
 }
 
+/// One accepted connection of [`raw_server`]: a buffered reader and a
+/// writer on the same socket.
+type RawConnection = (std::io::BufReader<std::net::TcpStream>, std::net::TcpStream);
+
 /// A raw HTTP/1.1 server on a free loopback port, for misbehaviour the mock
 /// server cannot show: each connection is given to `serve` on a thread of
 /// its own. Returns the address and the number of connections accepted.
 fn raw_server(
-    serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+    serve: impl Fn(RawConnection) + Send + Sync + 'static,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -993,7 +997,8 @@ fn raw_server(
             counter.fetch_add(1, Ordering::SeqCst);
             let serve = serve.clone();
             let stream = stream.unwrap();
-            std::thread::spawn(move || serve(stream));
+            let writer = stream.try_clone().unwrap();
+            std::thread::spawn(move || serve((std::io::BufReader::new(stream), writer)));
         }
     });
     (addr, accepted)
@@ -1039,12 +1044,10 @@ fn write_ok(writer: &mut impl std::io::Write) {
 /// connection: 2 retries in 3 calls).
 #[test]
 fn a_keep_alive_connection_the_server_closed_while_idle_is_replaced() {
-    let (addr, accepted) = raw_server(|stream| {
-        stream
+    let (addr, accepted) = raw_server(|(mut reader, mut writer)| {
+        writer
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = std::io::BufReader::new(stream);
         while read_request(&mut reader) {
             write_ok(&mut writer);
         }
@@ -1070,9 +1073,7 @@ fn a_keep_alive_connection_the_server_closed_while_idle_is_replaced() {
 /// retries in 10 calls.)
 #[test]
 fn a_server_closing_after_every_reply_costs_no_retries() {
-    let (addr, accepted) = raw_server(|stream| {
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = std::io::BufReader::new(stream);
+    let (addr, accepted) = raw_server(|(mut reader, mut writer)| {
         if read_request(&mut reader) {
             write_ok(&mut writer);
             // Close a little later, after the client's next request has
@@ -1097,9 +1098,7 @@ fn a_server_closing_after_every_reply_costs_no_retries() {
 /// read what comes: here nothing, so a short body, retried, then an error.
 #[test]
 fn a_huge_declared_length_is_not_reserved() {
-    let (addr, _) = raw_server(|stream| {
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = std::io::BufReader::new(stream);
+    let (addr, _) = raw_server(|(mut reader, mut writer)| {
         if read_request(&mut reader) {
             std::io::Write::write_all(
                 &mut writer,
