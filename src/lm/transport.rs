@@ -316,6 +316,61 @@ mod tests {
         reqwest::Url::parse(s).unwrap()
     }
 
+    /// An error whose cause is `source`, as the clients wrap theirs.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref()
+        }
+    }
+
+    /// The failure paths no local server here can produce (TLS) or produce
+    /// reliably, sorted by their causes at any depth.
+    #[test]
+    fn send_errors_are_sorted_by_their_causes() {
+        let u = url("https://lm.example/v1/chat/completions");
+        let wrap =
+            |cause: Box<dyn std::error::Error>| Wrapped("client error (Connect)", Some(cause));
+        let tls = wrap(Box::new(Wrapped(
+            "invalid peer certificate: UnknownIssuer",
+            None,
+        )));
+        let reset = wrap(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let refused = wrap(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        match SendError::classify(&u, None, &tls) {
+            SendError::Certificate(text) => {
+                assert!(text.starts_with("error sending request for url (https://lm.example/"));
+                assert!(
+                    text.ends_with("invalid peer certificate: UnknownIssuer"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            SendError::classify(&u, None, &reset),
+            SendError::Closed(_)
+        ));
+        match SendError::classify(&u, Some("http://proxy:3128"), &refused) {
+            SendError::Transport(text) => {
+                assert!(text.ends_with("(through the proxy http://proxy:3128, from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn only_plain_http_without_a_proxy_goes_direct() {
         let route = |u: &str, no_proxy| Route::for_url(&url(u), no_proxy);
