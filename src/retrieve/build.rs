@@ -482,8 +482,9 @@ impl BuildPaths {
     }
 
     /// Takes the build lock of `out` (`.<name>.lock` beside it, an OS file
-    /// lock released when the process ends, however it ends).
-    fn lock(&self) -> Result<std::fs::File, RetrieveError> {
+    /// lock released when the guard drops, or when the process ends, however
+    /// it ends).
+    fn lock(&self) -> Result<BuildLock, RetrieveError> {
         use std::io::{Read as _, Seek as _, Write as _};
         std::fs::create_dir_all(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
         let path = self.parent.join(format!(".{}.lock", self.name));
@@ -510,7 +511,7 @@ impl BuildPaths {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Ok(file)
+        Ok(BuildLock(file))
     }
 
     /// Checks that `out` may be replaced, removes debris of killed builds and
@@ -555,6 +556,23 @@ impl BuildPaths {
             return Err(RetrieveError::io(&self.out, e));
         }
         std::fs::remove_dir_all(&self.old).map_err(|e| RetrieveError::io(&self.old, e))
+    }
+}
+
+/// The held build lock of one output directory ([`BuildPaths::lock`]).
+///
+/// Dropping it unlocks explicitly rather than only closing the file. An
+/// `flock` belongs to the open file description, and a child process that
+/// another thread is spawning holds a copy of every descriptor from `fork`
+/// until `exec` closes it (`O_CLOEXEC`). Closing alone would then leave the
+/// lock held for that moment, and a build that follows at once (the next
+/// `build` in a REPL, a test, a loop) would fail with
+/// [`RetrieveError::BuildLocked`] naming this very process.
+struct BuildLock(std::fs::File);
+
+impl Drop for BuildLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -650,6 +668,25 @@ mod tests {
         let gone = tmp.path().join("gone");
         let err = exchange(&gone, &b).unwrap_err().to_string();
         assert!(err.contains(&b.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_dropped_build_lock_is_free_even_while_a_copy_of_its_descriptor_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = BuildPaths::new(&tmp.path().join("out.index")).unwrap();
+        let held = paths.lock().unwrap();
+        // A second build meanwhile is refused and told which process holds it.
+        match paths.lock() {
+            Err(RetrieveError::BuildLocked { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected BuildLocked, got {:?}", other.map(|_| ())),
+        }
+        // What a child being spawned by another thread holds between fork
+        // and exec: a second descriptor for the same open file description.
+        let inherited = held.0.try_clone().unwrap();
+        drop(held);
+        let again = paths.lock();
+        assert!(again.is_ok(), "{:?}", again.map(|_| ()));
+        drop(inherited);
     }
 
     #[test]
