@@ -155,9 +155,23 @@ pub enum LmError {
         /// Response body (truncated).
         body: String,
     },
-    /// The request did not complete in time.
-    #[error("LM request timed out after {0:?}")]
-    Timeout(Duration),
+    /// The request did not complete within the client's timeout
+    /// (`--timeout`): names the URL and how far the reply had come.
+    #[error(
+        "LM request to {url} timed out after {:.1}s {} (raise --timeout for a slow model or server)",
+        after.as_secs_f64(),
+        timeout_stage(*reply_bytes)
+    )]
+    Timeout {
+        /// The chat-completions URL (without credentials).
+        url: String,
+        /// The timeout that ran out.
+        after: Duration,
+        /// `None` when no reply had begun (connecting, sending, or the
+        /// server still working on it); else the body bytes read after the
+        /// status line arrived.
+        reply_bytes: Option<usize>,
+    },
     /// The server could not be reached.
     #[error("could not connect to the LM server: {0}")]
     Connect(String),
@@ -189,6 +203,15 @@ pub enum LmError {
     /// The run was interrupted (Ctrl-C) while the call waited or was in flight.
     #[error("the LM call was cancelled (interrupted)")]
     Cancelled,
+}
+
+/// How far a timed-out request had come, for [`LmError::Timeout`].
+fn timeout_stage(reply_bytes: Option<usize>) -> String {
+    match reply_bytes {
+        None => "waiting for the reply to begin (connecting, sending, or the server still working)"
+            .to_string(),
+        Some(n) => format!("while reading the reply ({n} bytes of its body received)"),
+    }
 }
 
 /// Counters a transport keeps over its lifetime.

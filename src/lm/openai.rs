@@ -40,6 +40,7 @@
 //! [`wake_cancelled`], else every 250 ms), and during backoff (every 50 ms):
 //! a cancelled call returns [`LmError::Cancelled`] and sends nothing more.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -259,14 +260,23 @@ impl OpenAiClient {
         let inner = &self.inner;
         let timeout = inner.options.timeout;
         let idle = slot.slot().idle_since.elapsed() >= STALE_CHECK_AFTER;
+        // Body bytes read once the reply began, for a timeout's message.
+        let reply_bytes = Cell::new(None);
         let result = slot.slot().runtime.block_on(async {
             if idle {
                 notice_closed_connections().await;
             }
-            let attempt = tokio::time::timeout(timeout, send_once(inner, &slot.slot().http, body));
+            let attempt = tokio::time::timeout(
+                timeout,
+                send_once(inner, &slot.slot().http, body, &reply_bytes),
+            );
             tokio::select! {
-                result = attempt => result.unwrap_or(Err(Failure::Retry {
-                    error: LmError::Timeout(timeout),
+                result = attempt => result.unwrap_or_else(|_| Err(Failure::Retry {
+                    error: LmError::Timeout {
+                        url: inner.url.to_string(),
+                        after: timeout,
+                        reply_bytes: reply_bytes.get(),
+                    },
                     retry_after: None,
                 })),
                 () = cancelled(cancel) => Err(Failure::Fatal(LmError::Cancelled)),
@@ -360,7 +370,16 @@ fn sleep_unless_cancelled(wait: Duration, cancel: &AtomicBool) -> Result<(), LmE
 fn retry_line(error: &LmError, attempt: u32, max_retries: u32, wait: Duration) -> String {
     let cause = match error {
         LmError::Http { status, .. } => format!("HTTP {status}"),
-        LmError::Timeout(t) => format!("timed out after {:.1}s", t.as_secs_f64()),
+        LmError::Timeout {
+            after, reply_bytes, ..
+        } => format!(
+            "timed out after {:.1}s{}",
+            after.as_secs_f64(),
+            match reply_bytes {
+                None => String::new(),
+                Some(n) => format!(" reading the reply, {n} bytes in"),
+            }
+        ),
         // Without the "error sending request for url (URL): " the final
         // error keeps, so the cause fits ("tcp connect error: Connection
         // refused").
@@ -408,7 +427,14 @@ fn wait_before_retry(
 }
 
 /// One attempt: send, read at most `max_response_bytes`, classify.
-async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse, Failure> {
+/// `reply_bytes` becomes `Some(body bytes read)` once the status line has
+/// arrived (what a timeout reports).
+async fn send_once(
+    inner: &Inner,
+    http: &Http,
+    body: Bytes,
+    reply_bytes: &Cell<Option<usize>>,
+) -> Result<LmResponse, Failure> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
     let mut response = http
         .post(&inner.url, &inner.uri, inner.auth.as_ref(), body)
@@ -479,11 +505,13 @@ async fn send_once(inner: &Inner, http: &Http, body: Bytes) -> Result<LmResponse
         error: LmError::BadResponse(format!("{e} (reading the reply from {})", inner.url)),
         retry_after: None,
     };
+    reply_bytes.set(Some(0));
     while let Some(chunk) = response.chunk().await.map_err(broken)? {
         if bytes.len() + chunk.len() > limit {
             return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
+        reply_bytes.set(Some(bytes.len()));
     }
     if status.is_success() {
         // A 200 that is not a chat completion is a server hiccup (a proxy's

@@ -24,12 +24,20 @@ fn every_error() -> Vec<Error> {
             status: 500,
             body: "upstream failed".into(),
         },
-        LmError::Timeout(Duration::from_secs(3)),
+        LmError::Timeout {
+            url: "http://127.0.0.1:8000/v1/chat/completions".into(),
+            after: Duration::from_secs(3),
+            reply_bytes: None,
+        },
         LmError::Connect("connection refused".into()),
         LmError::BadResponse("no choices".into()),
         LmError::RetriesExhausted {
             attempts: 4,
-            last: Box::new(LmError::Timeout(Duration::from_secs(1))),
+            last: Box::new(LmError::Timeout {
+                url: "http://127.0.0.1:8000/v1/chat/completions".into(),
+                after: Duration::from_secs(1),
+                reply_bytes: Some(512),
+            }),
         },
         LmError::Scripted("out of answers".into()),
     ];

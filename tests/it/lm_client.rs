@@ -347,10 +347,62 @@ fn a_slow_server_times_out_after_retries() {
         .unwrap_err();
     match err {
         LmError::RetriesExhausted { attempts: 2, last } => {
-            assert!(matches!(*last, LmError::Timeout(_)), "{last}")
+            assert!(
+                matches!(&*last, LmError::Timeout { reply_bytes: None, url, .. }
+                    if *url == format!("{}/chat/completions", server.base_url())),
+                "{last}"
+            );
+            // The message names the URL, the time and how far the reply had come.
+            let text = last.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "LM request to {}/chat/completions timed out after 0.1s waiting for the reply to begin",
+                    server.base_url()
+                )) && text.ends_with("(raise --timeout for a slow model or server)"),
+                "{text}"
+            );
         }
         other => panic!("expected RetriesExhausted after timeouts, got {other}"),
     }
+}
+
+/// A reply that starts and then stalls: the timeout says how much of the
+/// body had arrived, so a slow stream reads apart from a server that never
+/// answered.
+#[test]
+fn a_timeout_mid_reply_says_how_much_had_arrived() {
+    let (addr, _) = raw_server(|(mut reader, mut writer)| {
+        if read_request(&mut reader) {
+            std::io::Write::write_all(
+                &mut writer,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"choices\":",
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    });
+    let options = ClientOptions {
+        timeout: Duration::from_millis(300),
+        ..fast(0)
+    };
+    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, options).unwrap();
+    let err = lm.complete(&request("m", "Q?")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LmError::Timeout {
+                reply_bytes: Some(11),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "http://{addr}/v1/chat/completions timed out after 0.3s while reading the reply (11 bytes of its body received)"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
