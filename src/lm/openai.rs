@@ -51,7 +51,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use super::transport::{Http, Route, SendError};
+use super::transport::{Http, Route, SendError, PROXY_AUTH_HINT};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 use crate::error::redact_url;
 
@@ -158,8 +158,9 @@ impl OpenAiClient {
     /// A client for `base_url` (e.g. `https://api.openai.com/v1`), sending
     /// `api_key` as a bearer token when given.
     ///
-    /// Errors: [`LmError::Config`] for a malformed URL or a key that cannot
-    /// be sent in a header.
+    /// Errors: [`LmError::Config`] for a malformed URL, a key that cannot
+    /// be sent in a header, a SOCKS proxy in the environment for this URL,
+    /// or an unreadable `SSL_CERT_FILE` (for `https://` or a proxy).
     pub fn new(
         base_url: &str,
         api_key: Option<&str>,
@@ -184,8 +185,9 @@ impl OpenAiClient {
             .as_str()
             .parse::<hyper::Uri>()
             .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
+        let route = Route::for_url(&url, no_proxy).map_err(LmError::Config)?;
         Ok(OpenAiClient {
-            slots: SlotPool::new(max, Route::for_url(&url, no_proxy)),
+            slots: SlotPool::new(max, route),
             inner: Arc::new(Inner {
                 url,
                 uri,
@@ -443,16 +445,28 @@ async fn send_once(
             SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
             SendError::Certificate(e) => Failure::Fatal(LmError::Connect(format!(
                 "{e} (the server's TLS certificate is not trusted: dspy-rhai trusts the \
-                 Mozilla root certificates of webpki-roots)"
+                 Mozilla root certificates of webpki-roots, and those of the PEM file \
+                 SSL_CERT_FILE names)"
             ))),
             SendError::Closed(e) => Failure::Closed(LmError::Connect(e)),
             SendError::Protocol(e) => Failure::Retry {
                 error: LmError::BadResponse(e),
                 retry_after: None,
             },
+            SendError::ProxyAuth(e) => {
+                Failure::Fatal(LmError::Connect(format!("{e}: {PROXY_AUTH_HINT}")))
+            }
             SendError::Transport(e) => connect_failure(e),
         })?;
     let status = response.status;
+    if let (407, Some(proxy)) = (status.as_u16(), http.proxy()) {
+        // A plain-HTTP request through a proxy gets the proxy's 407 as its reply.
+        return Err(Failure::Fatal(LmError::Connect(format!(
+            "the proxy {proxy} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) answered the request \
+             for {} with 407: {PROXY_AUTH_HINT}",
+            inner.url
+        ))));
+    }
     if status.is_redirection() {
         // Not followed: a chat-completions POST that moves means the API
         // base is wrong, which following it silently would hide. Say where.

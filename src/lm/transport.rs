@@ -14,7 +14,8 @@
 //!   and the direct HTTP client", issue 15). The pool keeps the one connection alive and
 //!   resends a request whose pooled connection closed before it was written,
 //!   as reqwest does with the same pool.
-//! - **reqwest**: `https://` (rustls with the webpki roots) or a proxy
+//! - **reqwest**: `https://` (rustls with the webpki roots, and
+//!   `SSL_CERT_FILE`'s certificates: [`ExtraRoots`]) or a proxy
 //!   from `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (minus `NO_PROXY`), where
 //!   TLS and proxy tunnelling are reqwest's job and a request's CPU is
 //!   small beside the network's latency.
@@ -69,6 +70,9 @@ pub(super) enum SendError {
     Closed(String),
     /// The server answered with something that is not HTTP.
     Protocol(String),
+    /// The proxy wants credentials (`407` to `CONNECT`): retrying without
+    /// them cannot help.
+    ProxyAuth(String),
     /// Connecting or writing failed ("Connection refused"): worth retrying.
     Transport(String),
 }
@@ -95,6 +99,11 @@ impl SendError {
             text.push_str(&format!(
                 " (through the proxy {proxy}, from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"
             ));
+        }
+        // hyper-util's tunnel error, whose type is private; reqwest's own
+        // CONNECT reads the same.
+        if proxy.is_some() && text.contains("proxy authorization required") {
+            return SendError::ProxyAuth(text);
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(cause) = source {
@@ -142,23 +151,85 @@ pub(super) enum Route {
     Direct,
     /// HTTPS or a proxy: reqwest. `no_proxy` ignores the environment's
     /// proxies; `proxy` is the one that applies (no credentials), named in
-    /// errors.
+    /// errors; `roots` are certificates trusted besides webpki-roots.
     Reqwest {
         no_proxy: bool,
         proxy: Option<String>,
+        roots: Option<ExtraRoots>,
     },
+}
+
+/// Root certificates trusted besides the Mozilla roots of webpki-roots:
+/// the PEM file named by `SSL_CERT_FILE`, the variable OpenSSL, curl and
+/// Python's httpx (so DSPy's LiteLLM) read, for servers behind a private
+/// or self-signed certificate authority (a company gateway, a local vLLM
+/// with TLS).
+#[derive(Clone, Debug)]
+pub(super) struct ExtraRoots {
+    /// The file, as named in errors.
+    path: std::path::PathBuf,
+    certificates: Vec<reqwest::Certificate>,
+}
+
+impl PartialEq for ExtraRoots {
+    fn eq(&self, other: &ExtraRoots) -> bool {
+        self.path == other.path
+    }
+}
+
+/// The variable naming [`ExtraRoots`]' file.
+pub(super) const CA_FILE_VAR: &str = "SSL_CERT_FILE";
+
+impl ExtraRoots {
+    /// The certificates of `SSL_CERT_FILE`, if it is set and not empty.
+    ///
+    /// Errors: the file cannot be read, or holds no PEM certificate (both
+    /// name the variable and the file).
+    fn from_env() -> Result<Option<ExtraRoots>, String> {
+        let Some(path) = std::env::var_os(CA_FILE_VAR).filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let path = std::path::PathBuf::from(path);
+        let named = || format!("{CA_FILE_VAR}={}", path.display());
+        let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", named()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate bundle: {}", named(), chain(&e)))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "{} holds no certificate (expected PEM blocks \
+                 \"-----BEGIN CERTIFICATE-----\")",
+                named()
+            ));
+        }
+        Ok(Some(ExtraRoots { path, certificates }))
+    }
 }
 
 impl Route {
     /// The route for `url`; `no_proxy` ignores proxies from the environment
     /// (for a loopback server, where one never makes sense).
-    pub(super) fn for_url(url: &reqwest::Url, no_proxy: bool) -> Route {
+    ///
+    /// Errors: the environment's proxy for `url` is a SOCKS proxy (not
+    /// supported: it would fail on every request), or `SSL_CERT_FILE` is
+    /// unusable (see [`ExtraRoots`]).
+    pub(super) fn for_url(url: &reqwest::Url, no_proxy: bool) -> Result<Route, String> {
         let proxy = if no_proxy { None } else { proxy_for(url) };
-        if url.scheme() == "http" && proxy.is_none() {
-            Route::Direct
-        } else {
-            Route::Reqwest { no_proxy, proxy }
+        if let Some(socks) = proxy.as_deref().filter(|p| p.starts_with("socks")) {
+            return Err(format!(
+                "the proxy {socks} (from ALL_PROXY/HTTPS_PROXY/HTTP_PROXY) for {url} is a SOCKS \
+                 proxy, which dspy-rhai does not support: use an HTTP proxy, or leave this host \
+                 out with NO_PROXY={}",
+                url.host_str().unwrap_or_default()
+            ));
         }
+        if url.scheme() == "http" && proxy.is_none() {
+            return Ok(Route::Direct);
+        }
+        Ok(Route::Reqwest {
+            no_proxy,
+            proxy,
+            roots: ExtraRoots::from_env()?,
+        })
     }
 }
 
@@ -174,12 +245,29 @@ fn proxy_for(url: &reqwest::Url) -> Option<String> {
     Some(format!("{}://{host}", proxy.scheme_str().unwrap_or("http")))
 }
 
+/// What to tell a user whose proxy answered `407`.
+pub(super) const PROXY_AUTH_HINT: &str = "the proxy requires authentication (HTTP 407): give \
+     its credentials in its variable, e.g. HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT";
+
 impl Http {
+    /// The proxy this client sends through (scheme, host and port), if any.
+    pub(super) fn proxy(&self) -> Option<&str> {
+        match self {
+            Http::Direct(_) => None,
+            Http::Reqwest { proxy, .. } => proxy.as_deref(),
+        }
+    }
+
     /// A client for `route`.
     ///
     /// Errors: reqwest's, when its TLS setup fails, as text.
     pub(super) fn new(route: &Route) -> Result<Http, String> {
-        let Route::Reqwest { no_proxy, proxy } = route else {
+        let Route::Reqwest {
+            no_proxy,
+            proxy,
+            roots,
+        } = route
+        else {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_keepalive(Some(TCP_KEEPALIVE));
@@ -205,11 +293,21 @@ impl Http {
         if *no_proxy {
             builder = builder.no_proxy();
         }
+        for certificate in roots.iter().flat_map(|r| &r.certificates) {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
         let proxy = proxy.clone();
         builder
             .build()
             .map(|client| Http::Reqwest { client, proxy })
-            .map_err(|e| e.to_string())
+            .map_err(|e| match roots {
+                Some(roots) => format!(
+                    "{} (with the certificates of {CA_FILE_VAR}={})",
+                    chain(&e),
+                    roots.path.display()
+                ),
+                None => chain(&e),
+            })
     }
 
     /// POSTs `body` (JSON) to `url` (`uri`: the same URL, parsed once for
@@ -349,6 +447,10 @@ mod tests {
         let refused = wrap(Box::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused,
         )));
+        let auth = wrap(Box::new(Wrapped(
+            "tunnel error: proxy authorization required",
+            None,
+        )));
         match SendError::classify(&u, None, &tls) {
             SendError::Certificate(text) => {
                 assert!(text.starts_with("error sending request for url (https://lm.example/"));
@@ -369,11 +471,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A 407 to CONNECT is final only through a proxy.
+        assert!(matches!(
+            SendError::classify(&u, Some("http://proxy:3128"), &auth),
+            SendError::ProxyAuth(_)
+        ));
+        assert!(matches!(
+            SendError::classify(&u, None, &auth),
+            SendError::Transport(_)
+        ));
     }
 
     #[test]
     fn only_plain_http_without_a_proxy_goes_direct() {
-        let route = |u: &str, no_proxy| Route::for_url(&url(u), no_proxy);
+        let route = |u: &str, no_proxy| Route::for_url(&url(u), no_proxy).unwrap();
         assert_eq!(
             route("http://127.0.0.1:8000/v1/chat/completions", true),
             Route::Direct
@@ -382,7 +493,8 @@ mod tests {
             route("https://127.0.0.1:8000/v1/chat/completions", true),
             Route::Reqwest {
                 no_proxy: true,
-                proxy: None
+                proxy: None,
+                ..
             }
         ));
         assert!(matches!(

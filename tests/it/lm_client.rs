@@ -198,6 +198,187 @@ fn a_failing_proxy_is_named_in_the_error() {
     );
 }
 
+/// Runs `qa.rhai` once against `base` with `env` set (and no other proxy
+/// variables), at most 2 retries; returns stderr and whether it succeeded.
+fn run_with_env(base: &str, env: &[(&str, String)]) -> (String, bool) {
+    let mut command = crate::common::cli();
+    command
+        .args(["run", "scripts/qa.rhai", "--input", "question=Who?"])
+        .args(["--lm", "openai/m", "--api-base", base])
+        .args(["--no-cache", "--max-retries", "2"])
+        .env("OPENAI_API_KEY", "sk-x");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+    ] {
+        command.env_remove(var);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+/// A proxy that wants credentials answers 407, to a `CONNECT` (HTTPS) or
+/// to the request itself (plain HTTP). Neither is retried, and both say
+/// where the credentials go. A SOCKS proxy, which cannot work, and an
+/// unusable `SSL_CERT_FILE` fail before any request, naming the variable.
+#[test]
+fn proxy_authentication_socks_and_a_bad_ca_file_fail_at_once_and_say_why() {
+    let (addr, accepted) = raw_server(|(mut reader, mut writer)| {
+        while read_request(&mut reader) {
+            std::io::Write::write_all(
+                &mut writer,
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\
+                  Proxy-Authenticate: Basic realm=\"x\"\r\ncontent-length: 0\r\n\r\n",
+            )
+            .unwrap();
+        }
+    });
+    let proxy = format!("http://{addr}");
+    let (stderr, ok) = run_with_env("https://lm.invalid/v1", &[("HTTPS_PROXY", proxy.clone())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("(through the proxy {proxy}, from"))
+            && stderr
+                .contains("the proxy requires authentication (HTTP 407): give its credentials"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let (stderr, ok) = run_with_env("http://lm.invalid/v1", &[("HTTP_PROXY", proxy.clone())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "the proxy {proxy} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) answered the request for \
+             http://lm.invalid/v1/chat/completions with 407"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    let (stderr, ok) = run_with_env(
+        "https://lm.invalid/v1",
+        &[("ALL_PROXY", format!("socks5://{addr}"))],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("the proxy socks5://{addr} (from ALL_PROXY"))
+            && stderr.contains("is a SOCKS proxy, which dspy-rhai does not support")
+            && stderr.contains("NO_PROXY=lm.invalid"),
+        "{stderr}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let not_pem = tmp.path().join("ca.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let missing = tmp.path().join("missing.pem");
+    for (file, says) in [
+        (&not_pem, "holds no certificate"),
+        (&missing, "cannot read"),
+    ] {
+        let (stderr, ok) = run_with_env(
+            "https://lm.invalid/v1",
+            &[("SSL_CERT_FILE", file.display().to_string())],
+        );
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!("SSL_CERT_FILE={}", file.display())) && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    // None of the last three reached the server.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A TLS server on a free loopback port with `tests/fixtures/tls`'s
+/// certificate for `localhost` and `127.0.0.1`, signed by its test CA
+/// (`ca.pem`), answering every request with a ChatAdapter reply. Returns
+/// the address and the number of connections accepted.
+fn tls_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let tls = rustls::StreamOwned::new(connection, stream.unwrap());
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(tls);
+                // A client that refuses the certificate ends the handshake here.
+                while read_request(&mut reader) {
+                    let reply = serde_json::json!({"choices": [{"message": {
+                        "content": "[[ ## reasoning ## ]]\nOver TLS.\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+                    }}]})
+                    .to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        reply.len()
+                    );
+                    let tls = reader.get_mut();
+                    if std::io::Write::write_all(tls, (head + reply.as_str()).as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = std::io::Write::flush(tls);
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A server whose certificate a private CA signed: refused, once and with
+/// the way out named, until `SSL_CERT_FILE` names the CA's certificate.
+#[test]
+fn a_private_ca_is_trusted_through_ssl_cert_file() {
+    let (addr, accepted) = tls_server();
+    let base = format!("https://127.0.0.1:{}/v1", addr.port());
+    let (stderr, ok) = run_with_env(&base, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("invalid peer certificate") && stderr.contains("SSL_CERT_FILE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let (stderr, ok) = run_with_env(&base, &[("SSL_CERT_FILE", ca.display().to_string())]);
+    assert!(ok, "{stderr}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn several_choices_and_null_content() {
     let server = MockServer::start(|_| MockReply::chat("yes")).unwrap();
