@@ -180,18 +180,23 @@ pub fn error_kind(error: &Error) -> &'static str {
 /// [`crate::lm::LmError`] and the adapters' parse error, and `panic` for a
 /// panic caught at a rollout boundary; `script` otherwise.
 pub fn script_error_kind(text: &str) -> &'static str {
-    const LM: [&str; 6] = [
+    const LM: [&str; 9] = [
         "could not connect to the LM server",
         "LM server returned HTTP",
-        "LM request timed out",
+        "LM request to ",
         "LM call failed after",
         "LM server sent a malformed response",
         "invalid LM configuration",
+        "the LM reply is larger than",
+        "invalid LM setting",
+        "test LM: ",
     ];
     if text.contains(crate::parallel::PANIC_PREFIX) {
         "panic"
     } else if text.contains("no LM is configured") {
         "no-lm"
+    } else if text.contains("the LM call was cancelled") {
+        "interrupted"
     } else if LM.iter().any(|m| text.contains(m)) {
         "lm"
     } else if text.contains("could not parse the LM response") {

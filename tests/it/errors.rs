@@ -15,9 +15,9 @@ fn io() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory")
 }
 
-/// One value of every variant of the library's error tree.
-fn every_error() -> Vec<Error> {
-    let lm = vec![
+/// One value of every variant of [`LmError`].
+fn lm_errors() -> Vec<LmError> {
+    vec![
         LmError::NotConfigured,
         LmError::Config("model string \"x\" should look like provider/name".into()),
         LmError::Http {
@@ -40,7 +40,15 @@ fn every_error() -> Vec<Error> {
             }),
         },
         LmError::Scripted("out of answers".into()),
-    ];
+        LmError::ResponseTooLarge { limit: 4 << 20 },
+        LmError::InvalidSetting("temperature is NaN".into()),
+        LmError::Cancelled,
+    ]
+}
+
+/// One value of every variant of the library's error tree.
+fn every_error() -> Vec<Error> {
+    let lm = lm_errors();
     let dir = PathBuf::from("/tmp/index");
     let retrieve = vec![
         RetrieveError::io("/tmp/corpus.jsonl", io()),
@@ -157,4 +165,23 @@ fn the_chain_renderer_skips_a_cause_already_in_the_message() {
         dspy_rhai::error::in_context("qa", "LM timed out"),
         "qa: LM timed out"
     );
+}
+
+/// A script error carries an LM error as text; reports sort it back by that
+/// text (`script_error_kind`), so each variant's wording must be known there.
+#[test]
+fn every_lm_error_inside_a_script_error_is_sorted_as_one() {
+    for error in lm_errors() {
+        let text = format!("qa.rhai:10:12: answer: {error}");
+        let expected = match error {
+            LmError::NotConfigured => "no-lm",
+            LmError::Cancelled => "interrupted",
+            _ => "lm",
+        };
+        assert_eq!(
+            dspy_rhai::evaluate::script_error_kind(&text),
+            expected,
+            "{text}"
+        );
+    }
 }
