@@ -428,6 +428,28 @@ fn wait_before_retry(
     }
 }
 
+/// Requests from this size on are suspected of being over a server's
+/// limit when the server hangs up on them.
+const LARGE_REQUEST: usize = 1 << 20;
+
+/// `error` (a connection closed or reset before any reply) with what most
+/// likely happened when the request was being written or was large: a
+/// server hangs up on a request over its size limit, and its 413, if it
+/// sent one, is lost with the reset.
+fn hang_up_hint(error: String, body_len: usize) -> String {
+    let when = if error.contains("error writing a body") {
+        format!("while the {body_len}-byte request was being sent")
+    } else if body_len >= LARGE_REQUEST {
+        format!("before replying to the {body_len}-byte request")
+    } else {
+        return error;
+    };
+    format!(
+        "{error} (the server closed the connection {when}, as servers do with requests over \
+         their size limit)"
+    )
+}
+
 /// One attempt: send, read at most `max_response_bytes`, classify.
 /// `reply_bytes` becomes `Some(body bytes read)` once the status line has
 /// arrived (what a timeout reports).
@@ -438,6 +460,7 @@ async fn send_once(
     reply_bytes: &Cell<Option<usize>>,
 ) -> Result<LmResponse, Failure> {
     inner.requests.fetch_add(1, Ordering::Relaxed);
+    let body_len = body.len();
     let mut response = http
         .post(&inner.url, &inner.uri, inner.auth.as_ref(), body)
         .await
@@ -448,7 +471,7 @@ async fn send_once(
                  Mozilla root certificates of webpki-roots, and those of the PEM file \
                  SSL_CERT_FILE names)"
             ))),
-            SendError::Closed(e) => Failure::Closed(LmError::Connect(e)),
+            SendError::Closed(e) => Failure::Closed(LmError::Connect(hang_up_hint(e, body_len))),
             SendError::Protocol(e) => Failure::Retry {
                 error: LmError::BadResponse(e),
                 retry_after: None,

@@ -547,6 +547,38 @@ fn a_slow_server_times_out_after_retries() {
     }
 }
 
+/// A server that hangs up after the request's head, leaving its 16 MB body
+/// unread (the kernel then resets the connection), as servers do with a
+/// request over their size limit, often with a 413 that the reset then
+/// destroys. The error says what happened, not just "connection reset",
+/// after the one resend every closed connection gets.
+#[test]
+fn a_reset_while_sending_a_large_request_says_the_server_hung_up_on_it() {
+    let (addr, accepted) = raw_server(|(mut reader, writer)| {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+            if line == "\r\n" {
+                break;
+            }
+            line.clear();
+        }
+        drop((reader, writer));
+    });
+    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(0)).unwrap();
+    let err = lm
+        .complete(&request("m", &"x".repeat(16 << 20)))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, LmError::Connect(_)), "{text}");
+    assert!(
+        text.contains("(the server closed the connection ")
+            && text.contains("-byte request")
+            && text.ends_with(", as servers do with requests over their size limit)"),
+        "{text}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
 /// A reply that starts and then stalls: the timeout says how much of the
 /// body had arrived, so a slow stream reads apart from a server that never
 /// answered.
