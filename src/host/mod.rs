@@ -329,11 +329,24 @@ pub(crate) struct ScriptRef<'a> {
 impl ScriptRef<'_> {
     /// Parameter names of script function `name`.
     pub fn params(&self, name: &str) -> Option<Vec<String>> {
-        let program = self.shared.program.read().expect("program lock").clone();
+        self.with_fn_def(name, |f| f.params.iter().map(|p| p.to_string()).collect())
+    }
+
+    /// How many parameters script function `name` takes.
+    pub fn arity(&self, name: &str) -> Option<usize> {
+        self.with_fn_def(name, |f| f.params.len())
+    }
+
+    /// `read` of the definition of script function `name` (the first, if
+    /// overloaded). Runs per example (forward, metric): the definitions are
+    /// read in place, without the metadata `AST::iter_functions` builds for
+    /// every function.
+    fn with_fn_def<T>(&self, name: &str, read: impl Fn(&rhai::ScriptFuncDef) -> T) -> Option<T> {
+        let program = self.shared.program.read().expect("program lock");
         let found = program
-            .iter_functions()
+            .iter_fn_def()
             .find(|f| f.name == name)
-            .map(|f| f.params.iter().map(|p| p.to_string()).collect());
+            .map(|f| read(f));
         found
     }
 
@@ -425,7 +438,7 @@ impl ScriptRef<'_> {
         let trace = trace.map_or(Dynamic::UNIT, steps);
         let pred = Dynamic::from_map(convert::fields_to_map(prediction));
         let mut args = vec![Dynamic::from(example.clone()), pred, trace];
-        if self.params(name).is_some_and(|p| p.len() == 5) {
+        if self.arity(name) == Some(5) {
             match target {
                 Some((pred_name, pred_trace)) => {
                     args.push(pred_name.into());
