@@ -267,7 +267,10 @@ mod tests {
         let left = on_stack(32 << 20, stack_left);
         if cfg!(target_os = "linux") {
             let left = left.expect("known on Linux");
-            assert!(left > (30 << 20) && left <= (32 << 20), "{left}");
+            // At least the 32 MB asked for, less this frame; more when glibc
+            // hands the thread a larger cached stack of an exited thread
+            // (up to 4x the size asked for), as other tests' threads leave.
+            assert!(left > (30 << 20) && left <= (128 << 20), "{left}");
         }
     }
 
