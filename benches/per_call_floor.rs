@@ -3,8 +3,10 @@
 //! loop, so the eval's per-call CPU can be read against what no design on
 //! this stack can go below.
 //!
-//!   cargo bench --bench per_call_floor -- URL [CALLS]
+//!   cargo bench --bench per_call_floor -- URL [CALLS [LOOPS]]
 //!
+//! LOOPS: a comma-separated subset of the loops below (default all), e.g.
+//! to count one loop's instructions under `valgrind --tool=cachegrind`.
 //! URL is a chat-completions endpoint (`mock_lm.py` at 0 ms:
 //! `http://127.0.0.1:PORT/v1/chat/completions`); `benches/per_call_floor.sh`
 //! starts one and interleaves these loops with the eval itself. Prints the
@@ -13,6 +15,8 @@
 //!   HTTP/1.1 client on a current-thread runtime, each reply read and parsed
 //!   as JSON: the LM client's transport for plain HTTP without its retries,
 //!   slots or cancellation (`src/lm/transport.rs`);
+//! - `hyper-conn`: the same through one bare `hyper::client::conn::http1`
+//!   connection (no pool, no connector): the least of a library client;
 //! - `raw`: the same over a blocking `std::net::TcpStream` with HTTP/1.1
 //!   written and read by hand (keep-alive, `content-length` only): what a
 //!   hand-written client would cost, which the brief rules out in favour of
@@ -96,6 +100,45 @@ fn hyper_util_loop(url: &str, bodies: &[Vec<u8>]) -> usize {
         total += content_len(&reply);
     }
     total
+}
+
+fn hyper_conn_loop(url: &str, bodies: &[Vec<u8>]) -> usize {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let uri: hyper::Uri = url.parse().expect("a URL");
+    let host = uri.authority().expect("a host").to_string();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("a connection");
+        stream.set_nodelay(true).expect("nodelay");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("a handshake");
+        // Driven by the runtime while `block_on` waits on the replies.
+        tokio::spawn(connection);
+        let mut total = 0;
+        for body in bodies {
+            let request = hyper::Request::post(uri.path())
+                .header("host", &host)
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer x")
+                .body(Full::new(Bytes::from(body.clone())))
+                .expect("a request");
+            let response = sender.send_request(request).await.expect("a reply");
+            let reply = response
+                .into_body()
+                .collect()
+                .await
+                .expect("a body")
+                .to_bytes();
+            total += content_len(&reply);
+        }
+        total
+    })
 }
 
 fn raw_loop(url: &str, bodies: &[Vec<u8>]) -> usize {
@@ -183,12 +226,18 @@ fn main() {
         .collect();
     let url = args
         .first()
-        .expect("usage: per_call_floor URL [CALLS]")
+        .expect("usage: per_call_floor URL [CALLS [LOOPS]]")
         .clone();
     let calls: usize = args.get(1).map_or(2000, |n| n.parse().expect("CALLS"));
+    let loops = args
+        .get(2)
+        .map_or("hyper-util,hyper-conn,raw,rhai-metric", String::as_str);
     let bodies: Vec<Vec<u8>> = (0..calls).map(body).collect();
     println!("loop calls cpu_us_per_call wall_us_per_call");
     let report = |name: &str, calls: usize, run: &dyn Fn() -> usize| {
+        if !loops.split(',').any(|l| l == name) {
+            return;
+        }
         let (cpu, wall) = (cpu_seconds(), Instant::now());
         std::hint::black_box(run());
         let per = |s: f64| s * 1e6 / calls as f64;
@@ -199,6 +248,7 @@ fn main() {
         );
     };
     report("hyper-util", calls, &|| hyper_util_loop(&url, &bodies));
+    report("hyper-conn", calls, &|| hyper_conn_loop(&url, &bodies));
     report("raw", calls, &|| raw_loop(&url, &bodies));
     // Ten times as many: a call takes microseconds.
     report("rhai-metric", calls * 10, &|| rhai_metric_loop(calls * 10));
