@@ -44,11 +44,12 @@ use tantivy::{
 };
 
 use super::meta::IndexMeta;
-use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
+use super::schema::{register_tokenizers, Fields};
 use super::taat::{self, Clause};
 use super::RetrieveError;
 
 mod feedback;
+mod title_match;
 pub use feedback::{Feedback, TITLE_LINKS};
 
 /// One retrieved passage.
@@ -194,7 +195,7 @@ impl Bm25Core {
         }
         let tokens = self.tokens(query);
         let mut stats = self.stats(&searcher, &tokens.words);
-        let keys = self.title_keys(&searcher, query, &tokens, &mut stats);
+        let keys = title_match::title_keys(self, &searcher, query, &tokens, &mut stats);
         let words = tokens.words;
         if words.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
@@ -384,62 +385,6 @@ impl Bm25Core {
         QueryWords { words, positions }
     }
 
-    /// The title keys among the query's runs of `title_match_min_words` to
-    /// [`TITLE_KEY_MAX_WORDS`] words, each looked up once; their document
-    /// frequencies go into `stats`. None when title matching is off.
-    ///
-    /// A run is looked up only if none of its words is in no title: a
-    /// title's key words are words of the title, and every one the analyzer
-    /// keeps is in the `title` field, whose document frequencies `stats`
-    /// already has. This prunes the lookups without changing the result.
-    fn title_keys(
-        &self,
-        searcher: &tantivy::Searcher,
-        query: &str,
-        tokens: &QueryWords,
-        stats: &mut QueryStats,
-    ) -> Vec<Term> {
-        if !(self.title_match_boost > 0.0 && self.title_match_boost.is_finite()) {
-            return Vec::new();
-        }
-        let words = key_words(query);
-        // The analyzer's tokens are the key words (the same split) minus stop
-        // words and long ones, at the key words' positions.
-        let mut in_no_title = vec![false; words.len()];
-        for &(position, at) in &tokens.positions {
-            if let Some(flag) = in_no_title.get_mut(position) {
-                *flag = stats.df(&Term::from_field_text(self.fields.title, &tokens.words[at])) == 0;
-            }
-        }
-        let key_readers = inverted_indexes(searcher, self.fields.title_key);
-        let min = self.title_match_min_words.max(1);
-        let mut found = Vec::new();
-        let mut key = String::new();
-        for start in 0..words.len() {
-            key.clear();
-            for (n, word) in words[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
-                if in_no_title[start + n] {
-                    break;
-                }
-                if n > 0 {
-                    key.push(' ');
-                }
-                key.push_str(word);
-                if n + 1 < min {
-                    continue;
-                }
-                let term = Term::from_field_text(self.fields.title_key, &key);
-                if stats.terms.contains_key(&term) {
-                    continue;
-                }
-                if stats.look_up(&key_readers, term.clone()) > 0 {
-                    found.push(term);
-                }
-            }
-        }
-        found
-    }
-
     /// Looks up every word in both fields, once.
     fn stats(&self, searcher: &tantivy::Searcher, words: &[String]) -> QueryStats {
         let scaled = |tokens: u64| (tokens as f64 * self.avgdl_scale) as u64;
@@ -612,6 +557,20 @@ impl QueryStats {
         }
         entry.insert((df, first));
         df
+    }
+
+    /// Keeps `term`, found in the dictionaries by other means than
+    /// [`QueryStats::look_up`], with its [`TermInfo`] in every segment
+    /// (`infos`, `None` where absent). True if it is new and in some
+    /// passage; a term looked up before keeps what it had.
+    fn record(&mut self, term: &Term, infos: &[Option<TermInfo>]) -> bool {
+        if self.terms.contains_key(term) {
+            return false;
+        }
+        let df = infos.iter().flatten().map(|i| u64::from(i.doc_freq)).sum();
+        self.terms.insert(term.clone(), (df, self.infos.len()));
+        self.infos.extend_from_slice(infos);
+        df > 0
     }
 
     /// A looked-up term's document frequency (0 for any other term).
@@ -900,7 +859,7 @@ mod tests {
     /// A RAM index of `records` in `segments` segments (one commit each, no
     /// merges), built as `index` builds (links included); the passages with
     /// id in `deleted` are deleted.
-    fn index_of(records: &[Record], segments: usize, deleted: &[&str]) -> Bm25Core {
+    pub(super) fn index_of(records: &[Record], segments: usize, deleted: &[&str]) -> Bm25Core {
         let (schema, fields) = Fields::schema_with(TOKENIZER);
         let index = TantivyIndex::create_in_ram(schema);
         register_tokenizers(&index);
@@ -1145,7 +1104,7 @@ mod tests {
     ) {
         let tokens = core.tokens(query);
         let mut stats = core.stats(searcher, &tokens.words);
-        let keys = core.title_keys(searcher, query, &tokens, &mut stats);
+        let keys = title_match::title_keys(core, searcher, query, &tokens, &mut stats);
         let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
         let clauses = core.clauses(&words, &keys, &stats);
         f(&stats, &clauses);
