@@ -254,8 +254,11 @@ impl Bm25Core {
             sums.add(segment, ord, &clauses, &weights)
                 .map_err(tantivy_err)?;
         }
-        let first = sums.best(segments, self.feedback.docs);
-        let top = self.top_passages(searcher, &first, read)?;
+        // The first pass's `k` best as well, from which (and the passages
+        // the link clauses touch) the second pass's are selected.
+        let first = sums.best(segments, k.max(self.feedback.docs));
+        let docs = first.len().min(self.feedback.docs);
+        let top = self.top_passages(searcher, &first[..docs], read)?;
         let extra = feedback::expand(self, searcher, &self.feedback, &top, stats);
         let extra: Vec<Clause> = extra
             .into_iter()
@@ -267,10 +270,10 @@ impl Bm25Core {
             .collect();
         let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
         for (ord, segment) in segments.iter().enumerate() {
-            sums.add(segment, ord, &extra, &weights)
+            sums.add_more(segment, ord, &extra, &weights)
                 .map_err(tantivy_err)?;
         }
-        Ok(sums.best(segments, k))
+        Ok(sums.best_after(segments, &first, k))
     }
 
     /// The first pass's best passages with their stored links; the stored
@@ -932,28 +935,42 @@ mod tests {
 
     #[test]
     fn a_second_pass_on_the_first_passes_sums_equals_one_pass_over_all_clauses() {
-        let core = segmented_index(3, 300, &[]);
-        let searcher = core.reader.searcher();
-        let segments = searcher.segment_readers();
-        for query in QUERIES {
-            with_clauses(&core, &searcher, query, |stats, clauses| {
-                let weights = taat::weights(clauses, stats).unwrap();
-                let (first, second) = clauses.split_at(clauses.len() / 2);
-                let (w1, w2) = weights.split_at(clauses.len() / 2);
-                for k in [1, 3, 10] {
-                    let one = taat::top_k(&searcher, clauses, stats, k).unwrap();
-                    let mut sums = taat::Sums::take(segments.len());
-                    for pass in [(first, w1), (second, w2)] {
+        // Without deleted passages, and with every fifth one deleted.
+        let every_fifth: Vec<String> = (0..900).step_by(5).map(|i| format!("p{i}")).collect();
+        let every_fifth: Vec<&str> = every_fifth.iter().map(String::as_str).collect();
+        for deleted in [&[][..], &every_fifth[..]] {
+            let core = segmented_index(3, 300, deleted);
+            let searcher = core.reader.searcher();
+            let segments = searcher.segment_readers();
+            for query in QUERIES {
+                with_clauses(&core, &searcher, query, |stats, clauses| {
+                    let weights = taat::weights(clauses, stats).unwrap();
+                    // The second pass adds one clause, half of them, or all but one.
+                    let splits = [clauses.len().saturating_sub(1), clauses.len() / 2, 1];
+                    for (split, k) in splits.into_iter().flat_map(|s| [1, 3, 10].map(|k| (s, k))) {
+                        let (first, second) = clauses.split_at(split.min(clauses.len()));
+                        let (w1, w2) = weights.split_at(first.len());
+                        let one = taat::top_k(&searcher, clauses, stats, k).unwrap();
+                        let mut sums = taat::Sums::take(segments.len());
                         for (ord, segment) in segments.iter().enumerate() {
-                            sums.add(segment, ord, pass.0, pass.1).unwrap();
+                            sums.add(segment, ord, first, w1).unwrap();
                         }
+                        let before = sums.best(segments, k);
+                        for (ord, segment) in segments.iter().enumerate() {
+                            sums.add_more(segment, ord, second, w2).unwrap();
+                        }
+                        let two = sums.best(segments, k);
+                        let after = sums.best_after(segments, &before, k);
+                        drop(sums);
+                        let context =
+                            format!("{query} k={k} split {split}, {} deleted", deleted.len());
+                        assert_eq!(bits(&one), bits(&two), "{context}");
+                        assert_eq!(bits(&one), bits(&after), "{context}, selected after");
                     }
-                    let two = sums.best(segments, k);
-                    drop(sums);
-                    assert_eq!(bits(&one), bits(&two), "{query} k={k}");
-                }
-            });
+                });
+            }
         }
+        let core = segmented_index(3, 300, &[]);
         // The accumulator went back clean.
         let again = core.search("river city", 5).unwrap();
         assert_eq!(
