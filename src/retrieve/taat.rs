@@ -93,6 +93,9 @@ struct Accumulator {
     touched: Vec<DocId>,
 }
 
+/// See [`Accumulator::reset`].
+const DENSE_RESET: usize = 16;
+
 thread_local! {
     static ACCUMULATOR: RefCell<Accumulator> = RefCell::default();
 }
@@ -320,9 +323,18 @@ impl Drop for Sums {
 
 impl Accumulator {
     /// Back to the invariant: every entry 0, nothing touched.
+    ///
+    /// The touched entries are zeroed one by one, or, when they are more
+    /// than 1 in [`DENSE_RESET`] (a question touches about a quarter of
+    /// the shipped corpus), the whole array at once: a vectorised fill
+    /// costs fewer instructions than that many scattered stores.
     fn reset(&mut self) {
-        for &doc in &self.touched {
-            self.scores[doc as usize] = 0.0;
+        if self.touched.len() > self.scores.len() / DENSE_RESET {
+            self.scores.fill(0.0);
+        } else {
+            for &doc in &self.touched {
+                self.scores[doc as usize] = 0.0;
+            }
         }
         self.touched.clear();
     }
@@ -431,5 +443,28 @@ fn select(
             top.pop();
         }
         below = floor(top);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_zeroes_every_sum_whether_few_or_many_were_touched() {
+        // 3 of 1,000 touched (zeroed one by one) and 500 (the whole array).
+        for touched in [3, 500] {
+            let mut acc = Accumulator {
+                scores: vec![0.0; 1000],
+                touched: Vec::new(),
+            };
+            for doc in (0..touched).map(|i| (i * 7 % 1000) as DocId) {
+                acc.scores[doc as usize] += 1.5;
+                acc.touched.push(doc);
+            }
+            acc.reset();
+            assert!(acc.scores.iter().all(|&s| s == 0.0), "{touched} touched");
+            assert!(acc.touched.is_empty());
+        }
     }
 }
