@@ -258,8 +258,9 @@ struct Counts {
 /// passage (a query fetches only k of them, and the 3 best of its first
 /// pass). At 1 KiB a block holds about one shipped passage: reading
 /// stored passages took 36% fewer instructions than at 4 KiB, for a 6%
-/// larger index (BENCHMARKS.md, "BM25 query path"). Readers take any
-/// block size, so indexes built with another one still open.
+/// larger index (9% at 2M synthetic passages; BENCHMARKS.md, "BM25 query
+/// path"). Readers take any block size, so indexes built with another one
+/// still open.
 const DOCSTORE_BLOCK_BYTES: usize = 1024;
 
 /// The corpus's title keys: a first pass over the corpus, so each passage's
