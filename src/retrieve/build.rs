@@ -255,8 +255,13 @@ struct Counts {
 }
 
 /// Doc-store block size: small blocks mean less to decompress per fetched
-/// passage (a query fetches only k of them).
-const DOCSTORE_BLOCK_BYTES: usize = 4096;
+/// passage (a query fetches only k of them, and the 3 best of its first
+/// pass). At 1 KiB a block holds about one shipped passage: reading
+/// stored passages took 36% fewer instructions than at 4 KiB, for a 6%
+/// larger index (9% at 2M synthetic passages; BENCHMARKS.md, "BM25 query
+/// path"). Readers take any block size, so indexes built with another one
+/// still open.
+const DOCSTORE_BLOCK_BYTES: usize = 1024;
 
 /// The corpus's title keys: a first pass over the corpus, so each passage's
 /// links can be found while it is indexed in the second. A malformed line

@@ -44,11 +44,12 @@ use tantivy::{
 };
 
 use super::meta::IndexMeta;
-use super::schema::{key_words, register_tokenizers, Fields, TITLE_KEY_MAX_WORDS};
+use super::schema::{register_tokenizers, Fields};
 use super::taat::{self, Clause};
 use super::RetrieveError;
 
 mod feedback;
+mod title_match;
 pub use feedback::{Feedback, TITLE_LINKS};
 
 /// One retrieved passage.
@@ -194,7 +195,7 @@ impl Bm25Core {
         }
         let tokens = self.tokens(query);
         let mut stats = self.stats(&searcher, &tokens.words);
-        let keys = self.title_keys(&searcher, query, &tokens, &mut stats);
+        let keys = title_match::title_keys(self, &searcher, query, &tokens, &mut stats);
         let words = tokens.words;
         if words.is_empty() && keys.is_empty() {
             return Ok(Vec::new());
@@ -253,8 +254,11 @@ impl Bm25Core {
             sums.add(segment, ord, &clauses, &weights)
                 .map_err(tantivy_err)?;
         }
-        let first = sums.best(segments, self.feedback.docs);
-        let top = self.top_passages(searcher, &first, read)?;
+        // The first pass's `k` best as well, from which (and the passages
+        // the link clauses touch) the second pass's are selected.
+        let first = sums.best(segments, k.max(self.feedback.docs));
+        let docs = first.len().min(self.feedback.docs);
+        let top = self.top_passages(searcher, &first[..docs], read)?;
         let extra = feedback::expand(self, searcher, &self.feedback, &top, stats);
         let extra: Vec<Clause> = extra
             .into_iter()
@@ -266,10 +270,10 @@ impl Bm25Core {
             .collect();
         let weights = taat::weights(&extra, &*stats).map_err(tantivy_err)?;
         for (ord, segment) in segments.iter().enumerate() {
-            sums.add(segment, ord, &extra, &weights)
+            sums.add_more(segment, ord, &extra, &weights)
                 .map_err(tantivy_err)?;
         }
-        Ok(sums.best(segments, k))
+        Ok(sums.best_after(segments, &first, k))
     }
 
     /// The first pass's best passages with their stored links; the stored
@@ -382,62 +386,6 @@ impl Bm25Core {
             positions.push((token.position, at));
         }
         QueryWords { words, positions }
-    }
-
-    /// The title keys among the query's runs of `title_match_min_words` to
-    /// [`TITLE_KEY_MAX_WORDS`] words, each looked up once; their document
-    /// frequencies go into `stats`. None when title matching is off.
-    ///
-    /// A run is looked up only if none of its words is in no title: a
-    /// title's key words are words of the title, and every one the analyzer
-    /// keeps is in the `title` field, whose document frequencies `stats`
-    /// already has. This prunes the lookups without changing the result.
-    fn title_keys(
-        &self,
-        searcher: &tantivy::Searcher,
-        query: &str,
-        tokens: &QueryWords,
-        stats: &mut QueryStats,
-    ) -> Vec<Term> {
-        if !(self.title_match_boost > 0.0 && self.title_match_boost.is_finite()) {
-            return Vec::new();
-        }
-        let words = key_words(query);
-        // The analyzer's tokens are the key words (the same split) minus stop
-        // words and long ones, at the key words' positions.
-        let mut in_no_title = vec![false; words.len()];
-        for &(position, at) in &tokens.positions {
-            if let Some(flag) = in_no_title.get_mut(position) {
-                *flag = stats.df(&Term::from_field_text(self.fields.title, &tokens.words[at])) == 0;
-            }
-        }
-        let key_readers = inverted_indexes(searcher, self.fields.title_key);
-        let min = self.title_match_min_words.max(1);
-        let mut found = Vec::new();
-        let mut key = String::new();
-        for start in 0..words.len() {
-            key.clear();
-            for (n, word) in words[start..].iter().take(TITLE_KEY_MAX_WORDS).enumerate() {
-                if in_no_title[start + n] {
-                    break;
-                }
-                if n > 0 {
-                    key.push(' ');
-                }
-                key.push_str(word);
-                if n + 1 < min {
-                    continue;
-                }
-                let term = Term::from_field_text(self.fields.title_key, &key);
-                if stats.terms.contains_key(&term) {
-                    continue;
-                }
-                if stats.look_up(&key_readers, term.clone()) > 0 {
-                    found.push(term);
-                }
-            }
-        }
-        found
     }
 
     /// Looks up every word in both fields, once.
@@ -612,6 +560,20 @@ impl QueryStats {
         }
         entry.insert((df, first));
         df
+    }
+
+    /// Keeps `term`, found in the dictionaries by other means than
+    /// [`QueryStats::look_up`], with its [`TermInfo`] in every segment
+    /// (`infos`, `None` where absent). True if it is new and in some
+    /// passage; a term looked up before keeps what it had.
+    fn record(&mut self, term: &Term, infos: &[Option<TermInfo>]) -> bool {
+        if self.terms.contains_key(term) {
+            return false;
+        }
+        let df = infos.iter().flatten().map(|i| u64::from(i.doc_freq)).sum();
+        self.terms.insert(term.clone(), (df, self.infos.len()));
+        self.infos.extend_from_slice(infos);
+        df > 0
     }
 
     /// A looked-up term's document frequency (0 for any other term).
@@ -900,7 +862,7 @@ mod tests {
     /// A RAM index of `records` in `segments` segments (one commit each, no
     /// merges), built as `index` builds (links included); the passages with
     /// id in `deleted` are deleted.
-    fn index_of(records: &[Record], segments: usize, deleted: &[&str]) -> Bm25Core {
+    pub(super) fn index_of(records: &[Record], segments: usize, deleted: &[&str]) -> Bm25Core {
         let (schema, fields) = Fields::schema_with(TOKENIZER);
         let index = TantivyIndex::create_in_ram(schema);
         register_tokenizers(&index);
@@ -973,28 +935,42 @@ mod tests {
 
     #[test]
     fn a_second_pass_on_the_first_passes_sums_equals_one_pass_over_all_clauses() {
-        let core = segmented_index(3, 300, &[]);
-        let searcher = core.reader.searcher();
-        let segments = searcher.segment_readers();
-        for query in QUERIES {
-            with_clauses(&core, &searcher, query, |stats, clauses| {
-                let weights = taat::weights(clauses, stats).unwrap();
-                let (first, second) = clauses.split_at(clauses.len() / 2);
-                let (w1, w2) = weights.split_at(clauses.len() / 2);
-                for k in [1, 3, 10] {
-                    let one = taat::top_k(&searcher, clauses, stats, k).unwrap();
-                    let mut sums = taat::Sums::take(segments.len());
-                    for pass in [(first, w1), (second, w2)] {
+        // Without deleted passages, and with every fifth one deleted.
+        let every_fifth: Vec<String> = (0..900).step_by(5).map(|i| format!("p{i}")).collect();
+        let every_fifth: Vec<&str> = every_fifth.iter().map(String::as_str).collect();
+        for deleted in [&[][..], &every_fifth[..]] {
+            let core = segmented_index(3, 300, deleted);
+            let searcher = core.reader.searcher();
+            let segments = searcher.segment_readers();
+            for query in QUERIES {
+                with_clauses(&core, &searcher, query, |stats, clauses| {
+                    let weights = taat::weights(clauses, stats).unwrap();
+                    // The second pass adds one clause, half of them, or all but one.
+                    let splits = [clauses.len().saturating_sub(1), clauses.len() / 2, 1];
+                    for (split, k) in splits.into_iter().flat_map(|s| [1, 3, 10].map(|k| (s, k))) {
+                        let (first, second) = clauses.split_at(split.min(clauses.len()));
+                        let (w1, w2) = weights.split_at(first.len());
+                        let one = taat::top_k(&searcher, clauses, stats, k).unwrap();
+                        let mut sums = taat::Sums::take(segments.len());
                         for (ord, segment) in segments.iter().enumerate() {
-                            sums.add(segment, ord, pass.0, pass.1).unwrap();
+                            sums.add(segment, ord, first, w1).unwrap();
                         }
+                        let before = sums.best(segments, k);
+                        for (ord, segment) in segments.iter().enumerate() {
+                            sums.add_more(segment, ord, second, w2).unwrap();
+                        }
+                        let two = sums.best(segments, k);
+                        let after = sums.best_after(segments, &before, k);
+                        drop(sums);
+                        let context =
+                            format!("{query} k={k} split {split}, {} deleted", deleted.len());
+                        assert_eq!(bits(&one), bits(&two), "{context}");
+                        assert_eq!(bits(&one), bits(&after), "{context}, selected after");
                     }
-                    let two = sums.best(segments, k);
-                    drop(sums);
-                    assert_eq!(bits(&one), bits(&two), "{query} k={k}");
-                }
-            });
+                });
+            }
         }
+        let core = segmented_index(3, 300, &[]);
         // The accumulator went back clean.
         let again = core.search("river city", 5).unwrap();
         assert_eq!(
@@ -1145,7 +1121,7 @@ mod tests {
     ) {
         let tokens = core.tokens(query);
         let mut stats = core.stats(searcher, &tokens.words);
-        let keys = core.title_keys(searcher, query, &tokens, &mut stats);
+        let keys = title_match::title_keys(core, searcher, query, &tokens, &mut stats);
         let words: Vec<&str> = tokens.words.iter().map(String::as_str).collect();
         let clauses = core.clauses(&words, &keys, &stats);
         f(&stats, &clauses);
