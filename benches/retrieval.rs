@@ -540,16 +540,33 @@ fn compare_paths(queries: &[String], (name_a, a): SearchFn, (name_b, b): SearchF
 }
 
 fn synthetic(config: &Config, scratch: &Path) {
-    let corpus = scratch.join("synthetic.jsonl");
+    // --keep-synthetic FILE writes the corpus there and keeps it, and
+    // reuses it if it exists.
+    let corpus = config
+        .keep_synthetic
+        .clone()
+        .unwrap_or_else(|| scratch.join("synthetic.jsonl"));
     println!(
         "\n== synthetic corpus: {} passages of ~100 words",
         config.synthetic
     );
     let mut gen = Zipf::new(100_000, 1.0, 0x5eed_cafe);
     let started = Instant::now();
-    let bytes = write_synthetic(&corpus, config.synthetic, &mut gen);
+    let reuse = config.keep_synthetic.is_some() && corpus.exists();
+    // Generated either way, so the queries drawn next are the same.
+    let target = if reuse {
+        Path::new("/dev/null")
+    } else {
+        corpus.as_path()
+    };
+    let bytes = write_synthetic(target, config.synthetic, &mut gen);
     println!(
-        "generated {:.2} GB in {:.1} s",
+        "{} {:.2} GB in {:.1} s",
+        if reuse {
+            format!("reusing {}; generated (not written)", corpus.display())
+        } else {
+            "generated".to_string()
+        },
         bytes as f64 / 1e9,
         started.elapsed().as_secs_f64()
     );
