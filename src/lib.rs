@@ -38,5 +38,6 @@ pub mod retrieve;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use error::{Error, Result};

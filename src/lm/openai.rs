@@ -54,6 +54,7 @@ use tokio::runtime::Runtime;
 use super::transport::{Http, Route, SendError, PROXY_AUTH_HINT};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 use crate::error::redact_url;
+use crate::tls::UNTRUSTED_HINT;
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -466,11 +467,9 @@ async fn send_once(
         .await
         .map_err(|e| match e {
             SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
-            SendError::Certificate(e) => Failure::Fatal(LmError::Connect(format!(
-                "{e} (the server's TLS certificate is not trusted: dspy-rhai trusts the \
-                 Mozilla root certificates of webpki-roots, and those of the PEM file \
-                 SSL_CERT_FILE names)"
-            ))),
+            SendError::Certificate(e) => {
+                Failure::Fatal(LmError::Connect(format!("{e} ({UNTRUSTED_HINT})")))
+            }
             SendError::Closed(e) => Failure::Closed(LmError::Connect(hang_up_hint(e, body_len))),
             SendError::Protocol(e) => Failure::Retry {
                 error: LmError::BadResponse(e),

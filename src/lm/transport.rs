@@ -15,7 +15,7 @@
 //!   resends a request whose pooled connection closed before it was written,
 //!   as reqwest does with the same pool.
 //! - **reqwest**: `https://` (rustls with the webpki roots, and
-//!   `SSL_CERT_FILE`'s certificates: [`ExtraRoots`]) or a proxy
+//!   `SSL_CERT_FILE`'s certificates: [`crate::tls`]) or a proxy
 //!   from `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (minus `NO_PROXY`), where
 //!   TLS and proxy tunnelling are reqwest's job and a request's CPU is
 //!   small beside the network's latency.
@@ -35,6 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::chain;
+use crate::tls::ExtraRoots;
 
 const AGENT: &str = concat!("dspy-rhai/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,52 +160,6 @@ pub(super) enum Route {
     },
 }
 
-/// Root certificates trusted besides the Mozilla roots of webpki-roots:
-/// the PEM file named by `SSL_CERT_FILE`, the variable OpenSSL, curl and
-/// Python's httpx (so DSPy's LiteLLM) read, for servers behind a private
-/// or self-signed certificate authority (a company gateway, a local vLLM
-/// with TLS).
-#[derive(Clone, Debug)]
-pub(super) struct ExtraRoots {
-    /// The file, as named in errors.
-    path: std::path::PathBuf,
-    certificates: Vec<reqwest::Certificate>,
-}
-
-impl PartialEq for ExtraRoots {
-    fn eq(&self, other: &ExtraRoots) -> bool {
-        self.path == other.path
-    }
-}
-
-/// The variable naming [`ExtraRoots`]' file.
-pub(super) const CA_FILE_VAR: &str = "SSL_CERT_FILE";
-
-impl ExtraRoots {
-    /// The certificates of `SSL_CERT_FILE`, if it is set and not empty.
-    ///
-    /// Errors: the file cannot be read, or holds no PEM certificate (both
-    /// name the variable and the file).
-    fn from_env() -> Result<Option<ExtraRoots>, String> {
-        let Some(path) = std::env::var_os(CA_FILE_VAR).filter(|p| !p.is_empty()) else {
-            return Ok(None);
-        };
-        let path = std::path::PathBuf::from(path);
-        let named = || format!("{CA_FILE_VAR}={}", path.display());
-        let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", named()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{} is not a PEM certificate bundle: {}", named(), chain(&e)))?;
-        if certificates.is_empty() {
-            return Err(format!(
-                "{} holds no certificate (expected PEM blocks \
-                 \"-----BEGIN CERTIFICATE-----\")",
-                named()
-            ));
-        }
-        Ok(Some(ExtraRoots { path, certificates }))
-    }
-}
-
 impl Route {
     /// The route for `url`; `no_proxy` ignores proxies from the environment
     /// (for a loopback server, where one never makes sense).
@@ -293,7 +248,7 @@ impl Http {
         if *no_proxy {
             builder = builder.no_proxy();
         }
-        for certificate in roots.iter().flat_map(|r| &r.certificates) {
+        for certificate in roots.iter().flat_map(ExtraRoots::certificates) {
             builder = builder.add_root_certificate(certificate.clone());
         }
         let proxy = proxy.clone();
@@ -301,11 +256,7 @@ impl Http {
             .build()
             .map(|client| Http::Reqwest { client, proxy })
             .map_err(|e| match roots {
-                Some(roots) => format!(
-                    "{} (with the certificates of {CA_FILE_VAR}={})",
-                    chain(&e),
-                    roots.path.display()
-                ),
+                Some(roots) => format!("{} (with the certificates of {roots})", chain(&e)),
                 None => chain(&e),
             })
     }

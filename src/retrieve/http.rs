@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::blocking::{Client, RequestBuilder};
 
 use super::RetrieveError;
+use crate::tls::{ExtraRoots, UNTRUSTED_HINT};
 
 /// First retry waits this long; each further retry doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -31,15 +32,25 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    /// A client with `timeout` per request and up to `max_retries` retries.
+    /// A client with `timeout` per request and up to `max_retries` retries,
+    /// trusting `SSL_CERT_FILE`'s certificates too ([`ExtraRoots`]).
+    ///
+    /// Errors: [`RetrieveError::InvalidOption`] when `SSL_CERT_FILE` is
+    /// unusable or the TLS setup fails.
     pub(crate) fn new(timeout: Duration, max_retries: u32) -> Result<Http, RetrieveError> {
-        let client = Client::builder()
+        let roots = ExtraRoots::from_env().map_err(RetrieveError::InvalidOption)?;
+        let mut builder = Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| {
-                RetrieveError::InvalidOption(format!("cannot start the HTTP client: {e}"))
-            })?;
+            .connect_timeout(timeout.min(Duration::from_secs(5)));
+        for certificate in roots.iter().flat_map(ExtraRoots::certificates) {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            let with = roots.map_or(String::new(), |r| {
+                format!(" (with the certificates of {r})")
+            });
+            RetrieveError::InvalidOption(format!("cannot start the HTTP client: {e}{with}"))
+        })?;
         Ok(Http {
             client,
             max_retries,
@@ -91,7 +102,15 @@ impl Http {
                 }
                 Err(e) => (transport_message(&e), None),
             };
-            if attempt > self.max_retries {
+            // rustls's error, whose type is not ours to name: retrying
+            // cannot make the certificate trusted.
+            let untrusted = failure.contains("invalid peer certificate");
+            if attempt > self.max_retries || untrusted {
+                let failure = if untrusted {
+                    format!("{failure} ({UNTRUSTED_HINT})")
+                } else {
+                    failure
+                };
                 return Err(RetrieveError::RemoteUnavailable {
                     url: url.to_string(),
                     message: failure,

@@ -12,6 +12,8 @@ use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, LmSettings, Message, Transp
 use dspy_rhai::testing::{MockReply, MockServer};
 use serde_json::json;
 
+use crate::common::{read_request, tls_server};
+
 /// A one-question request for `model`.
 pub(crate) fn request(model: &str, question: &str) -> LmRequest {
     LmRequest {
@@ -303,66 +305,14 @@ fn proxy_authentication_socks_and_a_bad_ca_file_fail_at_once_and_say_why() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-/// A TLS server on a free loopback port with `tests/fixtures/tls`'s
-/// certificate for `localhost` and `127.0.0.1`, signed by its test CA
-/// (`ca.pem`), answering every request with a ChatAdapter reply. Returns
-/// the address and the number of connections accepted.
-fn tls_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-    );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
-            let tls = rustls::StreamOwned::new(connection, stream.unwrap());
-            std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(tls);
-                // A client that refuses the certificate ends the handshake here.
-                while read_request(&mut reader) {
-                    let reply = serde_json::json!({"choices": [{"message": {
-                        "content": "[[ ## reasoning ## ]]\nOver TLS.\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
-                    }}]})
-                    .to_string();
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        reply.len()
-                    );
-                    let tls = reader.get_mut();
-                    if std::io::Write::write_all(tls, (head + reply.as_str()).as_bytes()).is_err() {
-                        return;
-                    }
-                    let _ = std::io::Write::flush(tls);
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 /// A server whose certificate a private CA signed: refused, once and with
 /// the way out named, until `SSL_CERT_FILE` names the CA's certificate.
 #[test]
 fn a_private_ca_is_trusted_through_ssl_cert_file() {
-    let (addr, accepted) = tls_server();
+    let reply = serde_json::json!({"choices": [{"message": {
+        "content": "[[ ## reasoning ## ]]\nOver TLS.\n\n[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+    }}]});
+    let (addr, accepted) = tls_server(reply.to_string());
     let base = format!("https://127.0.0.1:{}/v1", addr.port());
     let (stderr, ok) = run_with_env(&base, &[]);
     assert!(!ok);
@@ -1267,28 +1217,6 @@ fn raw_server(
         }
     });
     (addr, accepted)
-}
-
-/// Reads one request, head and body; `false` when the connection closed
-/// or stayed idle past its read timeout first.
-fn read_request(reader: &mut impl std::io::BufRead) -> bool {
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
-            return false;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).is_ok()
 }
 
 /// A 200 chat completion answering "ok", with keep-alive left to HTTP/1.1's default.

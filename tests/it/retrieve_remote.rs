@@ -528,6 +528,47 @@ fn retriever_uris_parse_and_bad_ones_say_which_forms_exist() {
     }
 }
 
+/// The remote retrievers trust `SSL_CERT_FILE` as the LM client does: a
+/// ColBERTv2 server behind a private CA is refused at once (not retried),
+/// with the way out named, then searched once the CA's file is given.
+#[test]
+fn a_retriever_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let reply = serde_json::json!({"topk": [
+        {"text": "Gabilan Mountains | A range east of the Salinas Valley.", "score": 9.5}
+    ]});
+    let (addr, accepted) = super::common::tls_server(reply.to_string());
+    let cache = tempfile::tempdir().unwrap();
+    let search = |ca: Option<&Path>| {
+        let mut command = super::common::cli();
+        command
+            .args(["search", "Gabilan", "-k", "1", "--retriever"])
+            .arg(format!("colbertv2:https://127.0.0.1:{}/api", addr.port()))
+            .env("DSPY_CACHE_DIR", cache.path())
+            .env_remove("SSL_CERT_FILE");
+        if let Some(ca) = ca {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, stderr) = search(None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("invalid peer certificate") && stderr.contains("SSL_CERT_FILE names"),
+        "{stderr}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let (ok, stdout, stderr) = search(Some(&ca));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Gabilan Mountains"), "{stdout}");
+}
+
 #[test]
 fn scripts_switch_retrievers_with_use_retriever() {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -137,4 +138,78 @@ pub fn script_compiler<'a>(
         dspy_rhai::evaluate::Metric::Script("metric".into()),
         cancel,
     )
+}
+
+/// Reads one request, head and body; `false` when the connection closed
+/// or stayed idle past its read timeout first.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> bool {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
+            return false;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).is_ok()
+}
+
+/// A TLS server on a free loopback port with `tests/fixtures/tls`'s
+/// certificate for `localhost` and `127.0.0.1`, signed by its test CA
+/// (`ca.pem`), answering every request with `reply` (JSON). Returns the
+/// address and the number of connections accepted.
+pub fn tls_server(reply: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let tls = rustls::StreamOwned::new(connection, stream.unwrap());
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(tls);
+                // A client that refuses the certificate ends the handshake here.
+                while read_request(&mut reader) {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        reply.len()
+                    );
+                    let tls = reader.get_mut();
+                    if std::io::Write::write_all(tls, (head + reply.as_str()).as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = std::io::Write::flush(tls);
+                }
+            });
+        }
+    });
+    (addr, accepted)
 }
