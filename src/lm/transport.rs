@@ -169,7 +169,8 @@ impl Route {
     /// unusable (see [`ExtraRoots`]).
     pub(super) fn for_url(url: &reqwest::Url, no_proxy: bool) -> Result<Route, String> {
         let proxy = if no_proxy { None } else { proxy_for(url) };
-        if let Some(socks) = proxy.as_deref().filter(|p| p.starts_with("socks")) {
+        let is_socks = |p: &&str| p.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("socks"));
+        if let Some(socks) = proxy.as_deref().filter(is_socks) {
             return Err(format!(
                 "the proxy {socks} (from ALL_PROXY/HTTPS_PROXY/HTTP_PROXY) for {url} is a SOCKS \
                  proxy, which dspy-rhai does not support: use an HTTP proxy, or leave this host \
