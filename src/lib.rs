@@ -33,6 +33,7 @@ pub mod modules;
 pub mod optimize;
 pub mod parallel;
 pub mod predict;
+pub mod proxy;
 pub mod repl;
 pub mod retrieve;
 pub mod signature;

@@ -10,9 +10,49 @@ use crate::error::chain;
 /// The variable naming [`ExtraRoots`]' file.
 pub const CA_FILE_VAR: &str = "SSL_CERT_FILE";
 
-/// What to tell a user whose server's certificate was refused.
+/// What to tell a user whose server's certificate was refused for its
+/// issuer.
 pub const UNTRUSTED_HINT: &str = "the server's TLS certificate is not trusted: dspy-rhai trusts \
      the Mozilla root certificates of webpki-roots, and those of the PEM file SSL_CERT_FILE names";
+
+/// The hint for a TLS failure that retrying cannot mend, given the error's
+/// text (rustls's errors, whose types are not ours to name, somewhere in
+/// it), or `None` when `error` is no such failure:
+/// - a certificate issued by an unknown authority: [`UNTRUSTED_HINT`];
+/// - one for another host name, expired or not yet valid: said so, since
+///   `SSL_CERT_FILE` cannot help;
+/// - a CA certificate presented as the server's own (`openssl req -x509`
+///   makes one by default; curl accepts it, rustls does not);
+/// - a plain-HTTP server behind an `https://` URL (rustls reads its reply
+///   as a corrupt TLS record).
+pub fn failure_hint(error: &str) -> Option<&'static str> {
+    if error.contains("received corrupt message of type InvalidContentType") {
+        return Some(
+            "the server answered in plain HTTP, not TLS: use an http:// URL for it, or \
+             the port it serves HTTPS on",
+        );
+    }
+    if !error.contains("invalid peer certificate") {
+        return None;
+    }
+    Some(
+        if error.contains("not valid for name") || error.contains("NotValidForName") {
+            "the server's TLS certificate is for another host name: use the name it was issued for \
+         in the URL"
+        } else if error.contains("expired") || error.contains("Expired") {
+            "the server's TLS certificate has expired (or this machine's clock is wrong)"
+        } else if error.contains("not valid yet") || error.contains("NotValidYet") {
+            "the server's TLS certificate is not valid yet (or this machine's clock is wrong)"
+        } else if error.contains("CaUsedAsEndEntity") {
+            "the server presents a CA certificate as its own, as `openssl req -x509` makes by \
+         default; rustls accepts only a server (end-entity) certificate: give the server one \
+         signed by that CA, or a self-signed one made with \
+         `-addext basicConstraints=critical,CA:FALSE`"
+        } else {
+            UNTRUSTED_HINT
+        },
+    )
+}
 
 /// The certificates of the PEM file `SSL_CERT_FILE` names: the variable
 /// OpenSSL, curl and Python's httpx (so DSPy's LiteLLM) read, for servers
@@ -40,10 +80,32 @@ impl fmt::Display for ExtraRoots {
 }
 
 impl ExtraRoots {
+    /// [`ExtraRoots::from_env`] when a client for `url` through `proxy`
+    /// uses TLS (an `https://` URL or proxy), else `None` without reading
+    /// the variable: a bad `SSL_CERT_FILE` does not stop plain HTTP.
+    ///
+    /// Errors: as [`ExtraRoots::from_env`].
+    pub fn when_used(
+        url: &reqwest::Url,
+        proxy: Option<&crate::proxy::EnvProxy>,
+    ) -> Result<Option<ExtraRoots>, String> {
+        let tls_proxy = proxy.is_some_and(|p| {
+            p.shown()
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        });
+        if url.scheme() == "https" || tls_proxy {
+            ExtraRoots::from_env()
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The certificates of `SSL_CERT_FILE`, if it is set and not empty.
     ///
-    /// Errors: the file cannot be read, or holds no PEM certificate (both
-    /// name the variable and the file).
+    /// Errors: the file cannot be read, holds no PEM certificate, or holds
+    /// one rustls cannot use (a PEM block around bytes that are not a
+    /// certificate); each names the variable and the file.
     pub fn from_env() -> Result<Option<ExtraRoots>, String> {
         let Some(path) = std::env::var_os(CA_FILE_VAR).filter(|p| !p.is_empty()) else {
             return Ok(None);
@@ -60,6 +122,23 @@ impl ExtraRoots {
                 named()
             ));
         }
+        // The PEM parse does not look inside the blocks; building a client
+        // does, so a bad block fails here, named, not on every request.
+        let mut probe = reqwest::Client::builder().tls_built_in_root_certs(false);
+        for certificate in &certificates {
+            probe = probe.add_root_certificate(certificate.clone());
+        }
+        probe.build().map_err(|e| {
+            let cause = chain(&e);
+            let cause = cause.strip_prefix("builder error: ").unwrap_or(&cause);
+            let cause = cause
+                .strip_prefix("invalid peer certificate: ")
+                .unwrap_or(cause);
+            format!(
+                "{} holds a block that is not a usable certificate ({cause})",
+                named()
+            )
+        })?;
         Ok(Some(ExtraRoots { path, certificates }))
     }
 

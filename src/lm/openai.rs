@@ -51,10 +51,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use super::transport::{Http, Route, SendError, PROXY_AUTH_HINT};
+use super::transport::{Http, Route, SendError};
 use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
 use crate::error::redact_url;
-use crate::tls::UNTRUSTED_HINT;
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
@@ -160,7 +159,8 @@ impl OpenAiClient {
     /// `api_key` as a bearer token when given.
     ///
     /// Errors: [`LmError::Config`] for a malformed URL, a key that cannot
-    /// be sent in a header, a SOCKS proxy in the environment for this URL,
+    /// be sent in a header, an unusable proxy in the environment for this URL
+    /// (a SOCKS proxy, another scheme; [`crate::proxy`]),
     /// or an unreadable `SSL_CERT_FILE` (for `https://` or a proxy).
     pub fn new(
         base_url: &str,
@@ -181,12 +181,11 @@ impl OpenAiClient {
             None => None,
         };
         let max = options.max_concurrency.max(1);
-        let no_proxy = is_loopback(&url);
         let uri = url
             .as_str()
             .parse::<hyper::Uri>()
             .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
-        let route = Route::for_url(&url, no_proxy).map_err(LmError::Config)?;
+        let route = Route::for_url(&url).map_err(LmError::Config)?;
         Ok(OpenAiClient {
             slots: SlotPool::new(max, route),
             inner: Arc::new(Inner {
@@ -231,6 +230,10 @@ impl OpenAiClient {
                     resent = true;
                     continue;
                 }
+                // Hung up on twice in a row, on a fresh connection the
+                // second time: a large request is most likely over the
+                // server's size limit, which a retry cannot change.
+                Err(Failure::Closed(error)) if body.len() >= LARGE_REQUEST => return Err(error),
                 Err(Failure::Closed(error)) => (error, None),
             };
             if attempts > options.max_retries {
@@ -429,25 +432,24 @@ fn wait_before_retry(
     }
 }
 
-/// Requests from this size on are suspected of being over a server's
-/// limit when the server hangs up on them.
-const LARGE_REQUEST: usize = 1 << 20;
+/// Requests from this size on (64 KiB; a chat request is most often a few
+/// KB) are suspected of being over a server's limit when the server hangs
+/// up on them, and are not retried after the one resend every closed
+/// connection gets.
+const LARGE_REQUEST: usize = 64 << 10;
 
 /// `error` (a connection closed or reset before any reply) with what most
-/// likely happened when the request was being written or was large: a
-/// server hangs up on a request over its size limit, and its 413, if it
-/// sent one, is lost with the reset.
+/// likely happened when the request was large: a server hangs up on a
+/// request over its size limit, and its 413, if it sent one, is lost with
+/// the reset. (hyper says nothing of how much of the request it had
+/// written.)
 fn hang_up_hint(error: String, body_len: usize) -> String {
-    let when = if error.contains("error writing a body") {
-        format!("while the {body_len}-byte request was being sent")
-    } else if body_len >= LARGE_REQUEST {
-        format!("before replying to the {body_len}-byte request")
-    } else {
+    if body_len < LARGE_REQUEST {
         return error;
-    };
+    }
     format!(
-        "{error} (the server closed the connection {when}, as servers do with requests over \
-         their size limit)"
+        "{error} (the server closed the connection before replying to the {body_len}-byte \
+         request, twice, as servers do with requests over their size limit)"
     )
 }
 
@@ -467,26 +469,24 @@ async fn send_once(
         .await
         .map_err(|e| match e {
             SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
-            SendError::Certificate(e) => {
-                Failure::Fatal(LmError::Connect(format!("{e} ({UNTRUSTED_HINT})")))
-            }
+            SendError::Tls(e) => Failure::Fatal(LmError::Connect(e)),
             SendError::Closed(e) => Failure::Closed(LmError::Connect(hang_up_hint(e, body_len))),
             SendError::Protocol(e) => Failure::Retry {
                 error: LmError::BadResponse(e),
                 retry_after: None,
             },
-            SendError::ProxyAuth(e) => {
-                Failure::Fatal(LmError::Connect(format!("{e}: {PROXY_AUTH_HINT}")))
-            }
+            SendError::ProxyAuth(e) => Failure::Fatal(LmError::Connect(e)),
             SendError::Transport(e) => connect_failure(e),
         })?;
     let status = response.status;
     if let (407, Some(proxy)) = (status.as_u16(), http.proxy()) {
         // A plain-HTTP request through a proxy gets the proxy's 407 as its reply.
         return Err(Failure::Fatal(LmError::Connect(format!(
-            "the proxy {proxy} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) answered the request \
-             for {} with 407: {PROXY_AUTH_HINT}",
-            inner.url
+            "the proxy {} (from {}) answered the request for {} with 407: {}",
+            proxy.shown(),
+            proxy.var(),
+            inner.url,
+            proxy.auth_hint()
         ))));
     }
     if status.is_redirection() {
@@ -769,17 +769,6 @@ fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
     let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
     url.set_path(&path);
     Ok(url)
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The wire form of a request; borrows everything from the [`LmRequest`].

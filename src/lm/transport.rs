@@ -16,7 +16,8 @@
 //!   as reqwest does with the same pool.
 //! - **reqwest**: `https://` (rustls with the webpki roots, and
 //!   `SSL_CERT_FILE`'s certificates: [`crate::tls`]) or a proxy
-//!   from `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (minus `NO_PROXY`), where
+//!   from `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (minus `NO_PROXY`; chosen
+//!   by [`crate::proxy`] and given to reqwest explicitly), where
 //!   TLS and proxy tunnelling are reqwest's job and a request's CPU is
 //!   small beside the network's latency.
 //!
@@ -35,6 +36,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::chain;
+use crate::proxy::EnvProxy;
 use crate::tls::ExtraRoots;
 
 const AGENT: &str = concat!("dspy-rhai/", env!("CARGO_PKG_VERSION"));
@@ -48,10 +50,10 @@ pub(super) enum Http {
     /// hyper-util's client over plain TCP.
     Direct(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
     /// reqwest, for TLS and proxies; `proxy` is the environment's proxy for
-    /// this endpoint (without credentials), named in errors.
+    /// this endpoint, named in errors.
     Reqwest {
         client: reqwest::Client,
-        proxy: Option<String>,
+        proxy: Option<EnvProxy>,
     },
 }
 
@@ -63,8 +65,10 @@ pub(super) enum SendError {
     /// The request could not be built (a bug or a bad setting): not worth
     /// retrying.
     Build(String),
-    /// The server's TLS certificate is not trusted: retrying cannot help.
-    Certificate(String),
+    /// TLS failed in a way retrying cannot mend: the server's certificate
+    /// is refused, or the server speaks plain HTTP (see
+    /// [`crate::tls::failure_hint`]).
+    Tls(String),
     /// The connection closed or was reset before any reply: most often a
     /// kept-alive connection the server had just closed, so worth one
     /// immediate resend on a new connection.
@@ -72,7 +76,7 @@ pub(super) enum SendError {
     /// The server answered with something that is not HTTP.
     Protocol(String),
     /// The proxy wants credentials (`407` to `CONNECT`): retrying without
-    /// them cannot help.
+    /// them cannot help. The text ends with the proxy's hint.
     ProxyAuth(String),
     /// Connecting or writing failed ("Connection refused"): worth retrying.
     Transport(String),
@@ -85,7 +89,7 @@ impl SendError {
     /// names (a proxy's failure otherwise reads as the LM server's).
     fn classify(
         url: &reqwest::Url,
-        proxy: Option<&str>,
+        proxy: Option<&EnvProxy>,
         e: &(dyn std::error::Error + 'static),
     ) -> SendError {
         // reqwest's wording, so both clients' errors read alike (reqwest's
@@ -98,13 +102,18 @@ impl SendError {
         };
         if let Some(proxy) = proxy {
             text.push_str(&format!(
-                " (through the proxy {proxy}, from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"
+                " (through the proxy {}, from {})",
+                proxy.shown(),
+                proxy.var()
             ));
+            // hyper-util's tunnel error, whose type is private; reqwest's
+            // own CONNECT reads the same.
+            if text.contains("proxy authorization required") {
+                return SendError::ProxyAuth(format!("{text}: {}", proxy.auth_hint()));
+            }
         }
-        // hyper-util's tunnel error, whose type is private; reqwest's own
-        // CONNECT reads the same.
-        if proxy.is_some() && text.contains("proxy authorization required") {
-            return SendError::ProxyAuth(text);
+        if let Some(hint) = crate::tls::failure_hint(&text) {
+            return SendError::Tls(format!("{text} ({hint})"));
         }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(cause) = source {
@@ -121,10 +130,6 @@ impl SendError {
                 if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
                     return SendError::Closed(text);
                 }
-            }
-            // rustls's error, whose type is not ours to name.
-            if cause.to_string().starts_with("invalid peer certificate") {
-                return SendError::Certificate(text);
             }
             source = cause.source();
         }
@@ -146,71 +151,45 @@ enum Body {
 
 /// Which client an endpoint's slots use: decided once per endpoint (the
 /// environment is read once), so every slot of it behaves alike.
+// One per endpoint, made once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Route {
     /// Plain HTTP, no proxy: hyper-util's client.
     Direct,
-    /// HTTPS or a proxy: reqwest. `no_proxy` ignores the environment's
-    /// proxies; `proxy` is the one that applies (no credentials), named in
-    /// errors; `roots` are certificates trusted besides webpki-roots.
+    /// HTTPS or a proxy: reqwest. `proxy` is the environment's proxy for
+    /// the endpoint (none: reqwest ignores the environment); `roots` are
+    /// certificates trusted besides webpki-roots.
     Reqwest {
-        no_proxy: bool,
-        proxy: Option<String>,
+        proxy: Option<EnvProxy>,
         roots: Option<ExtraRoots>,
     },
 }
 
 impl Route {
-    /// The route for `url`; `no_proxy` ignores proxies from the environment
-    /// (for a loopback server, where one never makes sense).
+    /// The route for `url`, with the environment's proxy for it
+    /// ([`EnvProxy::for_url`]: none for a loopback server).
     ///
-    /// Errors: the environment's proxy for `url` is a SOCKS proxy (not
-    /// supported: it would fail on every request), or `SSL_CERT_FILE` is
-    /// unusable (see [`ExtraRoots`]).
-    pub(super) fn for_url(url: &reqwest::Url, no_proxy: bool) -> Result<Route, String> {
-        let proxy = if no_proxy { None } else { proxy_for(url) };
-        let is_socks = |p: &&str| p.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("socks"));
-        if let Some(socks) = proxy.as_deref().filter(is_socks) {
-            return Err(format!(
-                "the proxy {socks} (from ALL_PROXY/HTTPS_PROXY/HTTP_PROXY) for {url} is a SOCKS \
-                 proxy, which dspy-rhai does not support: use an HTTP proxy, or leave this host \
-                 out with NO_PROXY={}",
-                url.host_str().unwrap_or_default()
-            ));
-        }
+    /// Errors: the environment's proxy for `url` is unusable (a SOCKS
+    /// proxy, another scheme, a bad URL), or `SSL_CERT_FILE` is (see
+    /// [`ExtraRoots`]; read only when TLS is used: an `https://` URL or
+    /// proxy).
+    pub(super) fn for_url(url: &reqwest::Url) -> Result<Route, String> {
+        let proxy = EnvProxy::for_url(url)?;
         if url.scheme() == "http" && proxy.is_none() {
             return Ok(Route::Direct);
         }
-        Ok(Route::Reqwest {
-            no_proxy,
-            proxy,
-            roots: ExtraRoots::from_env()?,
-        })
+        let roots = ExtraRoots::when_used(url, proxy.as_ref())?;
+        Ok(Route::Reqwest { proxy, roots })
     }
 }
 
-/// The proxy the environment gives for `url` (scheme, host and port; no
-/// credentials), as reqwest will pick it: both read the variables through
-/// hyper-util's matcher.
-fn proxy_for(url: &reqwest::Url) -> Option<String> {
-    let uri = url.as_str().parse::<Uri>().ok()?;
-    let intercept = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
-    let proxy = intercept.uri();
-    let host = proxy.authority().map_or("", |a| a.as_str());
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    Some(format!("{}://{host}", proxy.scheme_str().unwrap_or("http")))
-}
-
-/// What to tell a user whose proxy answered `407`.
-pub(super) const PROXY_AUTH_HINT: &str = "the proxy requires authentication (HTTP 407): give \
-     its credentials in its variable, e.g. HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT";
-
 impl Http {
-    /// The proxy this client sends through (scheme, host and port), if any.
-    pub(super) fn proxy(&self) -> Option<&str> {
+    /// The proxy this client sends through, if any.
+    pub(super) fn proxy(&self) -> Option<&EnvProxy> {
         match self {
             Http::Direct(_) => None,
-            Http::Reqwest { proxy, .. } => proxy.as_deref(),
+            Http::Reqwest { proxy, .. } => proxy.as_ref(),
         }
     }
 
@@ -218,12 +197,7 @@ impl Http {
     ///
     /// Errors: reqwest's, when its TLS setup fails, as text.
     pub(super) fn new(route: &Route) -> Result<Http, String> {
-        let Route::Reqwest {
-            no_proxy,
-            proxy,
-            roots,
-        } = route
-        else {
+        let Route::Reqwest { proxy, roots } = route else {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             connector.set_keepalive(Some(TCP_KEEPALIVE));
@@ -246,9 +220,10 @@ impl Http {
             .connect_timeout(CONNECT_TIMEOUT)
             // As the direct client: a redirect is reported, not followed.
             .redirect(reqwest::redirect::Policy::none());
-        if *no_proxy {
-            builder = builder.no_proxy();
-        }
+        builder = match proxy {
+            Some(proxy) => builder.proxy(proxy.reqwest_proxy()),
+            None => builder.no_proxy(),
+        };
         for certificate in roots.iter().flat_map(ExtraRoots::certificates) {
             builder = builder.add_root_certificate(certificate.clone());
         }
@@ -308,7 +283,7 @@ impl Http {
                     if e.is_builder() {
                         SendError::Build(chain(&e))
                     } else {
-                        SendError::classify(url, proxy.as_deref(), &e)
+                        SendError::classify(url, proxy.as_ref(), &e)
                     }
                 })?;
                 Ok(Reply {
@@ -404,10 +379,10 @@ mod tests {
             None,
         )));
         match SendError::classify(&u, None, &tls) {
-            SendError::Certificate(text) => {
+            SendError::Tls(text) => {
                 assert!(text.starts_with("error sending request for url (https://lm.example/"));
                 assert!(
-                    text.ends_with("invalid peer certificate: UnknownIssuer"),
+                    text.contains("invalid peer certificate: UnknownIssuer (the server's TLS"),
                     "{text}"
                 );
             }
@@ -417,17 +392,26 @@ mod tests {
             SendError::classify(&u, None, &reset),
             SendError::Closed(_)
         ));
-        match SendError::classify(&u, Some("http://proxy:3128"), &refused) {
+        let proxy = EnvProxy::for_url_in(&u, &|name: &str| {
+            (name == "HTTPS_PROXY").then(|| "http://proxy:3128".to_string())
+        })
+        .unwrap();
+        match SendError::classify(&u, proxy.as_ref(), &refused) {
             SendError::Transport(text) => {
-                assert!(text.ends_with("(through the proxy http://proxy:3128, from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"), "{text}");
+                assert!(
+                    text.ends_with("(through the proxy http://proxy:3128, from HTTPS_PROXY)"),
+                    "{text}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        // A 407 to CONNECT is final only through a proxy.
-        assert!(matches!(
-            SendError::classify(&u, Some("http://proxy:3128"), &auth),
-            SendError::ProxyAuth(_)
-        ));
+        // A 407 to CONNECT is final only through a proxy, with the hint.
+        match SendError::classify(&u, proxy.as_ref(), &auth) {
+            SendError::ProxyAuth(text) => {
+                assert!(text.ends_with("give its credentials in HTTPS_PROXY, e.g. HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             SendError::classify(&u, None, &auth),
             SendError::Transport(_)
@@ -436,25 +420,15 @@ mod tests {
 
     #[test]
     fn only_plain_http_without_a_proxy_goes_direct() {
-        let route = |u: &str, no_proxy| Route::for_url(&url(u), no_proxy).unwrap();
+        // Loopback servers: no proxy applies whatever the environment says.
+        let route = |u: &str| Route::for_url(&url(u)).unwrap();
         assert_eq!(
-            route("http://127.0.0.1:8000/v1/chat/completions", true),
+            route("http://127.0.0.1:8000/v1/chat/completions"),
             Route::Direct
         );
         assert!(matches!(
-            route("https://127.0.0.1:8000/v1/chat/completions", true),
-            Route::Reqwest {
-                no_proxy: true,
-                proxy: None,
-                ..
-            }
-        ));
-        assert!(matches!(
-            route("https://api.openai.com/v1/chat/completions", false),
-            Route::Reqwest {
-                no_proxy: false,
-                ..
-            }
+            route("https://127.0.0.1:8000/v1/chat/completions"),
+            Route::Reqwest { proxy: None, .. }
         ));
     }
 }

@@ -49,9 +49,10 @@ struct CacheKey<'a> {
 impl ColBertV2 {
     /// A client of the server at `url` using GET requests (DSPy's default).
     ///
-    /// Errors: [`RetrieveError::InvalidOption`] for a URL that does not parse.
+    /// Errors: [`RetrieveError::InvalidOption`] for a URL that does not
+    /// parse, or an unusable proxy or `SSL_CERT_FILE` for it.
     pub fn new(url: &str, options: &RemoteOptions) -> Result<ColBertV2, RetrieveError> {
-        reqwest::Url::parse(url).map_err(|e| {
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
             RetrieveError::InvalidOption(format!(
                 "ColBERTv2 URL `{}`: {e}",
                 crate::error::redact_url(url)
@@ -61,7 +62,7 @@ impl ColBertV2 {
             url: url.to_string(),
             shown_url: crate::error::redact_url(url),
             post: false,
-            http: Http::new(options.timeout, options.max_retries)?,
+            http: Http::new(&parsed, options.timeout, options.max_retries)?,
             cache: options.cache.clone(),
         })
     }

@@ -74,8 +74,9 @@ pub enum RetrieveError {
         /// The output directory that was asked for.
         dir: PathBuf,
     },
-    /// A build option was out of range.
-    #[error("invalid build option: {0}")]
+    /// A setting is invalid: a build option out of range, or a remote
+    /// retriever's URL, credentials, proxy or `SSL_CERT_FILE`.
+    #[error("invalid setting: {0}")]
     InvalidOption(String),
     /// No default index location could be determined.
     #[error("no data directory on this system; set DSPY_INDEX or pass --index/--out")]

@@ -2,13 +2,20 @@
 //! client per retriever (pooled keep-alive connections, safe to share
 //! between worker threads), a per-request timeout, and retries with
 //! exponential backoff on connection errors, timeouts, 429 and 5xx.
+//!
+//! Proxies and certificates follow the LM client's rules: the environment's
+//! proxy is chosen once ([`crate::proxy`]; none for a loopback server, a
+//! SOCKS proxy refused before any request), `SSL_CERT_FILE` is read only
+//! for TLS ([`crate::tls`]), and what retrying cannot mend (a proxy's 407,
+//! a refused certificate, plain HTTP behind `https://`) is not retried.
 
 use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder};
 
 use super::RetrieveError;
-use crate::tls::{ExtraRoots, UNTRUSTED_HINT};
+use crate::proxy::EnvProxy;
+use crate::tls::ExtraRoots;
 
 /// First retry waits this long; each further retry doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,21 +34,36 @@ pub(crate) struct Reply {
 pub(crate) struct Http {
     client: Client,
     max_retries: u32,
+    /// The environment's proxy for the server, named in errors.
+    proxy: Option<EnvProxy>,
     /// Requests sent, retries included.
     sent: std::sync::atomic::AtomicU64,
 }
 
 impl Http {
-    /// A client with `timeout` per request and up to `max_retries` retries,
-    /// trusting `SSL_CERT_FILE`'s certificates too ([`ExtraRoots`]).
+    /// A client for the server at `url` (its base URL: every request goes
+    /// to the same host) with `timeout` per request and up to
+    /// `max_retries` retries, through the environment's proxy for `url`
+    /// ([`EnvProxy`]), trusting `SSL_CERT_FILE`'s certificates too when it
+    /// uses TLS ([`ExtraRoots`]).
     ///
-    /// Errors: [`RetrieveError::InvalidOption`] when `SSL_CERT_FILE` is
-    /// unusable or the TLS setup fails.
-    pub(crate) fn new(timeout: Duration, max_retries: u32) -> Result<Http, RetrieveError> {
-        let roots = ExtraRoots::from_env().map_err(RetrieveError::InvalidOption)?;
+    /// Errors: [`RetrieveError::InvalidOption`] when the proxy or
+    /// `SSL_CERT_FILE` is unusable or the TLS setup fails.
+    pub(crate) fn new(
+        url: &reqwest::Url,
+        timeout: Duration,
+        max_retries: u32,
+    ) -> Result<Http, RetrieveError> {
+        let proxy = EnvProxy::for_url(url).map_err(RetrieveError::InvalidOption)?;
+        let roots =
+            ExtraRoots::when_used(url, proxy.as_ref()).map_err(RetrieveError::InvalidOption)?;
         let mut builder = Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)));
+        builder = match &proxy {
+            Some(proxy) => builder.proxy(proxy.reqwest_proxy()),
+            None => builder.no_proxy(),
+        };
         for certificate in roots.iter().flat_map(ExtraRoots::certificates) {
             builder = builder.add_root_certificate(certificate.clone());
         }
@@ -49,11 +71,15 @@ impl Http {
             let with = roots.map_or(String::new(), |r| {
                 format!(" (with the certificates of {r})")
             });
-            RetrieveError::InvalidOption(format!("cannot start the HTTP client: {e}{with}"))
+            RetrieveError::InvalidOption(format!(
+                "cannot start the HTTP client: {}{with}",
+                crate::error::chain(&e)
+            ))
         })?;
         Ok(Http {
             client,
             max_retries,
+            proxy,
             sent: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -90,6 +116,21 @@ impl Http {
                     .map(|body| (Reply { status, body }, retry_after))
             });
             let (failure, retry_after) = match outcome {
+                Ok((reply, _)) if reply.status == 407 && self.proxy.is_some() => {
+                    // A plain-HTTP request through a proxy gets the proxy's
+                    // 407 as its reply.
+                    let proxy = self.proxy.as_ref().expect("checked");
+                    return Err(RetrieveError::RemoteUnavailable {
+                        url: url.to_string(),
+                        message: format!(
+                            "the proxy {} (from {}) answered with 407: {}",
+                            proxy.shown(),
+                            proxy.var(),
+                            proxy.auth_hint()
+                        ),
+                        attempts: attempt,
+                    });
+                }
                 Ok((reply, retry_after)) => {
                     if reply.status == 429 || reply.status >= 500 {
                         (
@@ -100,16 +141,22 @@ impl Http {
                         return Ok(reply);
                     }
                 }
-                Err(e) => (transport_message(&e), None),
+                Err(e) => (transport_message(&e, self.proxy.as_ref()), None),
             };
-            // rustls's error, whose type is not ours to name: retrying
-            // cannot make the certificate trusted.
-            let untrusted = failure.contains("invalid peer certificate");
-            if attempt > self.max_retries || untrusted {
-                let failure = if untrusted {
-                    format!("{failure} ({UNTRUSTED_HINT})")
-                } else {
+            // What retrying cannot mend: a refused certificate, plain HTTP
+            // behind https://, a proxy wanting credentials.
+            let hint = crate::tls::failure_hint(&failure)
+                .map(str::to_string)
+                .or_else(|| {
+                    let proxy = self.proxy.as_ref()?;
                     failure
+                        .contains("proxy authorization required")
+                        .then(|| proxy.auth_hint())
+                });
+            if attempt > self.max_retries || hint.is_some() {
+                let failure = match hint {
+                    Some(hint) => format!("{failure} ({hint})"),
+                    None => failure,
                 };
                 return Err(RetrieveError::RemoteUnavailable {
                     url: url.to_string(),
@@ -126,8 +173,9 @@ impl Http {
 }
 
 /// A transport error in a few words (the URL is reported separately, so it
-/// is stripped here: it may carry credentials).
-fn transport_message(e: &reqwest::Error) -> String {
+/// is stripped here: it may carry credentials), naming the proxy it went
+/// through, if any.
+fn transport_message(e: &reqwest::Error, proxy: Option<&EnvProxy>) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -143,10 +191,13 @@ fn transport_message(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
+    let through = proxy.map_or(String::new(), |p| {
+        format!(" (through the proxy {}, from {})", p.shown(), p.var())
+    });
     if detail.is_empty() {
-        kind.to_string()
+        format!("{kind}{through}")
     } else {
-        format!("{kind}: {detail}")
+        format!("{kind}: {detail}{through}")
     }
 }
 

@@ -177,7 +177,7 @@ impl OpenSearch {
     ) -> Result<OpenSearch, RetrieveError> {
         check_index_name(index).map_err(RetrieveError::InvalidOption)?;
         let base = base.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&base).map_err(|e| {
+        let parsed = reqwest::Url::parse(&base).map_err(|e| {
             RetrieveError::InvalidOption(format!(
                 "OpenSearch URL `{}`: {e}",
                 crate::error::redact_url(&base)
@@ -201,7 +201,7 @@ impl OpenSearch {
             base,
             index: index.to_string(),
             auth,
-            http: Http::new(options.timeout, options.max_retries)?,
+            http: Http::new(&parsed, options.timeout, options.max_retries)?,
             title_boost: OPENSEARCH_TITLE_BOOST,
         })
     }

@@ -12,7 +12,7 @@ use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, LmSettings, Message, Transp
 use dspy_rhai::testing::{MockReply, MockServer};
 use serde_json::json;
 
-use crate::common::{read_request, tls_server};
+use crate::common::{raw_server, read_request, tls_server};
 
 /// A one-question request for `model`.
 pub(crate) fn request(model: &str, question: &str) -> LmRequest {
@@ -189,7 +189,9 @@ fn a_failing_proxy_is_named_in_the_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains(&format!("through the proxy http://127.0.0.1:{port}")),
+        stderr.contains(&format!(
+            "through the proxy http://***@127.0.0.1:{port}, from HTTP_PROXY"
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("pr0xypw"), "{stderr}");
@@ -209,22 +211,7 @@ fn run_with_env(base: &str, env: &[(&str, String)]) -> (String, bool) {
         .args(["--lm", "openai/m", "--api-base", base])
         .args(["--no-cache", "--max-retries", "2"])
         .env("OPENAI_API_KEY", "sk-x");
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-        "SSL_CERT_FILE",
-    ] {
-        command.env_remove(var);
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
+    crate::common::with_network_env(&mut command, env);
     let out = command.output().unwrap();
     (
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -234,8 +221,10 @@ fn run_with_env(base: &str, env: &[(&str, String)]) -> (String, bool) {
 
 /// A proxy that wants credentials answers 407, to a `CONNECT` (HTTPS) or
 /// to the request itself (plain HTTP). Neither is retried, and both say
-/// where the credentials go. A SOCKS proxy, which cannot work, and an
-/// unusable `SSL_CERT_FILE` fail before any request, naming the variable.
+/// where the credentials go, or, when some were given, to check them. A
+/// SOCKS proxy (in any case: hyper-util's matcher drops `SOCKS5://`, which
+/// sent the request around the proxy) and an unusable `SSL_CERT_FILE` fail
+/// before any request, naming the variable.
 #[test]
 fn proxy_authentication_socks_and_a_bad_ca_file_fail_at_once_and_say_why() {
     let (addr, accepted) = raw_server(|(mut reader, mut writer)| {
@@ -264,32 +253,61 @@ fn proxy_authentication_socks_and_a_bad_ca_file_fail_at_once_and_say_why() {
     assert!(!ok);
     assert!(
         stderr.contains(&format!(
-            "the proxy {proxy} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY) answered the request for \
-             http://lm.invalid/v1/chat/completions with 407"
+            "the proxy {proxy} (from HTTP_PROXY) answered the request for \
+             http://lm.invalid/v1/chat/completions with 407: the proxy requires authentication \
+             (HTTP 407): give its credentials in HTTP_PROXY, e.g. HTTP_PROXY=http://USER:"
         )),
         "{stderr}"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
-    let (stderr, ok) = run_with_env(
-        "https://lm.invalid/v1",
-        &[("ALL_PROXY", format!("socks5://{addr}"))],
-    );
-    assert!(!ok);
-    assert!(
-        stderr.contains(&format!("the proxy socks5://{addr} (from ALL_PROXY"))
-            && stderr.contains("is a SOCKS proxy, which dspy-rhai does not support")
-            && stderr.contains("NO_PROXY=lm.invalid"),
-        "{stderr}"
-    );
+    // Credentials given and refused: check them, in the variable they came from.
+    let with_credentials = format!("http://u:s3cret@{addr}");
+    for (base, var) in [
+        ("https://lm.invalid/v1", "https_proxy"),
+        ("http://lm.invalid/v1", "http_proxy"),
+    ] {
+        let (stderr, ok) = run_with_env(base, &[(var, with_credentials.clone())]);
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!(
+                "the proxy refused the credentials given in {var} (HTTP 407)"
+            )) && !stderr.contains("s3cret"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+
+    for (var, value) in [
+        ("ALL_PROXY", format!("socks5://{addr}")),
+        ("HTTPS_PROXY", format!("SOCKS5://{addr}")),
+        ("all_proxy", format!("Socks5h://{addr}")),
+    ] {
+        let (stderr, ok) = run_with_env("https://lm.invalid/v1", &[(var, value.clone())]);
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!("the proxy {value} (from {var})"))
+                && stderr.contains("is a SOCKS proxy, which dspy-rhai does not support")
+                && stderr.contains("NO_PROXY=lm.invalid"),
+            "{stderr}"
+        );
+    }
 
     let tmp = tempfile::tempdir().unwrap();
     let not_pem = tmp.path().join("ca.txt");
     std::fs::write(&not_pem, "not a certificate\n").unwrap();
     let missing = tmp.path().join("missing.pem");
+    // A PEM block around bytes that are not a certificate.
+    let not_der = tmp.path().join("garbage.pem");
+    std::fs::write(
+        &not_der,
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     for (file, says) in [
         (&not_pem, "holds no certificate"),
         (&missing, "cannot read"),
+        (&not_der, "holds a block that is not a usable certificate"),
     ] {
         let (stderr, ok) = run_with_env(
             "https://lm.invalid/v1",
@@ -301,8 +319,8 @@ fn proxy_authentication_socks_and_a_bad_ca_file_fail_at_once_and_say_why() {
             "{stderr}"
         );
     }
-    // None of the last three reached the server.
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // None of the SOCKS or SSL_CERT_FILE runs reached the server.
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
 }
 
 /// A server whose certificate a private CA signed: refused, once and with
@@ -497,36 +515,40 @@ fn a_slow_server_times_out_after_retries() {
     }
 }
 
-/// A server that hangs up after the request's head, leaving its 16 MB body
-/// unread (the kernel then resets the connection), as servers do with a
-/// request over their size limit, often with a 413 that the reset then
-/// destroys. The error says what happened, not just "connection reset",
-/// after the one resend every closed connection gets.
+/// A server that hangs up after the request's head, or after 64 KiB of
+/// its body, leaving the rest unread (the kernel then resets the
+/// connection), as servers do with a request over their size limit, often
+/// with a 413 that the reset then destroys. The error says what happened,
+/// not just "connection reset", and comes after the one resend every
+/// closed connection gets, without retries: the same request would be
+/// refused again.
 #[test]
 fn a_reset_while_sending_a_large_request_says_the_server_hung_up_on_it() {
-    let (addr, accepted) = raw_server(|(mut reader, writer)| {
-        let mut line = String::new();
-        while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
-            if line == "\r\n" {
-                break;
+    for (size, read) in [(16 << 20, 0), (150_000, 64 << 10)] {
+        let (addr, accepted) = raw_server(move |(mut reader, writer)| {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                line.clear();
             }
-            line.clear();
-        }
-        drop((reader, writer));
-    });
-    let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(0)).unwrap();
-    let err = lm
-        .complete(&request("m", &"x".repeat(16 << 20)))
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, LmError::Connect(_)), "{text}");
-    assert!(
-        text.contains("(the server closed the connection ")
-            && text.contains("-byte request")
-            && text.ends_with(", as servers do with requests over their size limit)"),
-        "{text}"
-    );
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+            let mut body = vec![0; read];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            drop((reader, writer));
+        });
+        let lm = OpenAiClient::new(&format!("http://{addr}/v1"), None, fast(2)).unwrap();
+        let err = lm.complete(&request("m", &"x".repeat(size))).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, LmError::Connect(_)), "{text}");
+        assert!(
+            text.contains("(the server closed the connection before replying to the ")
+                && text.contains("-byte request, twice")
+                && text.ends_with(", as servers do with requests over their size limit)"),
+            "{text}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "{size} bytes");
+    }
 }
 
 /// A reply that starts and then stalls: the timeout says how much of the
@@ -1192,33 +1214,6 @@ fn built_lm_calls_the_server_and_prices_from_a_file() {
     ));
 }
 
-/// One accepted connection of [`raw_server`]: a buffered reader and a
-/// writer on the same socket.
-type RawConnection = (std::io::BufReader<std::net::TcpStream>, std::net::TcpStream);
-
-/// A raw HTTP/1.1 server on a free loopback port, for misbehaviour the mock
-/// server cannot show: each connection is given to `serve` on a thread of
-/// its own. Returns the address and the number of connections accepted.
-fn raw_server(
-    serve: impl Fn(RawConnection) + Send + Sync + 'static,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let serve = Arc::new(serve);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let serve = serve.clone();
-            let stream = stream.unwrap();
-            let writer = stream.try_clone().unwrap();
-            std::thread::spawn(move || serve((std::io::BufReader::new(stream), writer)));
-        }
-    });
-    (addr, accepted)
-}
-
 /// A 200 chat completion answering "ok", with keep-alive left to HTTP/1.1's default.
 fn write_ok(writer: &mut impl std::io::Write) {
     let reply = r#"{"choices":[{"message":{"content":"ok"}}]}"#;
@@ -1311,4 +1306,90 @@ fn a_huge_declared_length_is_not_reserved() {
         )),
         "{err}"
     );
+}
+
+/// TLS failures that retrying cannot mend get the hint that fits them, read
+/// from rustls's own error texts: only an unknown issuer points to
+/// `SSL_CERT_FILE`.
+#[test]
+fn tls_failures_get_the_hint_that_fits_them() {
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::{CertificateError, Error, InvalidMessage};
+    let at = |secs| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+    let cases = [
+        (
+            Error::InvalidCertificate(CertificateError::UnknownIssuer).to_string(),
+            "SSL_CERT_FILE names",
+        ),
+        (
+            Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("lm.example").unwrap(),
+                presented: vec!["DnsName(\"other.example\")".into()],
+            })
+            .to_string(),
+            "for another host name",
+        ),
+        (
+            Error::InvalidCertificate(CertificateError::NotValidForName).to_string(),
+            "for another host name",
+        ),
+        (
+            Error::InvalidCertificate(CertificateError::ExpiredContext {
+                time: at(2_000_000_000),
+                not_after: at(1_900_000_000),
+            })
+            .to_string(),
+            "has expired",
+        ),
+        (
+            Error::InvalidCertificate(CertificateError::NotValidYet).to_string(),
+            "not valid yet",
+        ),
+        // What rustls prints for webpki's CaUsedAsEndEntity (webpki's type
+        // is not reachable from here).
+        (
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))".to_string(),
+            "basicConstraints=critical,CA:FALSE",
+        ),
+        (
+            Error::InvalidMessage(InvalidMessage::InvalidContentType).to_string(),
+            "answered in plain HTTP",
+        ),
+    ];
+    for (text, says) in cases {
+        let hint = dspy_rhai::tls::failure_hint(&text).unwrap_or_else(|| panic!("{text}"));
+        assert!(hint.contains(says), "{text}: {hint}");
+        assert_eq!(
+            hint.contains("SSL_CERT_FILE"),
+            says == "SSL_CERT_FILE names",
+            "{text}: {hint}"
+        );
+    }
+    assert_eq!(
+        dspy_rhai::tls::failure_hint("tcp connect error: Connection refused"),
+        None
+    );
+}
+
+/// A plain-HTTP server behind an `https://` URL: said so, once, not
+/// retried.
+#[test]
+fn a_plain_http_server_behind_an_https_url_is_named_and_not_retried() {
+    let (addr, accepted) = raw_server(|(mut reader, mut writer)| {
+        let mut hello = [0; 5];
+        let _ = std::io::Read::read_exact(&mut reader, &mut hello);
+        let _ = std::io::Write::write_all(
+            &mut writer,
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+    });
+    let (stderr, ok) = run_with_env(&format!("https://127.0.0.1:{}/v1", addr.port()), &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("received corrupt message")
+            && stderr.contains("the server answered in plain HTTP, not TLS: use an http:// URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }

@@ -3,7 +3,7 @@
 //! in-process fake; remote failures; `serve` under load; Python DSPy's
 //! `dspy.ColBERTv2` against `serve` (skipped when Python DSPy is absent).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -567,6 +567,99 @@ fn a_retriever_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
     let (ok, stdout, stderr) = search(Some(&ca));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("Gabilan Mountains"), "{stdout}");
+}
+
+/// The remote retrievers choose their proxy as the LM client does: a proxy
+/// wanting credentials (407 to `CONNECT`, or to a plain-HTTP request) is
+/// named and not retried, a SOCKS proxy in any case is refused before any
+/// request, a loopback server is reached directly, and `SSL_CERT_FILE` is
+/// not read for plain HTTP.
+#[test]
+fn retrievers_follow_the_lm_clients_proxy_rules() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (proxy_addr, proxied) = super::common::raw_server(|(mut reader, mut writer)| {
+        while super::common::read_request(&mut reader) {
+            let _ = std::io::Write::write_all(
+                &mut writer,
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\
+                  Proxy-Authenticate: Basic realm=\"x\"\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    let (colbert_addr, served) = super::common::raw_server(|(mut reader, mut writer)| {
+        let body = r#"{"topk": [{"text": "Gabilan Mountains | A range.", "score": 9.5}]}"#;
+        while super::common::read_request(&mut reader) {
+            let _ = write!(
+                writer,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let search = |retriever: String, env: &[(&str, String)]| {
+        let mut command = super::common::cli();
+        command
+            .args(["search", "Gabilan", "-k", "1", "--retriever", &retriever])
+            .env("DSPY_CACHE_DIR", cache.path());
+        super::common::with_network_env(&mut command, env);
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let proxy = format!("http://{proxy_addr}");
+
+    let (ok, _, stderr) = search(
+        "colbertv2:https://lm.invalid/api".into(),
+        &[("HTTPS_PROXY", proxy.clone())],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("(through the proxy {proxy}, from HTTPS_PROXY)"))
+            && stderr.contains("give its credentials in HTTPS_PROXY")
+            && stderr.contains("(after 1 attempt(s))"),
+        "{stderr}"
+    );
+    assert_eq!(proxied.load(SeqCst), 1);
+
+    let (ok, _, stderr) = search(
+        "colbertv2:http://lm.invalid/api".into(),
+        &[("http_proxy", proxy.clone())],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "the proxy {proxy} (from http_proxy) answered with 407"
+        )) && stderr.contains("(after 1 attempt(s))"),
+        "{stderr}"
+    );
+    assert_eq!(proxied.load(SeqCst), 2);
+
+    let (ok, _, stderr) = search(
+        "colbertv2:http://lm.invalid/api".into(),
+        &[("ALL_PROXY", format!("SOCKS5://{proxy_addr}"))],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("is a SOCKS proxy, which dspy-rhai does not support"),
+        "{stderr}"
+    );
+    assert_eq!(proxied.load(SeqCst), 2);
+
+    // Loopback: never through the proxy; plain HTTP: SSL_CERT_FILE unread.
+    let (ok, stdout, stderr) = search(
+        format!("colbertv2:http://127.0.0.1:{}/api", colbert_addr.port()),
+        &[
+            ("HTTP_PROXY", proxy.clone()),
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem".into()),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Gabilan Mountains"), "{stdout}");
+    assert_eq!((proxied.load(SeqCst), served.load(SeqCst)), (2, 1));
 }
 
 #[test]

@@ -213,3 +213,51 @@ pub fn tls_server(reply: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, accepted)
 }
+
+/// One accepted connection of [`raw_server`]: a buffered reader and a
+/// writer on the same socket.
+pub type RawConnection = (std::io::BufReader<std::net::TcpStream>, std::net::TcpStream);
+
+/// A raw HTTP/1.1 server on a free loopback port, for misbehaviour the mock
+/// server cannot show: each connection is given to `serve` on a thread of
+/// its own. Returns the address and the number of connections accepted.
+pub fn raw_server(
+    serve: impl Fn(RawConnection) + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let serve = serve.clone();
+            let stream = stream.unwrap();
+            let writer = stream.try_clone().unwrap();
+            std::thread::spawn(move || serve((std::io::BufReader::new(stream), writer)));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Sets `env` on `command` after removing every proxy variable and
+/// `SSL_CERT_FILE`, so a test sees only the network settings it gives.
+pub fn with_network_env(command: &mut std::process::Command, env: &[(&str, String)]) {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+    ] {
+        command.env_remove(var);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+}

@@ -1,0 +1,316 @@
+//! The environment's HTTP proxy for one server, decided once, for every
+//! HTTP client of the crate: the LM client (`lm::transport`) and the remote
+//! retrievers (`retrieve::http`).
+//!
+//! The variables are curl's and reqwest's: `HTTPS_PROXY`/`https_proxy` for
+//! `https://` URLs, `HTTP_PROXY`/`http_proxy` for `http://`, either falling
+//! back to `ALL_PROXY`/`all_proxy`, the upper-case name read first; and
+//! `NO_PROXY`/`no_proxy`, matched by hyper-util's matcher (the one reqwest
+//! uses). Where that matcher would silently send the request without a
+//! proxy, this module decides instead:
+//! - a SOCKS proxy, in any case (the matcher drops `SOCKS5://`, so the
+//!   request went direct), is an error before any request: dspy-rhai has no
+//!   SOCKS support compiled in;
+//! - a proxy URL of any other scheme is an error naming its variable;
+//! - `NO_PROXY=*` leaves out every host, IP addresses included (the
+//!   matcher applies `*` to host names only);
+//! - a loopback server never goes through a proxy;
+//! - under CGI (`REQUEST_METHOD` set) `HTTP_PROXY` and the rest are not
+//!   read, as in hyper-util and curl ("httpoxy").
+//!
+//! The client is then given the chosen proxy explicitly (or none), so what
+//! errors name is what the client does.
+
+use std::fmt;
+
+use hyper::Uri;
+
+use crate::error::redact_url;
+
+/// The proxy an HTTP client sends through to one server: the proxy URL as
+/// the environment gives it, and which variable gave it.
+///
+/// Displays as `http://proxy:3128 (from HTTPS_PROXY)`, credentials removed.
+#[derive(Clone, Debug)]
+pub struct EnvProxy {
+    /// The proxy URL, credentials removed (for messages).
+    shown: String,
+    /// The variable it came from.
+    var: &'static str,
+    /// Whether the URL carries `USER:PASSWORD@`.
+    credentials: bool,
+    /// The proxy for reqwest (credentials included).
+    proxy: reqwest::Proxy,
+}
+
+impl PartialEq for EnvProxy {
+    fn eq(&self, other: &EnvProxy) -> bool {
+        self.shown == other.shown && self.var == other.var
+    }
+}
+
+impl fmt::Display for EnvProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (from {})", self.shown, self.var)
+    }
+}
+
+impl EnvProxy {
+    /// The proxy URL without credentials.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The variable the proxy came from (`HTTPS_PROXY`, `all_proxy`, ...).
+    pub fn var(&self) -> &'static str {
+        self.var
+    }
+
+    /// The proxy as reqwest takes it (`ClientBuilder::proxy`), for every
+    /// request of a client that talks to this one server.
+    pub fn reqwest_proxy(&self) -> reqwest::Proxy {
+        self.proxy.clone()
+    }
+
+    /// What to tell a user whose proxy answered `407 Proxy Authentication
+    /// Required`: to give credentials, or, when the variable has some, to
+    /// check them.
+    pub fn auth_hint(&self) -> String {
+        let var = self.var;
+        if self.credentials {
+            format!(
+                "the proxy refused the credentials given in {var} (HTTP 407): check the user \
+                 name and password there (special characters percent-encoded)"
+            )
+        } else {
+            format!(
+                "the proxy requires authentication (HTTP 407): give its credentials in {var}, \
+                 e.g. {var}=http://USER:PASSWORD@HOST:PORT"
+            )
+        }
+    }
+
+    /// The proxy the environment gives for `url`, or `None` when the client
+    /// must send directly (and ignore the environment).
+    ///
+    /// Errors (as text naming the variable): a SOCKS proxy, a proxy URL
+    /// with another scheme than `http://` or `https://`, or one that does
+    /// not parse.
+    pub fn for_url(url: &reqwest::Url) -> Result<Option<EnvProxy>, String> {
+        Self::for_url_in(url, &|name| std::env::var(name).ok())
+    }
+
+    /// [`EnvProxy::for_url`] with the environment read through `env`.
+    pub(crate) fn for_url_in(
+        url: &reqwest::Url,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<EnvProxy>, String> {
+        if is_loopback(url) || env("REQUEST_METHOD").is_some() {
+            return Ok(None);
+        }
+        // The first of the names that is set, even if empty (hyper-util's rule).
+        let first = |names: [&'static str; 2]| {
+            names
+                .into_iter()
+                .find_map(|name| env(name).map(|value| (name, value)))
+        };
+        let own = match url.scheme() {
+            "https" => first(["HTTPS_PROXY", "https_proxy"]),
+            _ => first(["HTTP_PROXY", "http_proxy"]),
+        };
+        let Some((var, value)) = own
+            .filter(|(_, v)| !v.trim().is_empty())
+            .or_else(|| first(["ALL_PROXY", "all_proxy"]))
+            .filter(|(_, v)| !v.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let no_proxy = first(["NO_PROXY", "no_proxy"]).map(|(_, v)| v);
+        if no_proxy.as_deref().is_some_and(|no| excludes(no, url)) {
+            return Ok(None);
+        }
+        let value = value.trim();
+        let shown = redact_url(value);
+        let scheme = value.split_once("://").map(|(scheme, _)| scheme);
+        if scheme.is_some_and(|s| s.len() >= 5 && s[..5].eq_ignore_ascii_case("socks")) {
+            return Err(format!(
+                "the proxy {shown} (from {var}) for {url} is a SOCKS proxy, which dspy-rhai does \
+                 not support: use an HTTP proxy, or leave this host out with NO_PROXY={}",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+        if scheme
+            .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
+        {
+            return Err(format!(
+                "{var}={shown}: a proxy URL must start with http:// or https:// (or name \
+                 HOST:PORT alone)"
+            ));
+        }
+        // No scheme means http://, as in curl and hyper-util.
+        let full = match scheme {
+            Some(_) => value.to_string(),
+            None => format!("http://{value}"),
+        };
+        let proxy = reqwest::Proxy::all(&full)
+            .map_err(|e| format!("{var}={shown} is not a proxy URL: {e}"))?;
+        let credentials = full
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .map(|rest| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
+            .is_some_and(|authority| authority.contains('@'));
+        Ok(Some(EnvProxy {
+            shown: redact_url(&full),
+            var,
+            credentials,
+            proxy,
+        }))
+    }
+}
+
+/// Whether the `NO_PROXY` list `no` leaves `url`'s host out: hyper-util's
+/// matching (exact hosts, domain suffixes, IP addresses and CIDR ranges),
+/// and `*` for every host, IP addresses included.
+fn excludes(no: &str, url: &reqwest::Url) -> bool {
+    if no.split(',').any(|entry| entry.trim() == "*") {
+        return true;
+    }
+    let Ok(uri) = url.as_str().parse::<Uri>() else {
+        return false;
+    };
+    // A stand-in proxy: what matters is whether the host is left out.
+    hyper_util::client::proxy::matcher::Matcher::builder()
+        .all("http://proxy.invalid:1".to_string())
+        .no(no.to_string())
+        .build()
+        .intercept(&uri)
+        .is_none()
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address, which no
+/// proxy is ever used for.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choose(url: &str, vars: &[(&str, &str)]) -> Result<Option<EnvProxy>, String> {
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        EnvProxy::for_url_in(&reqwest::Url::parse(url).unwrap(), &env)
+    }
+
+    fn shown(url: &str, vars: &[(&str, &str)]) -> Option<String> {
+        choose(url, vars).unwrap().map(|p| p.to_string())
+    }
+
+    #[test]
+    fn the_variable_for_the_scheme_then_all_proxy() {
+        let vars = [
+            ("HTTPS_PROXY", "http://s:1"),
+            ("HTTP_PROXY", "http://p:2"),
+            ("ALL_PROXY", "http://a:3"),
+        ];
+        assert_eq!(
+            shown("https://lm.example/v1", &vars).as_deref(),
+            Some("http://s:1 (from HTTPS_PROXY)")
+        );
+        assert_eq!(
+            shown("http://lm.example/v1", &vars).as_deref(),
+            Some("http://p:2 (from HTTP_PROXY)")
+        );
+        assert_eq!(
+            shown("http://lm.example/v1", &[("ALL_PROXY", "a:3")]).as_deref(),
+            Some("http://a:3 (from ALL_PROXY)")
+        );
+        // Upper case first; an empty one falls back to ALL_PROXY.
+        let vars = [
+            ("HTTPS_PROXY", ""),
+            ("https_proxy", "http://lower:1"),
+            ("all_proxy", "http://a:3"),
+        ];
+        assert_eq!(
+            shown("https://lm.example/v1", &vars).as_deref(),
+            Some("http://a:3 (from all_proxy)")
+        );
+        assert_eq!(shown("https://lm.example/v1", &[]), None);
+    }
+
+    #[test]
+    fn socks_in_any_case_and_other_schemes_are_errors_naming_the_variable() {
+        for value in [
+            "socks5://h:1",
+            "SOCKS5://h:1",
+            "Socks5h://h:1",
+            "socks://h:1",
+        ] {
+            let err = choose("http://192.0.2.2:8000/v1", &[("ALL_PROXY", value)]).unwrap_err();
+            assert!(err.contains("(from ALL_PROXY)"), "{err}");
+            assert!(err.contains("SOCKS"), "{err}");
+            assert!(err.contains("NO_PROXY=192.0.2.2"), "{err}");
+        }
+        let err = choose("https://lm.example/v1", &[("HTTPS_PROXY", "ftp://h:1")]).unwrap_err();
+        assert!(err.starts_with("HTTPS_PROXY=ftp://h:1: "), "{err}");
+        // Upper-case HTTP is HTTP.
+        assert!(shown("https://lm.example/v1", &[("HTTPS_PROXY", "HTTP://h:1")]).is_some());
+    }
+
+    #[test]
+    fn no_proxy_loopback_and_cgi_send_directly() {
+        let proxy = ("HTTPS_PROXY", "http://u:secret@p:1");
+        assert!(shown("https://lm.example/v1", &[proxy]).is_some());
+        for no in ["*", "lm.example", ".example", "a.b, lm.example"] {
+            assert_eq!(
+                shown("https://lm.example/v1", &[proxy, ("NO_PROXY", no)]),
+                None
+            );
+        }
+        // `*` covers IP addresses too; a CIDR range covers its addresses.
+        for no in ["*", " * ", "192.0.2.0/24", "192.0.2.2"] {
+            assert_eq!(
+                shown("https://192.0.2.2/v1", &[proxy, ("no_proxy", no)]),
+                None
+            );
+        }
+        assert!(shown("https://192.0.2.2/v1", &[proxy, ("NO_PROXY", "10.0.0.0/8")]).is_some());
+        assert_eq!(shown("https://127.0.0.1:8000/v1", &[proxy]), None);
+        assert_eq!(shown("https://localhost:8000/v1", &[proxy]), None);
+        assert_eq!(
+            shown("https://lm.example/v1", &[proxy, ("REQUEST_METHOD", "GET")]),
+            None
+        );
+    }
+
+    #[test]
+    fn credentials_are_never_shown_and_change_the_407_hint() {
+        let with = choose(
+            "https://lm.example/v1",
+            &[("HTTPS_PROXY", "http://u:secret@p:1")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(with.to_string(), "http://***@p:1 (from HTTPS_PROXY)");
+        assert!(with
+            .auth_hint()
+            .contains("refused the credentials given in HTTPS_PROXY"));
+        let without = choose("http://lm.example/v1", &[("http_proxy", "p:1")])
+            .unwrap()
+            .unwrap();
+        assert!(without
+            .auth_hint()
+            .contains("give its credentials in http_proxy, e.g. http_proxy=http://USER:"));
+    }
+}
