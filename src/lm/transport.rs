@@ -115,6 +115,19 @@ impl SendError {
         if let Some(hint) = crate::tls::failure_hint(&text) {
             return SendError::Tls(format!("{text} ({hint})"));
         }
+        if is_connect_timeout(e) {
+            text.push_str(&format!(
+                " (no connection within {}s, TLS handshake included: check the host and port, \
+                 and that the server speaks {} there)",
+                CONNECT_TIMEOUT.as_secs(),
+                if url.scheme() == "https" {
+                    "TLS"
+                } else {
+                    "HTTP"
+                }
+            ));
+            return SendError::Transport(text);
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(cause) = source {
             if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
@@ -135,6 +148,24 @@ impl SendError {
         }
         SendError::Transport(text)
     }
+}
+
+/// Whether `e` is the connect timeout ([`CONNECT_TIMEOUT`]): hyper-util's
+/// connector and reqwest's both end in an I/O error of kind `TimedOut`
+/// (reqwest's reads "operation timed out").
+fn is_connect_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || cause.to_string() == "operation timed out"
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A reply's status and headers, and its body still to be read.
@@ -392,6 +423,15 @@ mod tests {
             SendError::classify(&u, None, &reset),
             SendError::Closed(_)
         ));
+        // The connect timeout says what it was, and stays worth retrying.
+        let timed_out = wrap(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)));
+        match SendError::classify(&u, None, &timed_out) {
+            SendError::Transport(text) => assert!(
+                text.ends_with("(no connection within 30s, TLS handshake included: check the host and port, and that the server speaks TLS there)"),
+                "{text}"
+            ),
+            other => panic!("{other:?}"),
+        }
         let proxy = EnvProxy::for_url_in(&u, &|name: &str| {
             (name == "HTTPS_PROXY").then(|| "http://proxy:3128".to_string())
         })
