@@ -130,12 +130,24 @@ pub enum RetrieveError {
          to finish, or choose another --out"
     )]
     BuildLocked {
-        /// The output directory.
+        /// The output directory (`--out` as given).
         out: PathBuf,
-        /// The lock file.
+        /// The lock file (beside the real directory, when `out` is a link).
         lock: PathBuf,
         /// The process id recorded in the lock file (0 if unreadable).
         pid: u32,
+    },
+    /// The build output is a symbolic link to nothing. It is not replaced
+    /// by a directory, and the directory it points to is not created.
+    #[error(
+        "{out} is a symbolic link to {target}, which does not exist; create that directory \
+         (the index is built where the link points) or remove the link"
+    )]
+    DanglingLink {
+        /// The output directory (`--out` as given).
+        out: PathBuf,
+        /// Where the link points (a relative target joined to `out`'s directory).
+        target: PathBuf,
     },
     /// The disk filled up while writing the index.
     #[error("no space left on device while building the index {out} (in {dir}, now removed); the previous index (if any) is unchanged")]
