@@ -492,6 +492,11 @@ impl BuildPaths {
     /// Takes the build lock of `out` (`.<name>.lock` beside it, an OS file
     /// lock released when the guard drops, or when the process ends, however
     /// it ends).
+    ///
+    /// When it is held, the error names the pid written in the lock file only
+    /// if that process is still running: something other than a build (say
+    /// `flock`) may hold the lock while the file still names an earlier
+    /// build that has ended.
     fn lock(&self) -> Result<BuildLock, RetrieveError> {
         use std::io::{Read as _, Seek as _, Write as _};
         let path = self.parent.join(format!(".{}.lock", self.name));
@@ -510,7 +515,7 @@ impl BuildPaths {
                 return Err(RetrieveError::BuildLocked {
                     out: self.shown.clone(),
                     lock: path,
-                    pid: pid.trim().parse().unwrap_or(0),
+                    pid: pid.trim().parse().ok().filter(|&pid| process_is_alive(pid)),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(RetrieveError::io(&path, e)),
@@ -612,6 +617,29 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
             Err(e) => Err(RetrieveError::io(out, e)),
         },
         _ => Ok(path),
+    }
+}
+
+/// Whether process `pid` is running (`kill(pid, 0)`, which sends nothing;
+/// `EPERM` means it runs as another user). False for 0, for ids beyond
+/// `pid_t`, and off Unix, where this is not checked.
+fn process_is_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
     }
 }
 
@@ -733,7 +761,9 @@ mod tests {
         let held = paths.lock().unwrap();
         // A second build meanwhile is refused and told which process holds it.
         match paths.lock() {
-            Err(RetrieveError::BuildLocked { pid, .. }) => assert_eq!(pid, std::process::id()),
+            Err(RetrieveError::BuildLocked { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()))
+            }
             other => panic!("expected BuildLocked, got {:?}", other.map(|_| ())),
         }
         // What a child being spawned by another thread holds between fork
@@ -743,6 +773,19 @@ mod tests {
         let again = paths.lock();
         assert!(again.is_ok(), "{:?}", again.map(|_| ()));
         drop(inherited);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_running_process_is_alive() {
+        assert!(process_is_alive(std::process::id()));
+        // kill(0, 0) and kill(-1, 0) would ask about groups of processes.
+        assert!(!process_is_alive(0));
+        assert!(!process_is_alive(u32::MAX));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_is_alive(pid));
     }
 
     #[test]

@@ -98,21 +98,59 @@ fn a_second_build_into_the_same_out_says_another_build_is_running() {
     let lock_path = tmp.path().join(".shared.index.lock");
     let lock = std::fs::File::create(&lock_path).unwrap();
     lock.try_lock().unwrap();
-    std::fs::write(&lock_path, "4242").unwrap();
+    // The holder (this process, standing in for a running build) wrote its pid.
+    let pid = std::process::id();
+    std::fs::write(&lock_path, pid.to_string()).unwrap();
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
     assert!(
-        matches!(err, RetrieveError::BuildLocked { pid: 4242, .. }),
+        matches!(err, RetrieveError::BuildLocked { pid: Some(p), .. } if p == pid),
         "{err:?}"
     );
     assert!(
-        err.to_string().contains("another build is running"),
+        err.to_string().contains("another build is running")
+            && err.to_string().contains(&format!("held by pid {pid}")),
         "{err}"
     );
     assert!(!out.exists());
     drop(lock);
     build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
     assert_eq!(Index::open(&out).unwrap().num_docs(), 5);
+}
+
+/// The pid of a process that has already ended (a reaped child), as left in
+/// a lock file by an earlier build.
+fn a_finished_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_lock_held_by_another_process_does_not_name_a_finished_builds_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shared.index");
+    let lock_path = tmp.path().join(".shared.index.lock");
+    // What `flock .shared.index.lock sleep 4` does after an earlier build
+    // (now ended) wrote its pid there: hold the lock, leave the file alone.
+    let dead = a_finished_pid();
+    std::fs::write(&lock_path, dead.to_string()).unwrap();
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(
+        matches!(err, RetrieveError::BuildLocked { pid: None, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(!text.contains(&format!("pid {dead}")), "{text}");
+    assert!(
+        text.contains("held by another process") && text.contains(".shared.index.lock"),
+        "{text}"
+    );
+    assert!(!out.exists());
 }
 
 /// `ln -s idx link; dspy-rhai index c --out link` takes the lock of `idx`
