@@ -102,10 +102,15 @@ impl BuildReport {
 /// any error or cancellation that directory is removed and `out` is untouched.
 /// Debris left by a killed build is removed by the next build of the same `out`.
 ///
+/// A symbolic link at `out` (or in its parent path) is followed: the index
+/// the link points to is locked and replaced, and the link stays a link.
+/// A link to nothing is refused ([`RetrieveError::DanglingLink`]) rather
+/// than replaced by a directory or followed to create its target.
+///
 /// Errors besides bad input: [`RetrieveError::EmptyCorpus`] when no passage
 /// was read (unless `allow_empty`), [`RetrieveError::BuildLocked`] when
-/// another build into `out` is running (a `.<name>.lock` file beside `out`
-/// holds an OS lock), [`RetrieveError::DiskFull`], and
+/// another build into `out` is running (a `.<name>.lock` file beside the
+/// real `out` holds an OS lock), [`RetrieveError::DiskFull`], and
 /// [`RetrieveError::Cancelled`]; in every case the previous index is kept.
 ///
 /// An existing index is replaced by one atomic exchange of the two
@@ -181,7 +186,7 @@ pub fn build_index_in_stages(
         }
         Ok(counts) => counts,
         Err(e) => {
-            let e = disk_full_or(e, &paths.tmp, &paths.out);
+            let e = disk_full_or(e, &paths.tmp, &paths.shown);
             let _ = std::fs::remove_dir_all(&paths.tmp);
             return Err(e);
         }
@@ -205,7 +210,7 @@ pub fn build_index_in_stages(
         }
     });
     if let Err(e) = written {
-        let e = disk_full_or(e, &paths.tmp, &paths.out);
+        let e = disk_full_or(e, &paths.tmp, &paths.shown);
         let _ = std::fs::remove_dir_all(&paths.tmp);
         return Err(e);
     }
@@ -449,6 +454,9 @@ fn probe_disk_full(dir: &Path) -> bool {
 
 /// The output directory and its hidden build-time siblings.
 struct BuildPaths {
+    /// The output as given, for messages.
+    shown: PathBuf,
+    /// The real output directory ([`real_out`]): what is locked and replaced.
     out: PathBuf,
     name: String,
     parent: PathBuf,
@@ -459,25 +467,20 @@ struct BuildPaths {
 }
 
 impl BuildPaths {
+    /// The paths of a build into `out`, after [`real_out`] (which creates
+    /// `out`'s parent directory if it is missing).
     fn new(out: &Path) -> Result<BuildPaths, RetrieveError> {
-        let name = out
-            .file_name()
-            .ok_or_else(|| {
-                RetrieveError::InvalidOption(format!(
-                    "output path {} does not name a directory",
-                    out.display()
-                ))
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let parent = match out.parent() {
+        let real = real_out(out)?;
+        let name = dir_name(&real)?;
+        let parent = match real.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         let debris_prefix = format!(".{name}.building-");
         let pid = std::process::id();
         Ok(BuildPaths {
-            out: out.to_path_buf(),
+            shown: out.to_path_buf(),
+            out: real,
             name: name.clone(),
             tmp: parent.join(format!("{debris_prefix}{pid}")),
             old: parent.join(format!("{debris_prefix}{pid}-old")),
@@ -489,9 +492,13 @@ impl BuildPaths {
     /// Takes the build lock of `out` (`.<name>.lock` beside it, an OS file
     /// lock released when the guard drops, or when the process ends, however
     /// it ends).
+    ///
+    /// When it is held, the error names the pid written in the lock file only
+    /// if that process is still running: something other than a build (say
+    /// `flock`) may hold the lock while the file still names an earlier
+    /// build that has ended.
     fn lock(&self) -> Result<BuildLock, RetrieveError> {
         use std::io::{Read as _, Seek as _, Write as _};
-        std::fs::create_dir_all(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
         let path = self.parent.join(format!(".{}.lock", self.name));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -506,9 +513,9 @@ impl BuildPaths {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 return Err(RetrieveError::BuildLocked {
-                    out: self.out.clone(),
+                    out: self.shown.clone(),
                     lock: path,
-                    pid: pid.trim().parse().unwrap_or(0),
+                    pid: pid.trim().parse().ok().filter(|&pid| process_is_alive(pid)),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(RetrieveError::io(&path, e)),
@@ -524,10 +531,9 @@ impl BuildPaths {
     fn prepare(&self) -> Result<(), RetrieveError> {
         if self.out.exists() && !is_replaceable(&self.out)? {
             return Err(RetrieveError::NotAnIndex {
-                dir: self.out.clone(),
+                dir: self.shown.clone(),
             });
         }
-        std::fs::create_dir_all(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
         let entries =
             std::fs::read_dir(&self.parent).map_err(|e| RetrieveError::io(&self.parent, e))?;
         for entry in entries.flatten() {
@@ -561,6 +567,79 @@ impl BuildPaths {
             return Err(RetrieveError::io(&self.out, e));
         }
         std::fs::remove_dir_all(&self.old).map_err(|e| RetrieveError::io(&self.old, e))
+    }
+}
+
+/// The last component of `out`, which names the directory to build; `.`,
+/// `..` and `/` name none.
+fn dir_name(out: &Path) -> Result<String, RetrieveError> {
+    match out.file_name() {
+        Some(name) => Ok(name.to_string_lossy().into_owned()),
+        None => Err(RetrieveError::InvalidOption(format!(
+            "output path {} does not name a directory",
+            out.display()
+        ))),
+    }
+}
+
+/// Where a build into `out` really goes: `out`'s parent directory resolved
+/// to its real path (created first if missing), and a symbolic link at
+/// `out` followed to the directory it points to. Every path to one index
+/// so takes the same lock, and the swap replaces the index itself, never
+/// the link to it (which stays a link).
+///
+/// A link to nothing (or to a link to nothing) is refused with
+/// [`RetrieveError::DanglingLink`]: the directory it points to is not
+/// created, and the link is left alone.
+fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
+    // `.` and `sub/..` are refused as written, before anything is resolved
+    // (or created); the name is then taken as the OS has it, not lossily.
+    dir_name(out)?;
+    let name = out.file_name().unwrap_or_default();
+    let given_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = given_parent.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| RetrieveError::io(parent, e))?;
+    let real_parent = std::fs::canonicalize(parent).map_err(|e| RetrieveError::io(parent, e))?;
+    let path = real_parent.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_symlink() => match std::fs::canonicalize(&path) {
+            Ok(real) => Ok(real),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let target = std::fs::read_link(&path).map_err(|e| RetrieveError::io(out, e))?;
+                Err(RetrieveError::DanglingLink {
+                    out: out.to_path_buf(),
+                    target: match given_parent {
+                        Some(p) => p.join(target),
+                        None => target,
+                    },
+                })
+            }
+            Err(e) => Err(RetrieveError::io(out, e)),
+        },
+        _ => Ok(path),
+    }
+}
+
+/// Whether process `pid` is running (`kill(pid, 0)`, which sends nothing;
+/// `EPERM` means it runs as another user). False for 0, for ids beyond
+/// `pid_t`, and off Unix, where this is not checked.
+fn process_is_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let rc = unsafe { libc::kill(pid, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
     }
 }
 
@@ -682,7 +761,9 @@ mod tests {
         let held = paths.lock().unwrap();
         // A second build meanwhile is refused and told which process holds it.
         match paths.lock() {
-            Err(RetrieveError::BuildLocked { pid, .. }) => assert_eq!(pid, std::process::id()),
+            Err(RetrieveError::BuildLocked { pid, .. }) => {
+                assert_eq!(pid, Some(std::process::id()))
+            }
             other => panic!("expected BuildLocked, got {:?}", other.map(|_| ())),
         }
         // What a child being spawned by another thread holds between fork
@@ -692,6 +773,19 @@ mod tests {
         let again = paths.lock();
         assert!(again.is_ok(), "{:?}", again.map(|_| ()));
         drop(inherited);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_running_process_is_alive() {
+        assert!(process_is_alive(std::process::id()));
+        // kill(0, 0) and kill(-1, 0) would ask about groups of processes.
+        assert!(!process_is_alive(0));
+        assert!(!process_is_alive(u32::MAX));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_is_alive(pid));
     }
 
     #[test]

@@ -127,16 +127,31 @@ pub enum RetrieveError {
     },
     /// Another build into the same output directory holds its lock.
     #[error(
-        "another build is running into {out} (lock file {lock} held by pid {pid}); wait for it \
-         to finish, or choose another --out"
+        "another build is running into {out} (lock file {lock} held by {}); wait for it \
+         to finish, or choose another --out",
+        lock_holder(*.pid)
     )]
     BuildLocked {
-        /// The output directory.
+        /// The output directory (`--out` as given).
         out: PathBuf,
-        /// The lock file.
+        /// The lock file (beside the real directory, when `out` is a link).
         lock: PathBuf,
-        /// The process id recorded in the lock file (0 if unreadable).
-        pid: u32,
+        /// The process id written in the lock file, if that process is still
+        /// running; `None` when the file names none, or names an earlier
+        /// build that has ended (the lock is then held by something else).
+        pid: Option<u32>,
+    },
+    /// The build output is a symbolic link to nothing. It is not replaced
+    /// by a directory, and the directory it points to is not created.
+    #[error(
+        "{out} is a symbolic link to {target}, which does not exist; create that directory \
+         (the index is built where the link points) or remove the link"
+    )]
+    DanglingLink {
+        /// The output directory (`--out` as given).
+        out: PathBuf,
+        /// Where the link points (a relative target joined to `out`'s directory).
+        target: PathBuf,
     },
     /// The disk filled up while writing the index.
     #[error("no space left on device while building the index {out} (in {dir}, now removed); the previous index (if any) is unchanged")]
@@ -154,6 +169,14 @@ pub enum RetrieveError {
         /// The underlying Tantivy error (in the message, not `source()`).
         error: tantivy::TantivyError,
     },
+}
+
+/// Who holds a build lock, for [`RetrieveError::BuildLocked`]'s message.
+fn lock_holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another process".to_string(),
+    }
 }
 
 impl RetrieveError {

@@ -2,6 +2,7 @@
 //! endless lines, concurrent builds, Ctrl-C; loading into OpenSearch from the
 //! CLI; KNNFewShot on the shared in-memory retriever.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use dspy_rhai::data::Example;
@@ -97,21 +98,161 @@ fn a_second_build_into_the_same_out_says_another_build_is_running() {
     let lock_path = tmp.path().join(".shared.index.lock");
     let lock = std::fs::File::create(&lock_path).unwrap();
     lock.try_lock().unwrap();
-    std::fs::write(&lock_path, "4242").unwrap();
+    // The holder (this process, standing in for a running build) wrote its pid.
+    let pid = std::process::id();
+    std::fs::write(&lock_path, pid.to_string()).unwrap();
     let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
     let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
     assert!(
-        matches!(err, RetrieveError::BuildLocked { pid: 4242, .. }),
+        matches!(err, RetrieveError::BuildLocked { pid: Some(p), .. } if p == pid),
         "{err:?}"
     );
     assert!(
-        err.to_string().contains("another build is running"),
+        err.to_string().contains("another build is running")
+            && err.to_string().contains(&format!("held by pid {pid}")),
         "{err}"
     );
     assert!(!out.exists());
     drop(lock);
     build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap();
     assert_eq!(Index::open(&out).unwrap().num_docs(), 5);
+}
+
+/// The pid of a process that has already ended (a reaped child), as left in
+/// a lock file by an earlier build.
+fn a_finished_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn a_lock_held_by_another_process_does_not_name_a_finished_builds_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shared.index");
+    let lock_path = tmp.path().join(".shared.index.lock");
+    // What `flock .shared.index.lock sleep 4` does after an earlier build
+    // (now ended) wrote its pid there: hold the lock, leave the file alone.
+    let dead = a_finished_pid();
+    std::fs::write(&lock_path, dead.to_string()).unwrap();
+    let lock = std::fs::File::open(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    let corpus = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let err = build_index(&corpus, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(
+        matches!(err, RetrieveError::BuildLocked { pid: None, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(!text.contains(&format!("pid {dead}")), "{text}");
+    assert!(
+        text.contains("held by another process") && text.contains(".shared.index.lock"),
+        "{text}"
+    );
+    assert!(!out.exists());
+}
+
+/// `ln -s idx link; dspy-rhai index c --out link` takes the lock of `idx`
+/// (so it waits for a build into `idx`), and replaces the index the link
+/// points to, leaving the link a link.
+#[cfg(unix)]
+#[test]
+fn index_through_a_symlinked_out_locks_and_replaces_the_index_it_points_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = tmp.path().join("idx");
+    let c = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    build_index(&c, &idx, &BuildOptions::default(), &|_| {}).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink("idx", &link).unwrap();
+    let seven = write(tmp.path(), "seven.jsonl", &numbered_corpus(7, None));
+
+    // A build into `idx` is running: one into `link` must wait for it.
+    let lock = std::fs::File::create(tmp.path().join(".idx.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let run = cli(&[
+        "index",
+        seven.to_str().unwrap(),
+        "--out",
+        link.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(".idx.lock"), "{stderr}");
+    drop(lock);
+
+    let run = cli(&[
+        "index",
+        seven.to_str().unwrap(),
+        "--out",
+        link.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+        "the link was replaced by a directory"
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("idx"));
+    assert_eq!(Index::open(&idx).unwrap().num_docs(), 7);
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["c.jsonl", "idx", "link", "seven.jsonl"]);
+
+    // Through a symlinked parent directory too: `via/idx` is `idx`.
+    let via = tmp.path().join("via");
+    std::os::unix::fs::symlink(tmp.path(), &via).unwrap();
+    let lock = std::fs::File::create(tmp.path().join(".idx.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let err = build_index(&c, &via.join("idx"), &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(matches!(err, RetrieveError::BuildLocked { .. }), "{err:?}");
+    drop(lock);
+    build_index(&c, &via.join("idx"), &BuildOptions::default(), &|_| {}).unwrap();
+    assert_eq!(Index::open(&idx).unwrap().num_docs(), 5);
+    assert!(std::fs::symlink_metadata(&via).unwrap().is_symlink());
+}
+
+/// A link to nothing is refused, naming the link and where it points, and
+/// is left as it was (not replaced by a directory, its target not created).
+#[cfg(unix)]
+#[test]
+fn a_dangling_symlink_out_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink("missing", &link).unwrap();
+    let c = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    let err = build_index(&c, &link, &BuildOptions::default(), &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&link.display().to_string())
+            && text.contains(&tmp.path().join("missing").display().to_string())
+            && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(!tmp.path().join("missing").exists());
+}
+
+/// `--out .` and `--out sub/..` name no directory of their own to replace.
+#[test]
+fn an_out_that_names_no_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = write(tmp.path(), "c.jsonl", &jsonl_fixture());
+    for out in [Path::new(".").to_path_buf(), tmp.path().join("sub/..")] {
+        let err = build_index(&c, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+        assert!(
+            matches!(&err, RetrieveError::InvalidOption(m) if m.contains("does not name a directory")),
+            "{out:?}: {err:?}"
+        );
+    }
+    assert!(!tmp.path().join("sub").exists());
 }
 
 #[test]
