@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, Module, NativeCallContext, Position, FLOAT, INT};
 
-use super::limits::{clear_overrun, deadline, note_overrun, overrun, Overrun};
+use super::limits::{clear_overrun, deadline, deadline_passed, note_overrun, overrun, Overrun};
 use super::{bindings, Shared};
 
 /// The token a script stops with on Ctrl-C/SIGTERM.
@@ -114,7 +114,7 @@ pub(super) fn build(shared: &Arc<Shared>) -> Engine {
         if ops % 256 != 0 {
             return None;
         }
-        let late = deadline().is_some_and(|d| Instant::now() >= d);
+        let late = deadline_passed();
         let kind = match overrun() {
             Some(kind) => kind,
             None if late => Overrun::Time,
@@ -162,7 +162,8 @@ fn too_many_operations(max: u64) -> String {
     format!("Too many operations: the script call ran more than {max} (an endless loop?)")
 }
 
-fn timed_out(timeout: Option<Duration>) -> String {
+/// The error of a script call past its deadline (`timeout` is the limit).
+pub(crate) fn timed_out(timeout: Option<Duration>) -> String {
     match timeout {
         Some(t) => format!(
             "the script call ran longer than {}s (--script-timeout)",
@@ -208,7 +209,7 @@ fn sleep(
         }
         std::thread::sleep((until - now).min(Duration::from_millis(50)));
     }
-    if deadline().is_some_and(|d| Instant::now() >= d) {
+    if deadline_passed() {
         return Err(bindings::script_error(timed_out(timeout), pos));
     }
     Ok(())

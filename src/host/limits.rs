@@ -21,10 +21,13 @@ pub struct Limits {
     /// Entries of one object map.
     pub max_map_size: usize,
     /// Wall-clock time of one script function call from the host
-    /// (`forward`, a metric), LM calls included; `None` for no limit. The
-    /// script's top level and REPL input are not limited (they may run a
-    /// whole `compile`; Ctrl-C stops them). Operations alone do not bound time: `a.push()` re-measures
-    /// the whole array, so a loop of pushes is quadratic.
+    /// (`forward`, a metric), LM calls included: a predictor's or module's
+    /// LM request in flight, or its retry's backoff, stops at the deadline
+    /// and the call fails with the timeout error at its position. `None`
+    /// for no limit. The script's top level and REPL input are not limited
+    /// (they may run a whole `compile`; Ctrl-C stops them). Operations
+    /// alone do not bound time: `a.push()` re-measures the whole array, so
+    /// a loop of pushes is quadratic.
     pub script_timeout: Option<Duration>,
 }
 
@@ -91,6 +94,11 @@ pub(crate) fn note_overrun(kind: Overrun, ops: u64) -> bool {
 /// The deadline of the script call running on this thread, if any.
 pub(crate) fn deadline() -> Option<Instant> {
     DEADLINE.with(Cell::get)
+}
+
+/// Whether the script call running on this thread is past its deadline.
+pub(crate) fn deadline_passed() -> bool {
+    deadline().is_some_and(|d| Instant::now() >= d)
 }
 
 /// Starts the wall-clock limit of a script call on this thread; nested

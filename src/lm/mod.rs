@@ -5,7 +5,8 @@
 //! The interface is synchronous: Rhai scripts are synchronous, so a predictor
 //! call blocks its worker thread, and parallelism comes from many worker
 //! threads. The HTTP backend ([`openai`]) lets each worker drive its own
-//! pooled connection; a shared cancel flag (Ctrl-C) stops calls in flight.
+//! pooled connection; a shared cancel flag (Ctrl-C) and a per-call deadline
+//! (a script call's `--script-timeout`) stop calls in flight ([`Stop`]).
 
 pub mod cache;
 pub mod config;
@@ -203,6 +204,58 @@ pub enum LmError {
     /// The run was interrupted (Ctrl-C) while the call waited or was in flight.
     #[error("the LM call was cancelled (interrupted)")]
     Cancelled,
+    /// The caller's deadline ([`Stop::deadline`], a script call's
+    /// `--script-timeout`) passed while the call waited or was in flight.
+    #[error("the LM call was stopped at the script call's deadline (--script-timeout)")]
+    DeadlinePassed,
+}
+
+/// When a call in progress gives up: at once when `cancel` is set (Ctrl-C),
+/// and at `deadline` if there is one (the calling script call's
+/// `--script-timeout`). Checks cost a flag load and, with a deadline, a
+/// clock read; backends look at them while waiting for a slot, while a
+/// request is in flight and during a retry's backoff.
+#[derive(Clone, Copy, Debug)]
+pub struct Stop<'a> {
+    /// Set to stop every call (Ctrl-C).
+    pub cancel: &'a AtomicBool,
+    /// When this call must be over; `None` for no limit.
+    pub deadline: Option<Instant>,
+}
+
+impl<'a> Stop<'a> {
+    /// Stops when `cancel` is set; no deadline.
+    pub fn on(cancel: &'a AtomicBool) -> Self {
+        Stop {
+            cancel,
+            deadline: None,
+        }
+    }
+
+    /// The same, also stopping at `deadline` (builder style).
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        Stop { deadline, ..self }
+    }
+
+    /// [`LmError::Cancelled`] once `cancel` is set, else
+    /// [`LmError::DeadlinePassed`] once the deadline has passed.
+    pub fn check(&self) -> Result<(), LmError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(LmError::Cancelled);
+        }
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(LmError::DeadlinePassed),
+            _ => Ok(()),
+        }
+    }
+
+    /// `wait`, cut short at the deadline.
+    pub fn cap(&self, wait: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
+    }
 }
 
 /// How far a timed-out request had come, for [`LmError::Timeout`].
@@ -228,17 +281,16 @@ pub trait Backend: Send + Sync {
     /// Sends one request and waits for the answer (including any retries).
     fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError>;
 
-    /// Like [`Backend::complete`], but gives up with [`LmError::Cancelled`]
-    /// soon after `cancel` is set, also while a request is in flight or a
-    /// retry is pending. The default checks the flag once, before calling.
+    /// Like [`Backend::complete`], but gives up as `stop` says
+    /// ([`LmError::Cancelled`] soon after its flag is set,
+    /// [`LmError::DeadlinePassed`] at its deadline), also while a request is
+    /// in flight or a retry is pending. The default checks once, before calling.
     fn complete_cancellable(
         &self,
         request: &LmRequest,
-        cancel: &AtomicBool,
+        stop: Stop<'_>,
     ) -> Result<LmResponse, LmError> {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(LmError::Cancelled);
-        }
+        stop.check()?;
         self.complete(request)
     }
 
@@ -485,6 +537,23 @@ impl Lm {
         request: &LmRequest,
         parse: impl Fn(&[String]) -> Result<T, E>,
     ) -> Result<(Completion, Result<T, E>), LmError> {
+        self.call_parsed_until(request, None, parse)
+    }
+
+    /// [`call_parsed`](Self::call_parsed) with a deadline: a request sent
+    /// to the backend gives up at `deadline` with
+    /// [`LmError::DeadlinePassed`], also in flight or in a retry's backoff
+    /// (`None`: no limit). A cached answer is served whatever the time.
+    ///
+    /// # Errors
+    /// The backend's error.
+    #[allow(clippy::type_complexity)]
+    pub fn call_parsed_until<T, E>(
+        &self,
+        request: &LmRequest,
+        deadline: Option<Instant>,
+        parse: impl Fn(&[String]) -> Result<T, E>,
+    ) -> Result<(Completion, Result<T, E>), LmError> {
         check_settings(request.temperature, request.max_tokens, Some(request.n))?;
         let started = Instant::now();
         let key = self.cache.as_ref().map(|_| Cache::key(request));
@@ -501,7 +570,8 @@ impl Lm {
                 }
             }
         }
-        let response = self.backend.complete_cancellable(request, &self.cancel)?;
+        let stop = Stop::on(&self.cancel).until(deadline);
+        let response = self.backend.complete_cancellable(request, stop)?;
         if response.choices.is_empty() {
             return Err(LmError::BadResponse("the response has no choices".into()));
         }

@@ -35,10 +35,11 @@
 //! connection closed or reset before any reply (a kept-alive one the server
 //! had just closed) is resent at once, once per call, without a retry line.
 //! A reply larger than `max_response_bytes` is an error, never buffered
-//! whole. The caller's cancel flag (Ctrl-C) is checked while waiting for a
-//! slot, while a request is in flight (woken at once by
-//! [`wake_cancelled`], else every 250 ms), and during backoff (every 50 ms):
-//! a cancelled call returns [`LmError::Cancelled`] and sends nothing more.
+//! whole. The caller's [`Stop`] (the Ctrl-C flag, and a deadline) is
+//! checked while waiting for a slot, while a request is in flight (woken at
+//! once by [`wake_cancelled`], else every 250 ms and at the deadline), and
+//! during backoff (every 50 ms, and at the deadline): a stopped call returns
+//! [`LmError::Cancelled`] or [`LmError::DeadlinePassed`] and sends nothing more.
 
 use std::cell::Cell;
 use std::fmt;
@@ -52,7 +53,9 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
 use super::transport::{Http, Route, SendError};
-use super::{excerpt, Backend, LmError, LmRequest, LmResponse, Message, TransportStats, Usage};
+use super::{
+    excerpt, Backend, LmError, LmRequest, LmResponse, Message, Stop, TransportStats, Usage,
+};
 use crate::error::redact_url;
 
 /// How often a call waiting for a slot or a retry looks at the cancel flag.
@@ -210,16 +213,14 @@ impl OpenAiClient {
         &self.inner.options
     }
 
-    /// Sends `body` with retries, giving up early when `cancel` is set.
-    fn send_with_retries(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, LmError> {
+    /// Sends `body` with retries, giving up early as `stop` says.
+    fn send_with_retries(&self, body: Bytes, stop: Stop<'_>) -> Result<LmResponse, LmError> {
         let options = &self.inner.options;
         let mut attempts = 1;
         let mut resent = false;
         loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(LmError::Cancelled);
-            }
-            let (error, retry_after) = match self.attempt(body.clone(), cancel) {
+            stop.check()?;
+            let (error, retry_after) = match self.attempt(body.clone(), stop) {
                 Ok(response) => return Ok(response),
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry { error, retry_after }) => (error, retry_after),
@@ -253,16 +254,16 @@ impl OpenAiClient {
                     retry_line(&error, attempts, options.max_retries, wait)
                 );
             }
-            sleep_unless_cancelled(wait, cancel)?;
+            sleep_unless_stopped(wait, stop)?;
             // Counted once it goes out: a retry cancelled in its backoff is not one.
             self.inner.retries.fetch_add(1, Ordering::Relaxed);
             attempts += 1;
         }
     }
 
-    /// One attempt on a checked-out slot, abandoned when `cancel` is set.
-    fn attempt(&self, body: Bytes, cancel: &AtomicBool) -> Result<LmResponse, Failure> {
-        let mut slot = self.slots.checkout(cancel).map_err(Failure::Fatal)?;
+    /// One attempt on a checked-out slot, abandoned as `stop` says.
+    fn attempt(&self, body: Bytes, stop: Stop<'_>) -> Result<LmResponse, Failure> {
+        let mut slot = self.slots.checkout(stop).map_err(Failure::Fatal)?;
         let inner = &self.inner;
         let timeout = inner.options.timeout;
         let idle = slot.slot().idle_since.elapsed() >= STALE_CHECK_AFTER;
@@ -285,7 +286,7 @@ impl OpenAiClient {
                     },
                     retry_after: None,
                 })),
-                () = cancelled(cancel) => Err(Failure::Fatal(LmError::Cancelled)),
+                error = stopped(stop) => Err(Failure::Fatal(error)),
             }
         });
         slot.slot_mut().idle_since = Instant::now();
@@ -295,18 +296,18 @@ impl OpenAiClient {
 
 impl Backend for OpenAiClient {
     fn complete(&self, request: &LmRequest) -> Result<LmResponse, LmError> {
-        self.complete_cancellable(request, &AtomicBool::new(false))
+        self.complete_cancellable(request, Stop::on(&AtomicBool::new(false)))
     }
 
     fn complete_cancellable(
         &self,
         request: &LmRequest,
-        cancel: &AtomicBool,
+        stop: Stop<'_>,
     ) -> Result<LmResponse, LmError> {
         self.inner.response_format.send(request, |response_format| {
             let body = serde_json::to_vec(&ChatBody::new(request, response_format))
                 .map_err(|e| LmError::Config(format!("cannot serialize the request: {e}")))?;
-            self.send_with_retries(Bytes::from(body), cancel)
+            self.send_with_retries(Bytes::from(body), stop)
         })
     }
 
@@ -338,37 +339,36 @@ async fn notice_closed_connections() {
     tokio::task::yield_now().await;
 }
 
-/// Resolves once `cancel` is set: woken by [`wake_cancelled`], or noticed
-/// within [`IN_FLIGHT_CANCEL_POLL`].
-async fn cancelled(cancel: &AtomicBool) {
+/// Resolves with the reason once `stop` says to: its flag set (woken by
+/// [`wake_cancelled`], or noticed within [`IN_FLIGHT_CANCEL_POLL`]), or
+/// its deadline reached.
+async fn stopped(stop: Stop<'_>) -> LmError {
     loop {
         let woken = CANCEL_WAKE.notified();
         tokio::pin!(woken);
         // Registered before the flag is read, so a wake between the two is
         // not lost.
         woken.as_mut().enable();
-        if cancel.load(Ordering::SeqCst) {
-            return;
+        if let Err(error) = stop.check() {
+            return error;
         }
         tokio::select! {
             () = woken => {}
-            () = tokio::time::sleep(IN_FLIGHT_CANCEL_POLL) => {}
+            () = tokio::time::sleep(stop.cap(IN_FLIGHT_CANCEL_POLL)) => {}
         }
     }
 }
 
-/// Sleeps `wait` in [`CANCEL_POLL`] slices; `Err(Cancelled)` as soon as `cancel` is set.
-fn sleep_unless_cancelled(wait: Duration, cancel: &AtomicBool) -> Result<(), LmError> {
+/// Sleeps `wait` in [`CANCEL_POLL`] slices; an error as soon as `stop` says so.
+fn sleep_unless_stopped(wait: Duration, stop: Stop<'_>) -> Result<(), LmError> {
     let until = Instant::now() + wait;
     loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(LmError::Cancelled);
-        }
+        stop.check()?;
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(());
         }
-        std::thread::sleep(left.min(CANCEL_POLL));
+        std::thread::sleep(stop.cap(left.min(CANCEL_POLL)));
     }
 }
 
@@ -633,7 +633,7 @@ impl SlotPool {
 
     /// A free slot (the most recently used, whose connection is warmest), a
     /// new one while fewer than `max` exist, or the next one returned.
-    fn checkout<'a>(&'a self, cancel: &AtomicBool) -> Result<SlotGuard<'a>, LmError> {
+    fn checkout<'a>(&'a self, stop: Stop<'_>) -> Result<SlotGuard<'a>, LmError> {
         let mut state = self.state.lock().expect("slot pool lock");
         loop {
             if let Some(slot) = state.free.pop() {
@@ -660,13 +660,11 @@ impl SlotPool {
                     }
                 };
             }
-            if cancel.load(Ordering::Relaxed) {
-                return Err(LmError::Cancelled);
-            }
+            stop.check()?;
             state.waiting += 1;
             state = self
                 .freed
-                .wait_timeout(state, CANCEL_POLL)
+                .wait_timeout(state, stop.cap(CANCEL_POLL))
                 .expect("slot pool lock")
                 .0;
             state.waiting -= 1;

@@ -392,7 +392,7 @@ impl Refine {
             pretty(&serde_json::json!(names)).into(),
         );
         let run = untraced(env.run);
-        let reply = crate::predict::call(&self.feedback, &run, &args)?;
+        let reply = env.under(&run).predict(&self.feedback, &args)?;
         Ok(match reply.get("advice") {
             Some(Value::Object(advice)) => advice
                 .iter()

@@ -13,6 +13,7 @@ pub mod sandbox;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
 
@@ -32,6 +33,9 @@ pub struct CallEnv<'a, 'b> {
     /// Set by Ctrl-C/SIGTERM: long work inside a module (the
     /// ProgramOfThought sandbox) stops when it is set.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The deadline of the script call in progress (`--script-timeout`):
+    /// the module's LM calls give up at it. `None`: no limit.
+    pub deadline: Option<Instant>,
 }
 
 impl<'a, 'b> CallEnv<'a, 'b> {
@@ -41,6 +45,7 @@ impl<'a, 'b> CallEnv<'a, 'b> {
             run,
             script,
             cancel: None,
+            deadline: None,
         }
     }
 
@@ -50,13 +55,14 @@ impl<'a, 'b> CallEnv<'a, 'b> {
             run,
             script: self.script,
             cancel: self.cancel.clone(),
+            deadline: self.deadline,
         }
     }
 
     /// Calls `predictor` under this environment's run context (with
-    /// `Refine`'s hints, when the context carries them).
+    /// `Refine`'s hints, when the context carries them) and deadline.
     pub fn predict(&self, predictor: &Predictor, inputs: &Fields) -> Result<Prediction> {
-        predict::call(predictor, self.run, inputs)
+        predict::call_until(predictor, self.run, inputs, self.deadline)
     }
 
     /// Calls a script function value (a tool, a reward function, a wrapped

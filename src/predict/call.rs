@@ -1,5 +1,7 @@
 //! The predictor call path.
 
+use std::time::Instant;
+
 use serde_json::Value;
 
 use super::{Predictor, RunContext, TraceStep};
@@ -19,7 +21,24 @@ pub type Prediction = Fields;
 /// is asked again with the next adapter of the adapter's fallback chain
 /// (ChatAdapter → JSONAdapter); when every step fails, the first parse error
 /// is returned. Only replies that parse are cached.
+///
+/// The LM calls have no deadline: this is for calls outside a script call
+/// (optimizers' own proposals, a predictor evaluated by itself); see
+/// [`call_until`].
 pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<Prediction> {
+    call_until(predictor, ctx, inputs, None)
+}
+
+/// [`call`], with LM requests that give up at `deadline`
+/// ([`LmError::DeadlinePassed`]): the deadline of the script call that
+/// makes this call (`--script-timeout`). Cached answers are served whatever
+/// the time.
+pub fn call_until(
+    predictor: &Predictor,
+    ctx: &RunContext,
+    inputs: &Fields,
+    deadline: Option<Instant>,
+) -> Result<Prediction> {
     let name = predictor.name();
     let (mut sig, demos, mut settings) = resolve(predictor, ctx);
     let adapter = adapter_for(predictor, ctx);
@@ -70,7 +89,7 @@ pub fn call(predictor: &Predictor, ctx: &RunContext, inputs: &Fields) -> Result<
         let mut request = lm.request(a.format(&sig, &demos, inputs), &settings);
         request.rollout_id = ctx.rollout_id;
         a.prepare(&sig, &mut request);
-        let (_, parsed) = lm.call_parsed(&request, |choices| {
+        let (_, parsed) = lm.call_parsed_until(&request, deadline, |choices| {
             choices
                 .iter()
                 .map(|c| a.parse(&sig, c))

@@ -13,7 +13,7 @@ mod state;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use call::{adapter_for, call, preview, Prediction};
+pub use call::{adapter_for, call, call_until, preview, Prediction};
 pub use context::{Hints, RunContext, TraceStep};
 pub use state::{Demo, PredictorState, ProgramState};
 

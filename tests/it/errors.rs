@@ -43,6 +43,7 @@ fn lm_errors() -> Vec<LmError> {
         LmError::ResponseTooLarge { limit: 4 << 20 },
         LmError::InvalidSetting("temperature is NaN".into()),
         LmError::Cancelled,
+        LmError::DeadlinePassed,
     ]
 }
 
@@ -176,6 +177,8 @@ fn every_lm_error_inside_a_script_error_is_sorted_as_one() {
         let expected = match error {
             LmError::NotConfigured => "no-lm",
             LmError::Cancelled => "interrupted",
+            // A script call out of time, like the host's own timeout error.
+            LmError::DeadlinePassed => "script",
             _ => "lm",
         };
         assert_eq!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dspy_rhai::lm::config::{LmConfig, OLLAMA_API_BASE, OPENAI_API_BASE};
 use dspy_rhai::lm::openai::{ClientOptions, OpenAiClient};
-use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, LmSettings, Message, TransportStats};
+use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, LmSettings, Message, Stop, TransportStats};
 use dspy_rhai::testing::{MockReply, MockServer};
 use serde_json::json;
 
@@ -694,7 +694,9 @@ fn cancelling_stops_a_request_in_flight_against_a_hanging_lm() {
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let (lm, cancel) = (Arc::clone(&lm), Arc::clone(&cancel));
-            std::thread::spawn(move || lm.complete_cancellable(&request("m", "?"), &cancel))
+            std::thread::spawn(move || {
+                lm.complete_cancellable(&request("m", "?"), Stop::on(&cancel))
+            })
         })
         .collect();
     for w in workers {
@@ -705,7 +707,7 @@ fn cancelling_stops_a_request_in_flight_against_a_hanging_lm() {
     assert_eq!(server.request_count(), 4, "no retry after the cancel");
     // A cancelled client sends nothing more.
     let err = lm
-        .complete_cancellable(&request("m", "?"), &cancel)
+        .complete_cancellable(&request("m", "?"), Stop::on(&cancel))
         .unwrap_err();
     assert!(matches!(err, LmError::Cancelled), "{err}");
     assert_eq!(server.request_count(), 4);
@@ -722,7 +724,9 @@ fn a_wake_without_a_cancel_does_not_stop_requests_in_flight() {
     let workers: Vec<_> = (0..3)
         .map(|_| {
             let (lm, cancel) = (Arc::clone(&lm), Arc::clone(&cancel));
-            std::thread::spawn(move || lm.complete_cancellable(&request("m", "?"), &cancel))
+            std::thread::spawn(move || {
+                lm.complete_cancellable(&request("m", "?"), Stop::on(&cancel))
+            })
         })
         .collect();
     for _ in 0..10 {
@@ -744,7 +748,7 @@ fn cancelling_drops_a_pending_retry() {
     let cancel = Arc::new(AtomicBool::new(false));
     let setter = cancel_after(&cancel, Duration::from_millis(200));
     let err = lm
-        .complete_cancellable(&request("m", "?"), &cancel)
+        .complete_cancellable(&request("m", "?"), Stop::on(&cancel))
         .unwrap_err();
     setter.join().unwrap();
     assert!(matches!(err, LmError::Cancelled), "{err}");

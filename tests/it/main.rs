@@ -25,5 +25,6 @@ mod repl;
 mod retrieve;
 mod retrieve_index;
 mod retrieve_remote;
+mod script_timeout;
 mod signature;
 mod simba;

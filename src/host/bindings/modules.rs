@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
-use super::script_error;
+use super::{call_error, script_error};
 use crate::host::convert::{fields_to_map, map_to_fields, to_json};
 use crate::host::{RunTag, Shared};
 use crate::modules::{CallEnv, ModuleHandle};
@@ -43,12 +43,14 @@ fn call(
     let run = shared.context(ctx.tag());
     let mut env = CallEnv::new(&run, ctx);
     env.cancel = Some(shared.cancel.clone());
+    env.deadline = crate::host::limits::deadline();
     module
         .0
         .call(&env, inputs)
         .map(|out| fields_to_map(&out))
         .map_err(|e| {
-            script_error(
+            call_error(
+                shared,
                 crate::error::in_context(module.0.kind(), e),
                 ctx.call_position(),
             )

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 
-use super::script_error;
+use super::{call_error, script_error};
 use crate::adapter::AdapterKind;
 use crate::host::convert::{fields_to_map, map_to_fields, to_dynamic, to_json};
 use crate::host::Shared;
@@ -256,8 +256,10 @@ fn call(
     inputs: crate::adapter::Fields,
 ) -> R<Map> {
     let run = shared.context(ctx.tag());
-    let prediction = predict::call(p, &run, &inputs).map_err(|e| {
-        script_error(
+    let deadline = crate::host::limits::deadline();
+    let prediction = predict::call_until(p, &run, &inputs, deadline).map_err(|e| {
+        call_error(
+            shared,
             crate::error::in_context(&p.display_name(), e),
             ctx.call_position(),
         )
