@@ -136,7 +136,13 @@ impl Pipeline for KnnProgram<'_> {
                     .into_iter()
                     .map(|i| self.trainset[i].clone())
                     .collect();
+                // Ctrl-C reaches the LM calls through the LM client's own
+                // cancel flag; this one stops nothing else.
                 let cancel = AtomicBool::new(false);
+                // One thread: this runs on a worker of the caller's
+                // evaluation, which `--threads` already counts (DSPy runs
+                // this bootstrap sequentially too). One thread per
+                // neighbour put threads × k requests in flight.
                 let compiler = Compiler::new(
                     self.inner.as_ref(),
                     Vec::new(),
@@ -145,7 +151,7 @@ impl Pipeline for KnnProgram<'_> {
                     &cancel,
                 )
                 .with_names(self.predictors.clone())
-                .with_threads(neighbours.len().max(1));
+                .with_threads(1);
                 bootstrap_few_shot(&compiler, &ctx.state, &neighbours, config, None)?.state
             }
         };

@@ -1272,6 +1272,34 @@ fn threads_bound_requests_in_flight_in_every_phase() {
     }
 }
 
+/// A KNN program that bootstraps on each input's neighbours runs that
+/// bootstrap on the caller's thread: one run puts one request in flight,
+/// so an evaluation's `--threads` bounds it too (it ran one thread per
+/// neighbour, threads × k requests in all).
+#[test]
+fn knn_bootstrapping_adds_no_threads_of_its_own() {
+    let (lm, backend, peak) = counting_lm();
+    let host = host_with(ONE, Some(lm));
+    // Every question shares "rivers", so all are neighbours of the input.
+    let train: Vec<Example> = (0..12)
+        .map(|i| {
+            Example::new(fields(
+                json!({"question": format!("q{i} rivers"), "answer": format!("a{i}")}),
+            ))
+            .with_inputs(&["question"])
+        })
+        .collect();
+    let knn = dspy_rhai::optimize::KnnProgram::new(host.pipeline(), vec!["qa".into()], train, 4)
+        .unwrap()
+        .with_bootstrap(BootstrapConfig::default());
+    use dspy_rhai::evaluate::Pipeline;
+    knn.run(&fields(json!({"question": "q99 rivers"})), &host.session())
+        .unwrap();
+    let sent = backend.requests().len();
+    assert!(sent >= 4, "the teacher ran on the neighbours: {sent}");
+    assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[test]
 fn speculation_zero_makes_exactly_the_sequential_calls() {
     for threads in [2, 8] {
