@@ -130,7 +130,11 @@ pub fn bootstrap_few_shot(
             .max_errors
             .saturating_sub(errors_seen.load(Ordering::Relaxed))
             .max(1);
-        i < frontier.load(Ordering::Relaxed) + missing.min(errors_left) + speculation
+        // Saturating: `--speculation` may be as large as a usize holds.
+        i < frontier
+            .load(Ordering::Relaxed)
+            .saturating_add(missing.min(errors_left))
+            .saturating_add(speculation)
     };
     let mut wasted_calls = 0;
     let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);

@@ -1326,21 +1326,26 @@ fn speculation_zero_makes_exactly_the_sequential_calls() {
         assert_eq!(backend.requests().len(), 4);
         assert_eq!(exact.stats.speculative(), 0);
 
-        let (lm, backend, _) = counting_lm();
-        let host = host_with(ONE, Some(lm));
-        let pipeline = host.pipeline();
-        let wide = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(4));
-        let out = bootstrap_few_shot(
-            &wide,
-            &ProgramState::default(),
-            &trainset(12),
-            &config,
-            None,
-        )
-        .unwrap();
-        assert_eq!(out.attempts, 4);
-        // Every extra request is counted as speculative.
-        assert_eq!(backend.requests().len(), 4 + wide.stats.speculative());
+        // Any speculation a usize holds (the largest wrapped the gate's sum
+        // to a small number, which then never opened: a hang).
+        for speculation in [4, usize::MAX] {
+            let (lm, backend, _) = counting_lm();
+            let host = host_with(ONE, Some(lm));
+            let pipeline = host.pipeline();
+            let wide =
+                compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(speculation));
+            let out = bootstrap_few_shot(
+                &wide,
+                &ProgramState::default(),
+                &trainset(12),
+                &config,
+                None,
+            )
+            .unwrap();
+            assert_eq!(out.attempts, 4);
+            // Every extra request is counted as speculative.
+            assert_eq!(backend.requests().len(), 4 + wide.stats.speculative());
+        }
     }
 }
 
