@@ -115,7 +115,9 @@ pub struct EvalOptions {
     pub threads: usize,
     /// Score given to an example whose run or metric errors.
     pub failure_score: f64,
-    /// Stop once this many examples have errored.
+    /// Stop once more than this many examples of one program state (one
+    /// context of [`evaluate_many`]) have errored: each state has its own
+    /// budget, as each candidate gets its own `Evaluate` call in DSPy.
     pub max_errors: Option<usize>,
 }
 
@@ -254,7 +256,9 @@ pub struct EvalReport {
     pub first_error: Option<(usize, String)>,
     /// Stopped by Ctrl-C before every example finished.
     pub interrupted: bool,
-    /// Stopped because more than `max_errors` examples errored.
+    /// The run stopped because more than `max_errors` examples of one
+    /// context errored (set on every context's report; the one over has
+    /// `errored > max_errors`).
     pub hit_max_errors: bool,
     /// Wall time.
     #[serde(serialize_with = "as_secs")]
@@ -467,11 +471,12 @@ fn run_pool<E: Examples + ?Sized>(
         total: jobs,
         ..Progress::default()
     };
-    // `--max-errors N` allows N errors; the run stops at error N + 1.
+    // `--max-errors N` allows N errors per context; the run stops at a
+    // context's error N + 1.
     let over = |errors: usize| options.max_errors.is_some_and(|max| errors > max);
     let mut hit_max_errors = false;
     // Workers count errors themselves so a failing run stops promptly.
-    let errors = AtomicUsize::new(0);
+    let errors: Vec<AtomicUsize> = ctxs.iter().map(|_| AtomicUsize::new(0)).collect();
     let too_many = AtomicBool::new(false);
     // Jobs finished so far, and the first job not yet finished (for the window).
     let mut finished = vec![false; jobs];
@@ -489,7 +494,7 @@ fn run_pool<E: Examples + ?Sized>(
                 r
             }
         };
-        if result.error.is_some() && over(errors.fetch_add(1, Ordering::Relaxed) + 1) {
+        if result.error.is_some() && over(errors[k].fetch_add(1, Ordering::Relaxed) + 1) {
             too_many.store(true, Ordering::Relaxed);
         }
         (k, result)
@@ -525,7 +530,7 @@ fn run_pool<E: Examples + ?Sized>(
             }
             observe(&result, &progress);
             tallies[k].add(result, streaming.keep_results);
-            hit_max_errors |= over(progress.errors);
+            hit_max_errors |= over(tallies[k].errored);
             !hit_max_errors
         },
     );

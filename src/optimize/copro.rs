@@ -209,19 +209,29 @@ impl Optimizer for Copro {
                 cx.check_cancel()?;
                 evaluations += states.len();
                 let mut latest_scores = Vec::new();
+                // Each candidate has its own error budget; the one over it
+                // stopped the pool (and so cut the others short).
+                let max = c.max_errors.unwrap_or(usize::MAX);
+                let over_budget = reports
+                    .iter()
+                    .enumerate()
+                    .find(|(_, r)| r.errored > max)
+                    .map(|(k, r)| {
+                        format!(
+                            "copro: evaluation of candidate {k} of {name} stopped after {} errors \
+                             (max_errors {max}); first: {}",
+                            r.errored,
+                            r.first_error().unwrap_or_default()
+                        )
+                    });
                 for (i, ((cand, state), report)) in pool.iter().zip(states).zip(reports).enumerate()
                 {
                     if report.hit_max_errors {
-                        return Err(Error::Config(format!(
-                            "copro: evaluation stopped after {} errors; first: {}",
-                            report.errored,
-                            report.first_error().unwrap_or_default()
-                        )));
+                        return Err(Error::Config(over_budget.unwrap_or_else(|| {
+                            "copro: evaluation stopped at max_errors".into()
+                        })));
                     }
-                    for r in report.results.iter().filter(|r| r.error.is_some()) {
-                        cx.stats
-                            .error("run", r.error.as_deref().unwrap_or_default());
-                    }
+                    cx.stats.add_errors(&report);
                     let score = report.score;
                     let entry = Attempt {
                         predictor: name.clone(),

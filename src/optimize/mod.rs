@@ -280,6 +280,21 @@ impl Stats {
         *tally.by_kind.entry(kind).or_default() += 1;
     }
 
+    /// Records the errored examples of an evaluation `report` (a
+    /// candidate's validation), by kind, keeping the first error seen.
+    pub fn add_errors(&self, report: &crate::evaluate::EvalReport) {
+        if report.errored == 0 {
+            return;
+        }
+        let mut tally = self.errors.lock().expect("stats lock");
+        if tally.first.is_none() {
+            tally.first = report.first_error().map(str::to_string);
+        }
+        for (kind, n) in &report.error_kinds {
+            *tally.by_kind.entry(kind).or_default() += n;
+        }
+    }
+
     /// The errors so far.
     pub fn errors(&self) -> ErrorTally {
         self.errors.lock().expect("stats lock").clone()

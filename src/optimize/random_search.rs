@@ -139,6 +139,20 @@ pub fn random_search(
             .into_iter()
             .map(|b| b.unwrap_or(Err(Error::Interrupted)))
             .collect::<Result<Vec<_>>>()?;
+        // Each candidate has its own error budget; the one over it stops
+        // the pool (and so cuts the others short).
+        let mut over_budget = reports
+            .iter()
+            .position(|r| r.errored > config.bootstrap.max_errors)
+            .map(|k| {
+                Error::Config(format!(
+                    "validation of candidate {} stopped after {} errors (max_errors {}); first: {}",
+                    chunk[k],
+                    reports[k].errored,
+                    config.bootstrap.max_errors,
+                    reports[k].first_error().unwrap_or_default()
+                ))
+            });
         let mut stopped = false;
         for ((seed, state), report) in chunk.iter().zip(states).zip(reports) {
             if stopped {
@@ -152,15 +166,26 @@ pub fn random_search(
                 return Err(Error::Interrupted);
             }
             if report.hit_max_errors {
-                return Err(Error::Config(format!(
-                    "validation of candidate {seed} stopped after {} errors; first: {}",
-                    report.errored,
-                    report.first_error().unwrap_or_default()
-                )));
+                return Err(over_budget
+                    .take()
+                    .unwrap_or_else(|| Error::Config("validation stopped at max_errors".into())));
             }
+            // Errors score as failures (DSPy's `failure_score`); they are
+            // said, and counted in the compile's error summary.
+            c.stats.add_errors(&report);
+            let errors = if report.errored == 0 {
+                String::new()
+            } else {
+                format!(
+                    " ({} errored: {}; first: {})",
+                    report.errored,
+                    report.error_kinds_summary(),
+                    report.first_error().unwrap_or_default()
+                )
+            };
             c.note(
                 "candidate",
-                format!("candidate {seed:>3}: {:.2}%", report.score),
+                format!("candidate {seed:>3}: {:.2}%{errors}", report.score),
             );
             let demos = c
                 .predictors

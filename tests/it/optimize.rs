@@ -383,6 +383,69 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
     assert_eq!(stopped.candidates.len(), 2);
 }
 
+/// Each candidate's validation has its own `max_errors` budget, as each
+/// gets its own `Evaluate` in DSPy: five candidates with 2 errors each
+/// (10 in all) pass `max_errors: 3`, the errors are counted in the compile's
+/// tally, and a candidate over its budget is named with its own count.
+#[test]
+fn random_search_gives_each_candidate_its_own_error_budget() {
+    // The validation questions q8 and q9 always fail.
+    let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| {
+        let n = question_number(req);
+        if n == 8 || n == 9 {
+            return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
+        }
+        Ok(crate::common::reply(&fields(
+            json!({"answer": format!("a{n}")}),
+        )))
+    }));
+    let host = host_with(ONE, Some(lm));
+    let cancel = AtomicBool::new(false);
+    let config = |max_errors| SearchConfig {
+        bootstrap: BootstrapConfig {
+            max_bootstrapped_demos: 2,
+            max_labeled_demos: 2,
+            max_errors,
+            ..BootstrapConfig::default()
+        },
+        num_candidate_programs: 2,
+        stop_at_score: None,
+    };
+    let train = trainset(8);
+    let val = trainset(12)[8..].to_vec();
+    for threads in [1, 4] {
+        let pipeline = host.pipeline();
+        let cx = compiler(&host, &pipeline, threads, &cancel);
+        let out = random_search(
+            &cx,
+            &ProgramState::default(),
+            &train,
+            Some(&val),
+            &config(3),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.candidates.len(), 5);
+        assert!(out.candidates.iter().all(|c| c.score == 50.0));
+        assert_eq!(cx.stats.errors().total(), 10);
+
+        let err = random_search(
+            &compiler(&host, &host.pipeline(), threads, &cancel),
+            &ProgramState::default(),
+            &train,
+            Some(&val),
+            &config(1),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("validation of candidate -3 stopped after 2 errors (max_errors 1)"),
+            "{err}"
+        );
+    }
+}
+
 const MULTI: &str = r#"
     let generate_query = [ChainOfThought("question -> search_query")];
     let generate_answer = ChainOfThought("question, context -> answer");
