@@ -23,7 +23,8 @@ use super::common::{choose_metric, print_usage, DataArgs, HostArgs};
 pub struct Args {
     /// The pipeline script (.rhai).
     pub script: PathBuf,
-    /// Which optimizer: labeled, bootstrap, random-search, knn, ensemble, copro, mipro-v2.
+    /// Which optimizer: labeled, bootstrap, random-search, knn, ensemble,
+    /// copro, mipro-v2, gepa, simba.
     #[arg(long, value_name = "NAME")]
     pub optimizer: String,
     /// Training examples (.jsonl, .json, .csv, optionally .gz).
@@ -55,7 +56,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", default_value = "program.json")]
     pub out: PathBuf,
     /// Worker threads: the most LM requests in flight in every phase.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::common::at_least_one)]
     pub threads: usize,
     /// Speculative attempts beyond the sequential algorithm (bootstrap,
     /// random search); 0 makes exactly the sequential algorithm's LM calls.
@@ -308,9 +309,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     for line in &summary {
         report(line);
-    }
-    if let Mode::Knn { k, .. } = &program.mode {
-        report(&format!("  demos chosen per input (k = {k})"));
     }
     for (name, _) in predictors
         .iter()

@@ -91,6 +91,19 @@ fn usage_errors_exit_2_and_every_subcommand_has_help() {
         vec!["bogus"],
         vec!["run", "x.rhai", "--input"],
         vec!["eval", "x.rhai"],
+        // Nothing could run with none.
+        vec!["eval", "x.rhai", "--data", "d.jsonl", "--threads", "0"],
+        vec![
+            "compile",
+            "x.rhai",
+            "--optimizer",
+            "bootstrap",
+            "--train",
+            "t.jsonl",
+            "--threads",
+            "0",
+        ],
+        vec!["run", "x.rhai", "--max-concurrency", "0"],
     ] {
         let out = cli().args(&args).output().unwrap();
         assert_eq!(
@@ -104,6 +117,14 @@ fn usage_errors_exit_2_and_every_subcommand_has_help() {
         let out = cli().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub}");
         assert!(text(&out.stdout).contains("Usage: dspy-rhai"), "{sub}");
+    }
+    // `compile --help` names every registered optimizer.
+    let help = text(&cli().args(["compile", "--help"]).output().unwrap().stdout);
+    for name in dspy_rhai::optimize::registry::names() {
+        assert!(
+            help.contains(name),
+            "{name} missing from compile --help:\n{help}"
+        );
     }
 }
 
