@@ -86,16 +86,28 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// `url` with any `user:password@` replaced by `***@`, for messages. Works
 /// on text that does not parse as a URL; the authority ends at the first
-/// `/`, `?` or `#`.
+/// `/`, `?` or `#`, except that a password holding one of those (which a
+/// URL parser would cut, so it shows up in the "path") is still hidden:
+/// `user:pa/ss@host` is, `host:80/a@b` (a port, then a path) is not.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
-        None => url.to_string(),
+    if let Some((_, host)) = rest[..end].rsplit_once('@') {
+        return format!("{scheme}://***@{host}{}", &rest[end..]);
     }
+    if let Some((before, after)) = rest.rsplit_once('@') {
+        if let Some((_, password)) = before.split_once(':') {
+            let port_end = password.find(['/', '?', '#']).unwrap_or(password.len());
+            let is_port = !password[..port_end].is_empty()
+                && password[..port_end].bytes().all(|b| b.is_ascii_digit());
+            if !is_port {
+                return format!("{scheme}://***@{after}");
+            }
+        }
+    }
+    url.to_string()
 }
 
 /// Joins the texts of an error chain, outermost first, skipping texts
@@ -141,6 +153,18 @@ mod tests {
         );
         // An @ in the path is not userinfo.
         assert_eq!(redact_url("http://h:1/a@b"), "http://h:1/a@b");
+        // A password holding /, ? or # is hidden too.
+        for url in [
+            "http://u:s3cr/et@h:1/v1",
+            "http://u:s3cr?et@h:1",
+            "http://u:s3cr#et@h:1",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("s3cr") && shown.starts_with("http://***@"),
+                "{shown}"
+            );
+        }
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -2,12 +2,15 @@
 //! HTTP client of the crate: the LM client (`lm::transport`) and the remote
 //! retrievers (`retrieve::http`).
 //!
-//! The variables are curl's and reqwest's: `HTTPS_PROXY`/`https_proxy` for
-//! `https://` URLs, `HTTP_PROXY`/`http_proxy` for `http://`, either falling
-//! back to `ALL_PROXY`/`all_proxy`, the upper-case name read first; and
-//! `NO_PROXY`/`no_proxy`, matched by hyper-util's matcher (the one reqwest
-//! uses). Where that matcher would silently send the request without a
-//! proxy, this module decides instead:
+//! The variables are curl's and Python's (so DSPy's, through httpx):
+//! `https_proxy`/`HTTPS_PROXY` for `https://` URLs, `http_proxy`/`HTTP_PROXY`
+//! for `http://`, either falling back to `all_proxy`/`ALL_PROXY`; and
+//! `no_proxy`/`NO_PROXY`. The lower-case name wins where both are set, and
+//! an empty variable counts as unset (curl's and `urllib`'s rules; reqwest's
+//! matcher reads the upper-case name first and lets an empty one hide the
+//! other). `NO_PROXY` entries are matched by hyper-util's matcher (the one
+//! reqwest uses). Where that matcher would silently send the request
+//! without a proxy, this module decides instead:
 //! - a SOCKS proxy, in any case (the matcher drops `SOCKS5://`, so the
 //!   request went direct), is an error before any request: dspy-rhai has no
 //!   SOCKS support compiled in;
@@ -18,14 +21,15 @@
 //! - under CGI (`REQUEST_METHOD` set) `HTTP_PROXY` and the rest are not
 //!   read, as in hyper-util and curl ("httpoxy").
 //!
+//! A proxy URL's credentials are never shown: everything before its last
+//! `@` is, whatever characters the password holds.
+//!
 //! The client is then given the chosen proxy explicitly (or none), so what
 //! errors name is what the client does.
 
 use std::fmt;
 
 use hyper::Uri;
-
-use crate::error::redact_url;
 
 /// The proxy an HTTP client sends through to one server: the proxy URL as
 /// the environment gives it, and which variable gave it.
@@ -108,35 +112,36 @@ impl EnvProxy {
         if is_loopback(url) || env("REQUEST_METHOD").is_some() {
             return Ok(None);
         }
-        // The first of the names that is set, even if empty (hyper-util's rule).
+        // The first of the names with a value: lower case first, an empty
+        // one as unset (curl's and urllib's rules).
         let first = |names: [&'static str; 2]| {
-            names
-                .into_iter()
-                .find_map(|name| env(name).map(|value| (name, value)))
+            names.into_iter().find_map(|name| {
+                env(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|value| (name, value))
+            })
         };
         let own = match url.scheme() {
-            "https" => first(["HTTPS_PROXY", "https_proxy"]),
-            _ => first(["HTTP_PROXY", "http_proxy"]),
+            "https" => first(["https_proxy", "HTTPS_PROXY"]),
+            _ => first(["http_proxy", "HTTP_PROXY"]),
         };
-        let Some((var, value)) = own
-            .filter(|(_, v)| !v.trim().is_empty())
-            .or_else(|| first(["ALL_PROXY", "all_proxy"]))
-            .filter(|(_, v)| !v.trim().is_empty())
-        else {
+        let Some((var, value)) = own.or_else(|| first(["all_proxy", "ALL_PROXY"])) else {
             return Ok(None);
         };
-        let no_proxy = first(["NO_PROXY", "no_proxy"]).map(|(_, v)| v);
+        let no_proxy = first(["no_proxy", "NO_PROXY"]).map(|(_, v)| v);
         if no_proxy.as_deref().is_some_and(|no| excludes(no, url)) {
             return Ok(None);
         }
         let value = value.trim();
-        let shown = redact_url(value);
+        let shown = without_credentials(value);
         let scheme = value.split_once("://").map(|(scheme, _)| scheme);
         if scheme.is_some_and(|s| s.len() >= 5 && s[..5].eq_ignore_ascii_case("socks")) {
+            // NO_PROXY takes an IPv6 address without its brackets.
+            let host = url.host_str().unwrap_or_default();
             return Err(format!(
                 "the proxy {shown} (from {var}) for {url} is a SOCKS proxy, which dspy-rhai does \
                  not support: use an HTTP proxy, or leave this host out with NO_PROXY={}",
-                url.host_str().unwrap_or_default()
+                host.trim_start_matches('[').trim_end_matches(']')
             ));
         }
         if scheme
@@ -152,19 +157,32 @@ impl EnvProxy {
             Some(_) => value.to_string(),
             None => format!("http://{value}"),
         };
-        let proxy = reqwest::Proxy::all(&full)
-            .map_err(|e| format!("{var}={shown} is not a proxy URL: {e}"))?;
-        let credentials = full
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .map(|rest| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
-            .is_some_and(|authority| authority.contains('@'));
+        let proxy = reqwest::Proxy::all(&full).map_err(|e| {
+            format!(
+                "{var}={shown} is not a proxy URL ({}); special characters in a user name or \
+                 password must be percent-encoded",
+                crate::error::chain(&e)
+            )
+        })?;
         Ok(Some(EnvProxy {
-            shown: redact_url(&full),
+            credentials: full.contains('@'),
+            shown: without_credentials(&full),
             var,
-            credentials,
             proxy,
         }))
+    }
+}
+
+/// A proxy URL as shown in messages: everything before its last `@` (its
+/// credentials, whatever characters they hold) replaced by `***`, the
+/// scheme kept.
+fn without_credentials(proxy: &str) -> String {
+    let Some((before, host)) = proxy.rsplit_once('@') else {
+        return proxy.to_string();
+    };
+    match before.split_once("://") {
+        Some((scheme, _)) if !scheme.contains(['/', ':', '@']) => format!("{scheme}://***@{host}"),
+        _ => format!("***@{host}"),
     }
 }
 
@@ -236,15 +254,24 @@ mod tests {
             shown("http://lm.example/v1", &[("ALL_PROXY", "a:3")]).as_deref(),
             Some("http://a:3 (from ALL_PROXY)")
         );
-        // Upper case first; an empty one falls back to ALL_PROXY.
+        // Lower case first, and an empty variable is unset (curl, urllib).
         let vars = [
-            ("HTTPS_PROXY", ""),
+            ("HTTPS_PROXY", "http://upper:1"),
             ("https_proxy", "http://lower:1"),
-            ("all_proxy", "http://a:3"),
         ];
         assert_eq!(
             shown("https://lm.example/v1", &vars).as_deref(),
-            Some("http://a:3 (from all_proxy)")
+            Some("http://lower:1 (from https_proxy)")
+        );
+        let vars = [("https_proxy", " "), ("HTTPS_PROXY", "http://upper:1")];
+        assert_eq!(
+            shown("https://lm.example/v1", &vars).as_deref(),
+            Some("http://upper:1 (from HTTPS_PROXY)")
+        );
+        let vars = [("HTTPS_PROXY", ""), ("ALL_PROXY", "http://a:3")];
+        assert_eq!(
+            shown("https://lm.example/v1", &vars).as_deref(),
+            Some("http://a:3 (from ALL_PROXY)")
         );
         assert_eq!(shown("https://lm.example/v1", &[]), None);
     }
@@ -286,12 +313,45 @@ mod tests {
             );
         }
         assert!(shown("https://192.0.2.2/v1", &[proxy, ("NO_PROXY", "10.0.0.0/8")]).is_some());
+        // no_proxy wins over NO_PROXY; an empty one is unset.
+        for upper in ["", "other.example"] {
+            let vars = [proxy, ("NO_PROXY", upper), ("no_proxy", "lm.example")];
+            assert_eq!(shown("https://lm.example/v1", &vars), None);
+        }
         assert_eq!(shown("https://127.0.0.1:8000/v1", &[proxy]), None);
         assert_eq!(shown("https://localhost:8000/v1", &[proxy]), None);
         assert_eq!(
             shown("https://lm.example/v1", &[proxy, ("REQUEST_METHOD", "GET")]),
             None
         );
+    }
+
+    #[test]
+    fn credentials_are_never_shown_whatever_they_hold() {
+        for value in [
+            "http://u:s3cr/et@127.0.0.1:3999",
+            "http://u:s3cr#et@127.0.0.1:3999",
+            "http://u:s3cr?et@127.0.0.1:3999",
+            "http://u:s3cr@et@127.0.0.1:3999",
+        ] {
+            let shown = choose("https://lm.example/v1", &[("HTTPS_PROXY", value)])
+                .map(|p| p.unwrap().to_string())
+                .unwrap_or_else(|e| e);
+            assert!(!shown.contains("s3cr"), "{shown}");
+        }
+        // Bad URLs are errors that do not show them either.
+        for value in [
+            "u:s3cret@127.0.0.1:99999",
+            "http://u:s3cret@127.0.0.1:99999",
+        ] {
+            let err = choose("https://lm.example/v1", &[("HTTPS_PROXY", value)]).unwrap_err();
+            assert!(
+                !err.contains("s3cret") && err.contains("***@127.0.0.1:99999"),
+                "{err}"
+            );
+        }
+        let err = choose("http://[fd00::2]:8801/v1", &[("ALL_PROXY", "socks5://p:1")]).unwrap_err();
+        assert!(err.ends_with("NO_PROXY=fd00::2"), "{err}");
     }
 
     #[test]

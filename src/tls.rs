@@ -13,7 +13,31 @@ pub const CA_FILE_VAR: &str = "SSL_CERT_FILE";
 /// What to tell a user whose server's certificate was refused for its
 /// issuer.
 pub const UNTRUSTED_HINT: &str = "the server's TLS certificate is not trusted: dspy-rhai trusts \
-     the Mozilla root certificates of webpki-roots, and those of the PEM file SSL_CERT_FILE names";
+     the Mozilla root certificates of webpki-roots, and those of the PEM file SSL_CERT_FILE names, \
+     which must hold the certificate of the CA that issued the server's (the server's own \
+     certificate is not enough)";
+
+/// [`failure_hint`] for a request sent through `proxy`: when that is an
+/// `https://` proxy, the TLS connection that failed may be the proxy's,
+/// and the hint says so (a plain-HTTP proxy written `https://` is a common
+/// mistake).
+pub fn failure_hint_through(error: &str, proxy: Option<&crate::proxy::EnvProxy>) -> Option<String> {
+    let hint = failure_hint(error)?;
+    Some(match proxy.filter(|p| is_https(p.shown())) {
+        Some(p) => format!(
+            "{hint}; or the TLS connection that failed is the proxy's: {} names an https:// \
+             proxy, and most proxies are reached with http://",
+            p.var()
+        ),
+        None => hint.to_string(),
+    })
+}
+
+/// Whether `url` starts with `https://`, in any case.
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
 
 /// The hint for a TLS failure that retrying cannot mend, given the error's
 /// text (rustls's errors, whose types are not ours to name, somewhere in
@@ -89,11 +113,7 @@ impl ExtraRoots {
         url: &reqwest::Url,
         proxy: Option<&crate::proxy::EnvProxy>,
     ) -> Result<Option<ExtraRoots>, String> {
-        let tls_proxy = proxy.is_some_and(|p| {
-            p.shown()
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        });
+        let tls_proxy = proxy.is_some_and(|p| is_https(p.shown()));
         if url.scheme() == "https" || tls_proxy {
             ExtraRoots::from_env()
         } else {

@@ -112,7 +112,7 @@ impl SendError {
                 return SendError::ProxyAuth(format!("{text}: {}", proxy.auth_hint()));
             }
         }
-        if let Some(hint) = crate::tls::failure_hint(&text) {
+        if let Some(hint) = crate::tls::failure_hint_through(&text, proxy) {
             return SendError::Tls(format!("{text} ({hint})"));
         }
         if is_connect_timeout(e) {

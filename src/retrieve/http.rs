@@ -145,9 +145,8 @@ impl Http {
             };
             // What retrying cannot mend: a refused certificate, plain HTTP
             // behind https://, a proxy wanting credentials.
-            let hint = crate::tls::failure_hint(&failure)
-                .map(str::to_string)
-                .or_else(|| {
+            let hint =
+                crate::tls::failure_hint_through(&failure, self.proxy.as_ref()).or_else(|| {
                     let proxy = self.proxy.as_ref()?;
                     failure
                         .contains("proxy authorization required")

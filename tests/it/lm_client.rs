@@ -1396,4 +1396,19 @@ fn a_plain_http_server_behind_an_https_url_is_named_and_not_retried() {
     );
     assert!(!stderr.contains("retrying"), "{stderr}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // The same server as an https:// proxy: the hint names the proxy too.
+    let (stderr, ok) = run_with_env(
+        "https://lm.invalid/v1",
+        &[("HTTPS_PROXY", format!("https://{addr}"))],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("answered in plain HTTP")
+            && stderr.contains(
+                "or the TLS connection that failed is the proxy's: HTTPS_PROXY names an https:// proxy"
+            ),
+        "{stderr}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
