@@ -466,13 +466,24 @@ impl ScriptRef<'_> {
             .with_tag(RunTag(Arc::new(ctx.clone())));
         let mut scope = Scope::new();
         let _deadline = limits::DeadlineGuard::start(self.shared.options.limits.script_timeout);
-        self.engine
+        let value = self
+            .engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &program, name, args)
             .map_err(|e| {
                 let (file, source) = self.shared.source.read().expect("source lock").clone();
                 let rendered = self.render_eval(&e, &file, &source);
                 Error::Script(format!("{rendered}\n  in call to `{name}` from the host"))
-            })
+            })?;
+        // A call that returns past its deadline ran too long, even if it
+        // caught the timeout of an LM call (a runtime error a script's
+        // `try` can catch) and finished before Rhai's next check.
+        if limits::deadline_passed() {
+            return Err(Error::Script(format!(
+                "{}\n  in call to `{name}` from the host",
+                engine::timed_out(self.shared.options.limits.script_timeout)
+            )));
+        }
+        Ok(value)
     }
 }
 

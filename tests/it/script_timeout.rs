@@ -107,6 +107,23 @@ fn catching_the_timeout_of_an_lm_call_does_not_let_the_script_run_on() {
     assert_eq!(server.request_count(), 1);
 }
 
+/// A script that catches the timeout and returns at once still fails: the
+/// call ran past its deadline (Rhai's own check, every 256 operations,
+/// would not come before the return).
+#[test]
+fn catching_the_timeout_and_returning_at_once_still_fails() {
+    let server = MockServer::start(|_| MockReply::hang()).unwrap();
+    let source = "let qa = Predict(\"question -> answer\");\nfn forward(question) {\n    try { qa.call(question) } catch (e) { }\n    #{ answer: \"fallback\" }\n}";
+    let host = host_on(&server, source);
+    let (err, took) = forward_error(&host);
+    assert!(
+        err.starts_with("the script call ran longer than 1s (--script-timeout)")
+            && err.ends_with("in call to `forward` from the host"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+}
+
 /// A module's LM calls (here ReAct's) stop at the deadline too.
 #[test]
 fn a_modules_hanging_lm_call_stops_at_the_script_timeout() {
