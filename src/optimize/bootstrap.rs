@@ -203,7 +203,8 @@ pub fn bootstrap_few_shot(
         .fetch_add(wasted_calls, Ordering::Relaxed);
     if let Some(e) = failure {
         return Err(Error::Config(format!(
-            "bootstrapping stopped after {committed_errors} errors (max_errors); last: {e}"
+            "bootstrapping stopped after {committed_errors} errors (max_errors {}); last: {e}",
+            config.max_errors
         )));
     }
     if c.cancel.load(Ordering::Relaxed) {

@@ -174,7 +174,9 @@ impl Optimizer for Copro {
         let options = EvalOptions {
             threads: cx.threads,
             failure_score: 0.0,
-            max_errors: c.max_errors,
+            // DSPy's ParallelExecutor stops at its `max_errors`-th error;
+            // run_pool stops past the count it is given.
+            max_errors: c.max_errors.map(|max| max.saturating_sub(1)),
         };
         for d in 0..c.depth {
             for (p, name) in names.iter().enumerate() {
@@ -211,16 +213,16 @@ impl Optimizer for Copro {
                 let mut latest_scores = Vec::new();
                 // Each candidate has its own error budget; the one over it
                 // stopped the pool (and so cut the others short).
-                let max = c.max_errors.unwrap_or(usize::MAX);
                 let over_budget = reports
                     .iter()
                     .enumerate()
-                    .find(|(_, r)| r.errored > max)
+                    .find(|(_, r)| options.max_errors.is_some_and(|max| r.errored > max))
                     .map(|(k, r)| {
                         format!(
                             "copro: evaluation of candidate {k} of {name} stopped after {} errors \
-                             (max_errors {max}); first: {}",
+                             (max_errors {}); first: {}",
                             r.errored,
+                            c.max_errors.unwrap_or_default(),
                             r.first_error().unwrap_or_default()
                         )
                     });

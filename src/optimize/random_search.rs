@@ -103,7 +103,9 @@ pub fn random_search(
         let options = EvalOptions {
             threads: c.threads,
             failure_score: 0.0,
-            max_errors: Some(config.bootstrap.max_errors),
+            // DSPy's ParallelExecutor stops at its `max_errors`-th error
+            // (bootstrapping too); run_pool stops past the count it is given.
+            max_errors: Some(config.bootstrap.max_errors.saturating_sub(1)),
         };
         let reports = std::thread::scope(|scope| {
             let (ready, built) = (&ready, &mut built);
@@ -143,7 +145,7 @@ pub fn random_search(
         // the pool (and so cuts the others short).
         let mut over_budget = reports
             .iter()
-            .position(|r| r.errored > config.bootstrap.max_errors)
+            .position(|r| options.max_errors.is_some_and(|max| r.errored > max))
             .map(|k| {
                 Error::Config(format!(
                     "validation of candidate {} stopped after {} errors (max_errors {}); first: {}",

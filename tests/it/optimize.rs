@@ -386,7 +386,7 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
 /// Each candidate's validation has its own `max_errors` budget, as each
 /// gets its own `Evaluate` in DSPy: five candidates with 2 errors each
 /// (10 in all) pass `max_errors: 3`, the errors are counted in the compile's
-/// tally, and a candidate over its budget is named with its own count.
+/// tally, and a candidate reaching its budget is named with its own count.
 #[test]
 fn random_search_gives_each_candidate_its_own_error_budget() {
     // The validation questions q8 and q9 always fail.
@@ -434,13 +434,15 @@ fn random_search_gives_each_candidate_its_own_error_budget() {
             &ProgramState::default(),
             &train,
             Some(&val),
-            &config(1),
+            &config(2),
             None,
         )
         .unwrap_err()
         .to_string();
+        // DSPy stops at the max_errors-th error, in validation as in
+        // bootstrapping.
         assert!(
-            err.contains("validation of candidate -3 stopped after 2 errors (max_errors 1)"),
+            err.contains("validation of candidate -3 stopped after 2 errors (max_errors 2)"),
             "{err}"
         );
     }
