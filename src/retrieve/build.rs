@@ -598,11 +598,32 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
     let name = out.file_name().unwrap_or_default();
     let given_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = given_parent.unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| RetrieveError::io(parent, e))?;
+    if let Err(e) = std::fs::create_dir_all(parent) {
+        // A dangling link as the parent reads "File exists"; say what it is.
+        if let Ok(target) = std::fs::read_link(parent) {
+            if !parent.exists() {
+                return Err(RetrieveError::DanglingLink {
+                    out: parent.to_path_buf(),
+                    target,
+                });
+            }
+        }
+        return Err(RetrieveError::io(parent, e));
+    }
     let real_parent = std::fs::canonicalize(parent).map_err(|e| RetrieveError::io(parent, e))?;
     let path = real_parent.join(name);
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_symlink() => match std::fs::canonicalize(&path) {
+            // A link to a file, or to `/`, names no index directory: refused
+            // here, naming the link, before a lock file is made beside it.
+            Ok(real) if !real.is_dir() || real.file_name().is_none() => {
+                Err(RetrieveError::InvalidOption(format!(
+                    "output path {} is a link to {}, which is not a directory an index can \
+                     be built in; choose another --out",
+                    out.display(),
+                    real.display()
+                )))
+            }
             Ok(real) => Ok(real),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let target = std::fs::read_link(&path).map_err(|e| RetrieveError::io(out, e))?;

@@ -238,6 +238,26 @@ fn a_dangling_symlink_out_is_refused_and_left_alone() {
     );
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(!tmp.path().join("missing").exists());
+
+    // A dangling link as the parent is named as such (it read "File exists").
+    let err = build_index(&c, &link.join("sub"), &BuildOptions::default(), &|_| {}).unwrap_err();
+    assert!(matches!(err, RetrieveError::DanglingLink { .. }), "{err}");
+    // A link to a file, or to `/`, is refused naming the link, and leaves
+    // no lock file beside its target.
+    let to_file = tmp.path().join("flink");
+    std::os::unix::fs::symlink(&c, &to_file).unwrap();
+    let to_root = tmp.path().join("root");
+    std::os::unix::fs::symlink("/", &to_root).unwrap();
+    for link in [&to_file, &to_root] {
+        let text = build_index(&c, link, &BuildOptions::default(), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(&format!("output path {} is a link to ", link.display())),
+            "{text}"
+        );
+    }
+    assert!(!tmp.path().join(".c.jsonl.lock").exists());
 }
 
 /// `--out .` and `--out sub/..` name no directory of their own to replace.
