@@ -235,7 +235,15 @@ fn build_candidates(
     on_built: &mut (dyn FnMut(usize, Result<ProgramState>) + Send),
 ) {
     let zero_shot = student.filter_demos(|_| false);
-    let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
+    // With `--speculation 0` the candidates are built one after another in
+    // seed order, each bootstrap with all the threads, and the first that
+    // fails ends the building, as in DSPy's loop (which raises there).
+    let sequential = c.speculation == Some(0);
+    let bootstraps = if sequential {
+        1
+    } else {
+        seeds.iter().filter(|s| **s >= -1).count().max(1)
+    };
     // The shared budget bounds the bootstraps together; each gets a share
     // of the threads so they progress side by side.
     let mut inner = c.clone();
@@ -268,10 +276,19 @@ fn build_candidates(
             }
         })
     };
-    crate::parallel::run_indexed(seeds.len(), seeds.len(), &[c.cancel], build, |i, state| {
+    let workers = if sequential { 1 } else { seeds.len() };
+    let mut delivered = vec![false; seeds.len()];
+    crate::parallel::run_indexed(seeds.len(), workers, &[c.cancel], build, |i, state| {
+        delivered[i] = true;
+        let ok = state.is_ok();
         on_built(i, state);
-        true
+        ok || !sequential
     });
+    // Candidates never built (after a failure, or Ctrl-C) are reported as
+    // such, so their validation does not wait for them.
+    for (i, _) in delivered.iter().enumerate().filter(|(_, d)| !**d) {
+        on_built(i, Err(Error::Interrupted));
+    }
 }
 
 /// `random-search` settings: DSPy `BootstrapFewShotWithRandomSearch`'s

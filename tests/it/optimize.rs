@@ -448,6 +448,56 @@ fn random_search_gives_each_candidate_its_own_error_budget() {
     }
 }
 
+/// With `--speculation 0` random search makes DSPy's sequential calls even
+/// when a candidate's bootstrap fails: DSPy validates candidates -3 and -2,
+/// then raises at the first bootstrapping error of candidate -1, so no other
+/// candidate is bootstrapped.
+#[test]
+fn random_search_with_speculation_zero_stops_at_the_failing_candidate() {
+    for threads in [1, 4] {
+        // Training questions (q0..q7) fail; validation ones (q8..q11) answer.
+        let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
+            let n = question_number(req);
+            if n < 8 {
+                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
+            }
+            Ok(crate::common::reply(&fields(
+                json!({"answer": format!("a{n}")}),
+            )))
+        }));
+        let host = host_with(ONE, Some(lm));
+        let cancel = AtomicBool::new(false);
+        let config = SearchConfig {
+            bootstrap: BootstrapConfig {
+                max_bootstrapped_demos: 2,
+                max_labeled_demos: 2,
+                max_errors: 1,
+                ..BootstrapConfig::default()
+            },
+            num_candidate_programs: 6,
+            stop_at_score: None,
+        };
+        let pipeline = host.pipeline();
+        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(0));
+        let err = random_search(
+            &cx,
+            &ProgramState::default(),
+            &trainset(8),
+            Some(&trainset(12)[8..]),
+            &config,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bootstrapping stopped after 1 errors (max_errors 1)"),
+            "{err}"
+        );
+        // 4 validations of -3, 4 of -2, and the one failing bootstrap call.
+        assert_eq!(backend.requests().len(), 9, "threads {threads}");
+    }
+}
+
 const MULTI: &str = r#"
     let generate_query = [ChainOfThought("question -> search_query")];
     let generate_answer = ChainOfThought("question, context -> answer");
