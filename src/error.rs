@@ -84,30 +84,21 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     join_chain(std::iter::successors(Some(error), |e| e.source()).map(|e| e.to_string()))
 }
 
-/// `url` with any `user:password@` replaced by `***@`, for messages. Works
-/// on text that does not parse as a URL; the authority ends at the first
-/// `/`, `?` or `#`, except that a password holding one of those (which a
-/// URL parser would cut, so it shows up in the "path") is still hidden:
-/// `user:pa/ss@host` is, `host:80/a@b` (a port, then a path) is not.
+/// `url` with any `user:password@` replaced by `***@`, for messages.
+/// Works on text that does not parse as a URL. Everything before the last
+/// `@` (after the scheme, if any) is hidden, whatever the password holds
+/// (`/`, `?`, `#`, digits that look like a port) and with or without a
+/// scheme: hiding too much (a path holding `@`) is the safe mistake.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if let Some((_, host)) = rest[..end].rsplit_once('@') {
-        return format!("{scheme}://***@{host}{}", &rest[end..]);
+    match (scheme, rest.rsplit_once('@')) {
+        (_, None) => url.to_string(),
+        (Some(scheme), Some((_, host))) => format!("{scheme}://***@{host}"),
+        (None, Some((_, host))) => format!("***@{host}"),
     }
-    if let Some((before, after)) = rest.rsplit_once('@') {
-        if let Some((_, password)) = before.split_once(':') {
-            let port_end = password.find(['/', '?', '#']).unwrap_or(password.len());
-            let is_port = !password[..port_end].is_empty()
-                && password[..port_end].bytes().all(|b| b.is_ascii_digit());
-            if !is_port {
-                return format!("{scheme}://***@{after}");
-            }
-        }
-    }
-    url.to_string()
 }
 
 /// Joins the texts of an error chain, outermost first, skipping texts
@@ -151,13 +142,16 @@ mod tests {
             redact_url("http://u:s@h:1?api-version=1"),
             "http://***@h:1?api-version=1"
         );
-        // An @ in the path is not userinfo.
-        assert_eq!(redact_url("http://h:1/a@b"), "http://h:1/a@b");
-        // A password holding /, ? or # is hidden too.
+        // A path holding @ hides too much rather than too little.
+        assert_eq!(redact_url("http://h:1/a@b"), "http://***@b");
+        // A password holding /, ?, # or digits, a user-only token, and no
+        // scheme at all: hidden too.
         for url in [
             "http://u:s3cr/et@h:1/v1",
             "http://u:s3cr?et@h:1",
             "http://u:s3cr#et@h:1",
+            "http://u:1234/5678s3cr@h:1",
+            "http://s3cr/et@h:1",
         ] {
             let shown = redact_url(url);
             assert!(
@@ -165,6 +159,7 @@ mod tests {
                 "{shown}"
             );
         }
+        assert_eq!(redact_url("u:s3cret@h:1/v1"), "***@h:1/v1");
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }

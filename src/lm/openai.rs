@@ -184,10 +184,12 @@ impl OpenAiClient {
             None => None,
         };
         let max = options.max_concurrency.max(1);
-        let uri = url
-            .as_str()
-            .parse::<hyper::Uri>()
-            .map_err(|e| LmError::Config(format!("invalid API base URL {base_url:?}: {e}")))?;
+        let uri = url.as_str().parse::<hyper::Uri>().map_err(|e| {
+            LmError::Config(format!(
+                "invalid API base URL {:?}: {e}",
+                redact_url(base_url)
+            ))
+        })?;
         let route = Route::for_url(&url).map_err(LmError::Config)?;
         Ok(OpenAiClient {
             slots: SlotPool::new(max, route),
@@ -758,7 +760,9 @@ fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
     if url.fragment().is_some() {
         return Err(invalid("it has a fragment (#...), which is never sent"));
     }
-    if !url.username().is_empty() || url.password().is_some() {
+    // An @ the parser read as part of the path (a password holding / or ?)
+    // is a user name or password too.
+    if !url.username().is_empty() || url.password().is_some() || base_url.contains('@') {
         return Err(invalid(
             "it contains a user name or password; remove them and give the key in the \
              provider's API key variable (e.g. OPENAI_API_KEY)",
@@ -906,7 +910,15 @@ mod tests {
         assert_eq!(url("http://h:1").unwrap(), "http://h:1/chat/completions");
         let err = url("http://h:1/v1#x").unwrap_err().to_string();
         assert!(err.contains("fragment"), "{err}");
-        for base in ["http://u:s3cret@h:1/v1", "http://u:s3cret@h:99999/v1"] {
+        // Credentials are refused and never shown, also where the parser
+        // would read them as a host and path, or with no scheme.
+        for base in [
+            "http://u:s3cret@h:1/v1",
+            "http://u:s3cret@h:99999/v1",
+            "http://u:1234/5678s3cret@h:1/v1",
+            "http://s3cret/en@h:1/v1",
+            "u:s3cret@h:1/v1",
+        ] {
             let err = url(base).unwrap_err().to_string();
             assert!(!err.contains("s3cret"), "{err}");
             assert!(err.contains("***@h:"), "{err}");

@@ -99,8 +99,10 @@ impl RetrieverSpec {
     pub fn parse(uri: &str) -> Result<RetrieverSpec, RetrieveError> {
         let forms = "expected tantivy:DIR, colbertv2:http://HOST:PORT/PATH or \
                      opensearch:https://HOST:9200/INDEX";
-        let bad =
-            |why: &str| RetrieveError::InvalidOption(format!("retriever `{uri}`: {why}; {forms}"));
+        let bad = |why: &str| {
+            let shown = crate::error::redact_url(uri);
+            RetrieveError::InvalidOption(format!("retriever `{shown}`: {why}; {forms}"))
+        };
         let (scheme, rest) = uri
             .split_once(':')
             .ok_or_else(|| bad("no backend prefix"))?;
@@ -163,13 +165,18 @@ impl RetrieverSpec {
     }
 }
 
+/// The URI as shown to people (`retriever_name()`, the REPL, messages):
+/// credentials in a URL are hidden ([`crate::error::redact_url`]).
 impl std::fmt::Display for RetrieverSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::error::redact_url;
         match self {
             RetrieverSpec::Tantivy(None) => write!(f, "tantivy:"),
             RetrieverSpec::Tantivy(Some(dir)) => write!(f, "tantivy:{}", dir.display()),
-            RetrieverSpec::ColBertV2(url) => write!(f, "colbertv2:{url}"),
-            RetrieverSpec::OpenSearch { base, index } => write!(f, "opensearch:{base}/{index}"),
+            RetrieverSpec::ColBertV2(url) => write!(f, "colbertv2:{}", redact_url(url)),
+            RetrieverSpec::OpenSearch { base, index } => {
+                write!(f, "opensearch:{}/{index}", redact_url(base))
+            }
         }
     }
 }

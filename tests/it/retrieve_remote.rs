@@ -494,6 +494,21 @@ fn opensearch_credentials_are_sent_but_never_shown() {
 
 #[test]
 fn retriever_uris_parse_and_bad_ones_say_which_forms_exist() {
+    // What people see (retriever_name(), the REPL, errors) hides credentials.
+    for uri in [
+        "colbertv2:http://u:s3cret@127.0.0.1:1/x",
+        "opensearch:https://u:s3cr/et@127.0.0.1:9200/wiki",
+    ] {
+        let shown = RetrieverSpec::parse(uri).unwrap().to_string();
+        assert!(
+            !shown.contains("s3cr") && shown.contains("***@127.0.0.1"),
+            "{shown}"
+        );
+    }
+    let err = RetrieverSpec::parse("colbertv2:u:s3cret@127.0.0.1:1/x")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cret"), "{err}");
     assert_eq!(
         RetrieverSpec::parse("tantivy:/data/idx").unwrap(),
         RetrieverSpec::Tantivy(Some("/data/idx".into()))
