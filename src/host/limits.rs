@@ -131,6 +131,20 @@ impl DeadlineGuard {
         }
     }
 
+    /// Sets `deadline` (a script call's, from [`deadline`] on the thread
+    /// that runs it) on this thread until the guard drops: for worker
+    /// threads a script call starts (`parallel_map`), so their script code
+    /// and LM calls stop at the caller's deadline too.
+    pub fn inherit(deadline: Option<Instant>) -> DeadlineGuard {
+        let guard = DeadlineGuard {
+            previous: self::deadline(),
+            previous_overrun: OVERRUN.with(|o| o.take()),
+            suspended_at: None,
+        };
+        DEADLINE.with(|d| d.set(deadline));
+        guard
+    }
+
     /// Lifts the deadline of this thread until the guard drops: for native
     /// functions that run long work of their own (`evaluate` over a dev
     /// set, `compile`), whose script calls get their own deadlines. The time

@@ -124,6 +124,21 @@ fn catching_the_timeout_and_returning_at_once_still_fails() {
     assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
 }
 
+/// `parallel_map`'s worker threads inherit the script call's deadline: their
+/// LM calls stop at it too.
+#[test]
+fn parallel_map_workers_stop_at_the_script_timeout() {
+    let server = MockServer::start(|_| MockReply::hang()).unwrap();
+    let source = "let qa = Predict(\"question -> answer\");\nfn ask(q) { qa.call(q) }\nfn forward(question) {\n    parallel_map(Fn(\"ask\"), [question, question, question], #{ threads: 2 });\n    #{ answer: \"x\" }\n}";
+    let host = host_on(&server, source);
+    let (err, took) = forward_error(&host);
+    assert!(
+        err.contains("ran longer than 1s (--script-timeout)"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+}
+
 /// A module's LM calls (here ReAct's) stop at the deadline too.
 #[test]
 fn a_modules_hanging_lm_call_stops_at_the_script_timeout() {

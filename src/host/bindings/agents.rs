@@ -426,7 +426,8 @@ fn majority_of(ctx: &NativeCallContext, value: Dynamic, field: Option<&str>) -> 
 /// `parallel_map(f, inputs, #{ threads })`: `f(input)` for every input on
 /// worker threads (with the evaluator's 64 MiB stacks); results in input
 /// order; the first failure (by index) is the error, and a panic in one
-/// call is that input's failure.
+/// call is that input's failure. The workers inherit the calling script
+/// call's `--script-timeout` deadline.
 fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -> R<Array> {
     let options = Options::new(ctx, "parallel_map", config, &["threads"])?;
     let threads = options
@@ -435,7 +436,10 @@ fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -
     let global = ctx.global_runtime_state();
     let results: Vec<Mutex<Option<R<Dynamic>>>> = inputs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    // Workers stop at the calling script call's deadline too.
+    let deadline = crate::host::limits::deadline();
     let work = || {
+        let _deadline = crate::host::limits::DeadlineGuard::inherit(deadline);
         let call = NativeCallContext::new_with_all_fields(
             ctx.engine(),
             "parallel_map",
