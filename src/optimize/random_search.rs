@@ -82,14 +82,13 @@ pub fn random_search(
 ) -> Result<SearchOutcome> {
     let valset = valset.unwrap_or(trainset);
     let seeds: Vec<i64> = (-3..config.num_candidate_programs as i64).collect();
-    // With `stop_at_score`, later candidates of a batch are speculative;
-    // `--speculation 0` builds them one at a time.
-    let batch = if config.stop_at_score.is_some() {
-        if c.speculation == Some(0) {
-            1
-        } else {
-            4
-        }
+    // With `stop_at_score`, later candidates of a batch are speculative.
+    // `--speculation 0` builds and validates one candidate at a time, as
+    // DSPy's loop does, so a failure stops where DSPy raises.
+    let batch = if c.speculation == Some(0) {
+        1
+    } else if config.stop_at_score.is_some() {
+        4
     } else {
         seeds.len()
     };
@@ -178,11 +177,15 @@ pub fn random_search(
             let errors = if report.errored == 0 {
                 String::new()
             } else {
+                // One line per candidate: the first error's first line.
                 format!(
                     " ({} errored: {}; first: {})",
                     report.errored,
                     report.error_kinds_summary(),
-                    report.first_error().unwrap_or_default()
+                    report
+                        .first_error()
+                        .and_then(|e| e.lines().next())
+                        .unwrap_or_default()
                 )
             };
             c.note(

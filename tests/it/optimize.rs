@@ -498,6 +498,56 @@ fn random_search_with_speculation_zero_stops_at_the_failing_candidate() {
     }
 }
 
+/// With `--speculation 0` a candidate whose validation fails stops random
+/// search before any later candidate is built, as DSPy raises while
+/// validating it: no bootstrapping call goes out.
+#[test]
+fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
+    for threads in [1, 4] {
+        // Validation questions (q8..q11) fail; training ones answer.
+        let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
+            let n = question_number(req);
+            if n >= 8 {
+                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
+            }
+            Ok(crate::common::reply(&fields(
+                json!({"answer": format!("a{n}")}),
+            )))
+        }));
+        let host = host_with(ONE, Some(lm));
+        let cancel = AtomicBool::new(false);
+        let config = SearchConfig {
+            bootstrap: BootstrapConfig {
+                max_bootstrapped_demos: 2,
+                max_labeled_demos: 2,
+                max_errors: 1,
+                ..BootstrapConfig::default()
+            },
+            num_candidate_programs: 6,
+            stop_at_score: None,
+        };
+        let pipeline = host.pipeline();
+        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(0));
+        let err = random_search(
+            &cx,
+            &ProgramState::default(),
+            &trainset(8),
+            Some(&trainset(12)[8..]),
+            &config,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("validation of candidate -3 stopped after 1 errors"),
+            "{err}"
+        );
+        let asked: Vec<usize> = backend.requests().iter().map(question_number).collect();
+        assert!(asked.iter().all(|n| *n >= 8), "no bootstrapping: {asked:?}");
+        assert!(asked.len() <= threads, "threads {threads}: {asked:?}");
+    }
+}
+
 const MULTI: &str = r#"
     let generate_query = [ChainOfThought("question -> search_query")];
     let generate_answer = ChainOfThought("question, context -> answer");
