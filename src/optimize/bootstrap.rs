@@ -69,6 +69,9 @@ pub struct BootstrapOutcome {
     pub errors: usize,
     /// The first of those errors.
     pub first_error: Option<String>,
+    /// Predictor calls of the examples the sequential algorithm went
+    /// through (calls beyond it are in [`super::Stats::speculative_calls`]).
+    pub calls: usize,
 }
 
 /// What one trainset example produced.
@@ -137,6 +140,7 @@ pub fn bootstrap_few_shot(
             .saturating_add(speculation)
     };
     let mut wasted_calls = 0;
+    let mut committed_calls = 0;
     let job = |i: usize| attempt_example(c, &teacher, &trainset[i], config);
     // DSPy checks the count before the first example too.
     let examples = if max_bootstraps == 0 {
@@ -165,6 +169,7 @@ pub fn bootstrap_few_shot(
                 }
                 examples_used += 1;
                 attempts += a.rounds;
+                committed_calls += a.calls;
                 if let Some((kind, e)) = a.error {
                     committed_errors += 1;
                     c.stats.error(kind, &e);
@@ -253,6 +258,7 @@ pub fn bootstrap_few_shot(
         examples_used,
         errors: committed_errors,
         first_error,
+        calls: committed_calls,
     })
 }
 

@@ -3,7 +3,8 @@
 //! (shuffled trainset, random demo count), score each on the valset with
 //! parallel evaluation, and keep the best (DSPy's `random_search.py`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -14,7 +15,7 @@ use super::{
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate_when_ready, EvalOptions};
-use crate::predict::{ProgramState, RunContext};
+use crate::predict::{ProgramState, RunContext, TraceStep};
 
 /// Random search settings.
 #[derive(Clone, Debug)]
@@ -99,6 +100,16 @@ pub fn random_search(
         let ready: Vec<OnceLock<Option<RunContext>>> =
             chunk.iter().map(|_| OnceLock::new()).collect();
         let mut built: Vec<Option<Result<ProgramState>>> = chunk.iter().map(|_| None).collect();
+        // Only with stop_at_score can candidates be speculative: then each
+        // one's predictor calls are counted (its bootstrap's, and a trace
+        // of its validation's), so those beyond the stopping point are
+        // reported as LM calls beyond the sequential algorithm.
+        let count_calls = config.stop_at_score.is_some() && batch > 1;
+        let build_calls: Vec<AtomicUsize> = chunk.iter().map(|_| AtomicUsize::new(0)).collect();
+        let traces: Vec<Option<Arc<Mutex<Vec<TraceStep>>>>> = chunk
+            .iter()
+            .map(|_| count_calls.then(|| Arc::new(Mutex::new(Vec::new()))))
+            .collect();
         let options = EvalOptions {
             threads: c.threads,
             failure_score: 0.0,
@@ -107,7 +118,7 @@ pub fn random_search(
             max_errors: Some(config.bootstrap.max_errors.saturating_sub(1)),
         };
         let reports = std::thread::scope(|scope| {
-            let (ready, built) = (&ready, &mut built);
+            let (ready, built, build_calls, traces) = (&ready, &mut built, &build_calls, &traces);
             scope.spawn(move || {
                 build_candidates(
                     c,
@@ -116,9 +127,11 @@ pub fn random_search(
                     config,
                     teacher,
                     chunk,
+                    build_calls,
                     &mut |i, state| {
                         let ctx = state.as_ref().ok().map(|s| RunContext {
                             state: Arc::new(s.clone()),
+                            trace: traces[i].clone(),
                             ..c.ctx.clone()
                         });
                         let _ = ready[i].set(ctx);
@@ -155,12 +168,19 @@ pub fn random_search(
                 ))
             });
         let mut stopped = false;
-        for ((seed, state), report) in chunk.iter().zip(states).zip(reports) {
+        for (k, ((seed, state), report)) in chunk.iter().zip(states).zip(reports).enumerate() {
             if stopped {
-                // Built and validated beyond DSPy's stopping point.
-                c.stats
-                    .speculative_calls
-                    .fetch_add(report.results.len(), std::sync::atomic::Ordering::Relaxed);
+                // Built and validated beyond DSPy's stopping point: its
+                // bootstrap's calls (those beyond that bootstrap's own
+                // sequential algorithm are counted already) and its
+                // validation's.
+                let validation = traces[k].as_ref().map_or(report.results.len(), |t| {
+                    t.lock().expect("trace lock").len()
+                });
+                c.stats.speculative_calls.fetch_add(
+                    build_calls[k].load(Ordering::Relaxed) + validation,
+                    Ordering::Relaxed,
+                );
                 continue;
             }
             if report.interrupted {
@@ -227,7 +247,9 @@ pub fn random_search(
 }
 
 /// Builds the candidate states for `seeds` concurrently, reporting each
-/// one (by position in `seeds`) as soon as it is built.
+/// one (by position in `seeds`) as soon as it is built. `calls[i]` gets
+/// the predictor calls of seed `i`'s bootstrap (its sequential part).
+#[allow(clippy::too_many_arguments)]
 fn build_candidates(
     c: &Compiler,
     student: &ProgramState,
@@ -235,6 +257,7 @@ fn build_candidates(
     config: &SearchConfig,
     teacher: Option<&ProgramState>,
     seeds: &[i64],
+    calls: &[AtomicUsize],
     on_built: &mut (dyn FnMut(usize, Result<ProgramState>) + Send),
 ) {
     let zero_shot = student.filter_demos(|_| false);
@@ -265,7 +288,10 @@ fn build_candidates(
                 config.bootstrap.seed,
             ),
             -1 => {
-                bootstrap_few_shot(&inner, &zero_shot, trainset, &config.bootstrap, teacher)?.state
+                let out =
+                    bootstrap_few_shot(&inner, &zero_shot, trainset, &config.bootstrap, teacher)?;
+                calls[i].store(out.calls, Ordering::Relaxed);
+                out.state
             }
             _ => {
                 let mut shuffled = trainset.to_vec();
@@ -275,7 +301,9 @@ fn build_candidates(
                     max_bootstrapped_demos: size,
                     ..config.bootstrap.clone()
                 };
-                bootstrap_few_shot(&inner, &zero_shot, &shuffled, &bootstrap, teacher)?.state
+                let out = bootstrap_few_shot(&inner, &zero_shot, &shuffled, &bootstrap, teacher)?;
+                calls[i].store(out.calls, Ordering::Relaxed);
+                out.state
             }
         })
     };

@@ -548,6 +548,57 @@ fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
     }
 }
 
+/// With `stop_at_score`, the candidates built and validated beyond the
+/// stopping point are counted as LM calls beyond the sequential algorithm:
+/// their bootstraps' calls and their validations', exactly.
+#[test]
+fn random_search_counts_every_call_beyond_the_stopping_point() {
+    for threads in [1, 4] {
+        let run = |speculation: Option<usize>| {
+            // Right only when the prompt holds at least two demos.
+            let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
+                let n = question_number(req);
+                let demos = (req.messages.len() - 2) / 2;
+                let answer = if demos >= 2 {
+                    format!("a{n}")
+                } else {
+                    "nope".into()
+                };
+                Ok(crate::common::reply(&fields(json!({"answer": answer}))))
+            }));
+            let host = host_with(ONE, Some(lm));
+            let cancel = AtomicBool::new(false);
+            let config = SearchConfig {
+                bootstrap: BootstrapConfig {
+                    max_bootstrapped_demos: 2,
+                    max_labeled_demos: 3,
+                    ..BootstrapConfig::default()
+                },
+                num_candidate_programs: 2,
+                stop_at_score: Some(100.0),
+            };
+            let pipeline = host.pipeline();
+            let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(speculation);
+            let out = random_search(
+                &cx,
+                &ProgramState::default(),
+                &trainset(8),
+                Some(&trainset(12)[8..]),
+                &config,
+                None,
+            )
+            .unwrap();
+            assert_eq!(out.candidates.len(), 2, "stops at -2");
+            (backend.requests().len(), cx.stats.speculative())
+        };
+        let (sequential, none) = run(Some(0));
+        assert_eq!(none, 0);
+        let (made, beyond) = run(None);
+        assert!(beyond > 0, "candidates -1 and 0 were built and validated");
+        assert_eq!(made, sequential + beyond, "threads {threads}");
+    }
+}
+
 const MULTI: &str = r#"
     let generate_query = [ChainOfThought("question -> search_query")];
     let generate_answer = ChainOfThought("question, context -> answer");
