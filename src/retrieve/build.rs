@@ -599,16 +599,26 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
     let given_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = given_parent.unwrap_or(Path::new("."));
     if let Err(e) = std::fs::create_dir_all(parent) {
-        // A dangling link as the parent reads "File exists"; say what it is.
-        if let Ok(target) = std::fs::read_link(parent) {
-            if !parent.exists() {
-                return Err(RetrieveError::DanglingLink {
-                    out: parent.to_path_buf(),
-                    target,
-                });
+        // "File exists" hides what is in the way: a link to nothing, a link
+        // loop, or a file.
+        return Err(match std::fs::metadata(parent) {
+            Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::read_link(parent) {
+                    Ok(target) => RetrieveError::DanglingLink {
+                        out: parent.to_path_buf(),
+                        target,
+                    },
+                    Err(_) => RetrieveError::io(parent, e),
+                }
             }
-        }
-        return Err(RetrieveError::io(parent, e));
+            Err(m) => RetrieveError::io(parent, m),
+            Ok(meta) if !meta.is_dir() => RetrieveError::InvalidOption(format!(
+                "output path {}: {} is not a directory; choose another --out",
+                out.display(),
+                parent.display()
+            )),
+            Ok(_) => RetrieveError::io(parent, e),
+        });
     }
     let real_parent = std::fs::canonicalize(parent).map_err(|e| RetrieveError::io(parent, e))?;
     let path = real_parent.join(name);

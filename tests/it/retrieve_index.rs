@@ -258,6 +258,28 @@ fn a_dangling_symlink_out_is_refused_and_left_alone() {
         );
     }
     assert!(!tmp.path().join(".c.jsonl.lock").exists());
+
+    // A file as the parent, directly or through a link, and a link loop,
+    // are said as such (each read "File exists" or "does not exist").
+    let file_link = tmp.path().join("lf");
+    std::os::unix::fs::symlink(&c, &file_link).unwrap();
+    for parent in [&c, &file_link] {
+        let text = build_index(&c, &parent.join("idx"), &BuildOptions::default(), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("is not a directory"), "{text}");
+    }
+    std::os::unix::fs::symlink("loop2", tmp.path().join("loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", tmp.path().join("loop2")).unwrap();
+    let text = build_index(
+        &c,
+        &tmp.path().join("loop1/x"),
+        &BuildOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(text.contains("symbolic links"), "{text}");
 }
 
 /// `--out .` and `--out sub/..` name no directory of their own to replace.
