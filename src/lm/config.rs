@@ -182,8 +182,9 @@ impl LmConfig {
                 let key = self.api_key.clone().or_else(|| env("OPENAI_API_KEY"));
                 if key.is_none() && is_openai(&base) {
                     return Err(LmError::Config(format!(
-                        "OPENAI_API_KEY is not set; {spec} on {base} needs it \
-                         (or pass --api-base for another OpenAI-compatible server)"
+                        "OPENAI_API_KEY is not set; {spec} on {} needs it \
+                         (or pass --api-base for another OpenAI-compatible server)",
+                        crate::error::redact_url(&base)
                     )));
                 }
                 (base, key)

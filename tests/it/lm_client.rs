@@ -1164,6 +1164,16 @@ fn configuration_errors_explain_what_is_missing() {
 
     let err = config("openai/gpt-4o").build_with_env(&no_env).unwrap_err();
     assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    // The base it names keeps its credentials hidden.
+    let with_secret = LmConfig {
+        api_base: Some("https://u:s3cret@api.openai.com/v1".into()),
+        ..config("openai/gpt-4o")
+    };
+    let err = with_secret.build_with_env(&no_env).unwrap_err().to_string();
+    assert!(
+        err.contains("OPENAI_API_KEY") && !err.contains("s3cret"),
+        "{err}"
+    );
 
     let err = config("together/m").build_with_env(&no_env).unwrap_err();
     assert!(err.to_string().contains("--api-base"), "{err}");

@@ -139,6 +139,25 @@ fn parallel_map_workers_stop_at_the_script_timeout() {
     assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
 }
 
+/// A worker that catches its timeouts is still stopped, and says why, on
+/// one worker (the calling thread) and on two.
+#[test]
+fn parallel_map_workers_that_catch_the_timeout_say_it_was_the_timeout() {
+    let server = MockServer::start(|_| MockReply::hang()).unwrap();
+    for threads in [1, 2] {
+        let source = format!(
+            "fn slow(x) {{ loop {{ try {{ sleep(0.5); }} catch (e) {{ }} }} }}\nfn forward(question) {{\n    parallel_map(Fn(\"slow\"), [1, 2, 3], #{{ threads: {threads} }});\n    #{{ answer: \"x\" }}\n}}"
+        );
+        let host = host_on(&server, &source);
+        let (err, took) = forward_error(&host);
+        assert!(
+            err.contains("ran longer than 1s (--script-timeout)"),
+            "threads {threads}: {err}"
+        );
+        assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+    }
+}
+
 /// A module's LM calls (here ReAct's) stop at the deadline too.
 #[test]
 fn a_modules_hanging_lm_call_stops_at_the_script_timeout() {

@@ -428,7 +428,13 @@ fn majority_of(ctx: &NativeCallContext, value: Dynamic, field: Option<&str>) -> 
 /// order; the first failure (by index) is the error, and a panic in one
 /// call is that input's failure. The workers inherit the calling script
 /// call's `--script-timeout` deadline.
-fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -> R<Array> {
+fn parallel_map(
+    ctx: &NativeCallContext,
+    shared: &Shared,
+    f: FnPtr,
+    inputs: Array,
+    config: Map,
+) -> R<Array> {
     let options = Options::new(ctx, "parallel_map", config, &["threads"])?;
     let threads = options
         .count("threads", DEFAULT_THREADS)?
@@ -438,8 +444,11 @@ fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -
     let next = AtomicUsize::new(0);
     // Workers stop at the calling script call's deadline too.
     let deadline = crate::host::limits::deadline();
+    let timeout = shared.options.limits.script_timeout;
     let work = || {
-        let _deadline = crate::host::limits::DeadlineGuard::inherit(deadline);
+        // On the calling thread (one worker) the deadline is already set.
+        let _deadline =
+            (threads > 1).then(|| crate::host::limits::DeadlineGuard::inherit(deadline));
         let call = NativeCallContext::new_with_all_fields(
             ctx.engine(),
             "parallel_map",
@@ -452,7 +461,16 @@ fn parallel_map(ctx: &NativeCallContext, f: FnPtr, inputs: Array, config: Map) -
             let Some(input) = inputs.get(i) else { break };
             // A panic (a bug in a binding) is this input's error, never the run's.
             let result = crate::parallel::isolate(|| f.call_raw(&call, None, [input.clone()]))
-                .unwrap_or_else(|panic| Err(panic.into()));
+                .unwrap_or_else(|panic| Err(panic.into()))
+                // A worker stopped by the deadline says so (Rhai's own
+                // stop reads "Script terminated").
+                .map_err(|e| {
+                    if crate::host::limits::deadline_passed() {
+                        crate::host::engine::timed_out(timeout).into()
+                    } else {
+                        e
+                    }
+                });
             *results[i].lock().expect("result lock") = Some(result);
         }
     };
@@ -589,16 +607,16 @@ pub(super) fn register(engine: &mut Engine, shared: &Arc<Shared>) {
                 majority_of(&ctx, preds, Some(field))
             },
         )
-        .register_fn(
-            "parallel_map",
-            |ctx: NativeCallContext, f: FnPtr, inputs: Array| {
-                parallel_map(&ctx, f, inputs, Map::new())
-            },
-        )
-        .register_fn(
-            "parallel_map",
-            |ctx: NativeCallContext, f: FnPtr, inputs: Array, config: Map| {
-                parallel_map(&ctx, f, inputs, config)
-            },
-        );
+        .register_fn("parallel_map", {
+            let shared = shared.clone();
+            move |ctx: NativeCallContext, f: FnPtr, inputs: Array| {
+                parallel_map(&ctx, &shared, f, inputs, Map::new())
+            }
+        })
+        .register_fn("parallel_map", {
+            let shared = shared.clone();
+            move |ctx: NativeCallContext, f: FnPtr, inputs: Array, config: Map| {
+                parallel_map(&ctx, &shared, f, inputs, config)
+            }
+        });
 }
