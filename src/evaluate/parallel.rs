@@ -494,7 +494,11 @@ fn run_pool<E: Examples + ?Sized>(
                 r
             }
         };
-        if result.error.is_some() && over(errors[k].fetch_add(1, Ordering::Relaxed) + 1) {
+        // A program that could not be built fails every example at once;
+        // that is its builder's error, not its examples' (a speculative
+        // candidate's must not stop the others' evaluation).
+        let built = !matches!(ctxs[k].get(), Some(None));
+        if built && result.error.is_some() && over(errors[k].fetch_add(1, Ordering::Relaxed) + 1) {
             too_many.store(true, Ordering::Relaxed);
         }
         (k, result)
@@ -530,7 +534,8 @@ fn run_pool<E: Examples + ?Sized>(
             }
             observe(&result, &progress);
             tallies[k].add(result, streaming.keep_results);
-            hit_max_errors |= over(tallies[k].errored);
+            let built = !matches!(ctxs[k].get(), Some(None));
+            hit_max_errors |= built && over(tallies[k].errored);
             !hit_max_errors
         },
     );

@@ -149,10 +149,12 @@ pub fn random_search(
                 &mut |_, p| c.progress("validate", p.done, p.total, format!("{:.1}%", p.percent())),
             )
         });
-        let states = built
+        // A candidate that failed to build fails the search only if the
+        // sequential algorithm reaches it (not past a stopping point).
+        let states: Vec<Result<ProgramState>> = built
             .into_iter()
             .map(|b| b.unwrap_or(Err(Error::Interrupted)))
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         // Each candidate has its own error budget; the one over it stops
         // the pool (and so cuts the others short).
         let mut over_budget = reports
@@ -183,6 +185,7 @@ pub fn random_search(
                 );
                 continue;
             }
+            let state = state?;
             if report.interrupted {
                 return Err(Error::Interrupted);
             }

@@ -599,6 +599,54 @@ fn random_search_counts_every_call_beyond_the_stopping_point() {
     }
 }
 
+/// A candidate past the stopping point that fails to build (its bootstrap
+/// reaches max_errors) does not fail the search: the sequential algorithm
+/// never builds it, so speculation changes the calls made, never the result.
+#[test]
+fn a_speculative_candidate_that_fails_does_not_fail_the_search() {
+    for threads in [1, 4] {
+        // Training questions error (so bootstrapping fails); two demos make
+        // every validation answer right.
+        let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| {
+            let n = question_number(req);
+            let demos = (req.messages.len() - 2) / 2;
+            if n < 8 {
+                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
+            }
+            let answer = if demos >= 2 {
+                format!("a{n}")
+            } else {
+                "nope".into()
+            };
+            Ok(crate::common::reply(&fields(json!({"answer": answer}))))
+        }));
+        let host = host_with(ONE, Some(lm));
+        let cancel = AtomicBool::new(false);
+        let config = SearchConfig {
+            bootstrap: BootstrapConfig {
+                max_bootstrapped_demos: 2,
+                max_labeled_demos: 3,
+                max_errors: 1,
+                ..BootstrapConfig::default()
+            },
+            num_candidate_programs: 2,
+            stop_at_score: Some(100.0),
+        };
+        let pipeline = host.pipeline();
+        let out = random_search(
+            &compiler(&host, &pipeline, threads, &cancel),
+            &ProgramState::default(),
+            &trainset(8),
+            Some(&trainset(12)[8..]),
+            &config,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("threads {threads}: {e}"));
+        assert_eq!(out.best_seed, -2);
+        assert_eq!(out.candidates.len(), 2);
+    }
+}
+
 const MULTI: &str = r#"
     let generate_query = [ChainOfThought("question -> search_query")];
     let generate_answer = ChainOfThought("question, context -> answer");
