@@ -101,6 +101,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Why `url` (http or https) is refused for holding an `@` that a URL
+/// parser does not read as the end of a user name and password: such an
+/// `@` is either a password holding `/`, `?` or `#` (sent in clear to the
+/// wrong host, which the parser takes from the user name) or an `@` in a
+/// path or query that must be percent-encoded. `None` when `url` has no
+/// such `@`. The text quotes nothing of `url` (what the parser takes for
+/// the host may be a token).
+pub fn stray_at(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+    let stray = url.matches('@').count() > usize::from(userinfo);
+    stray.then(|| {
+        "an @ follows its host: write an @ in a path or query as %40, and percent-encode \
+         /, ?, # and @ in a user name or password"
+            .to_string()
+    })
+}
+
 /// Joins the texts of an error chain, outermost first, skipping texts
 /// already present (see [`chain`]).
 pub fn join_chain(texts: impl IntoIterator<Item = String>) -> String {

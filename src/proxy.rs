@@ -164,6 +164,9 @@ impl EnvProxy {
                 crate::error::chain(&e)
             )
         })?;
+        if let Some(why) = crate::error::stray_at(&full) {
+            return Err(format!("{var}: {why}"));
+        }
         Ok(Some(EnvProxy {
             credentials: full.contains('@'),
             shown: without_credentials(&full),
@@ -347,6 +350,17 @@ mod tests {
             let err = choose("https://lm.example/v1", &[("HTTPS_PROXY", value)]).unwrap_err();
             assert!(
                 !err.contains("s3cret") && err.contains("***@127.0.0.1:99999"),
+                "{err}"
+            );
+        }
+        // A password holding / or ? would reach the host the parser sees.
+        for value in [
+            "http://u:1234/5678s3cret@127.0.0.1:1",
+            "http://s3cr?et@127.0.0.1:1",
+        ] {
+            let err = choose("https://lm.example/v1", &[("HTTPS_PROXY", value)]).unwrap_err();
+            assert!(
+                !err.contains("s3cr") && err.contains("an @ follows its host"),
                 "{err}"
             );
         }

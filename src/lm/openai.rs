@@ -760,9 +760,10 @@ fn chat_completions_url(base_url: &str) -> Result<reqwest::Url, LmError> {
     if url.fragment().is_some() {
         return Err(invalid("it has a fragment (#...), which is never sent"));
     }
-    // An @ the parser read as part of the path (a password holding / or ?)
-    // is a user name or password too.
-    if !url.username().is_empty() || url.password().is_some() || base_url.contains('@') {
+    if let Some(why) = crate::error::stray_at(base_url) {
+        return Err(LmError::Config(format!("invalid API base URL: {why}")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
             "it contains a user name or password; remove them and give the key in the \
              provider's API key variable (e.g. OPENAI_API_KEY)",
@@ -921,8 +922,20 @@ mod tests {
         ] {
             let err = url(base).unwrap_err().to_string();
             assert!(!err.contains("s3cret"), "{err}");
-            assert!(err.contains("***@h:"), "{err}");
+            assert!(
+                err.contains("***@h:") || err.contains("an @ follows its host"),
+                "{err}"
+            );
         }
+        // An @ in a path or query: refused, saying to write %40.
+        let err = url("http://127.0.0.1:1/v1?user=me@example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("an @ follows its host: write an @ in a path or query as %40"),
+            "{err}"
+        );
+        assert!(url("http://127.0.0.1:1/v1?user=me%40example.com").is_ok());
         assert!(url("ftp://h/v1")
             .unwrap_err()
             .to_string()

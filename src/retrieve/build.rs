@@ -599,8 +599,20 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
     let given_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let parent = given_parent.unwrap_or(Path::new("."));
     if let Err(e) = std::fs::create_dir_all(parent) {
-        // "File exists" hides what is in the way: a link to nothing, a link
-        // loop, or a file.
+        // "File exists" hides what is in the way: a link to nothing (the
+        // parent or one above it), a link loop, or a file.
+        let dangling = parent.ancestors().find_map(|a| {
+            let is_link = std::fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink());
+            let missing =
+                std::fs::metadata(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            (is_link && missing).then(|| (a, std::fs::read_link(a)))
+        });
+        if let Some((link, Ok(target))) = dangling {
+            return Err(RetrieveError::DanglingLink {
+                out: link.to_path_buf(),
+                target,
+            });
+        }
         return Err(match std::fs::metadata(parent) {
             Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
                 match std::fs::read_link(parent) {

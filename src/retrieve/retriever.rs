@@ -106,6 +106,11 @@ impl RetrieverSpec {
         let (scheme, rest) = uri
             .split_once(':')
             .ok_or_else(|| bad("no backend prefix"))?;
+        if let Some(why) = crate::error::stray_at(rest) {
+            return Err(RetrieveError::InvalidOption(format!(
+                "retriever `{scheme}:`: {why}"
+            )));
+        }
         match scheme {
             "tantivy" => Ok(RetrieverSpec::Tantivy(
                 (!rest.is_empty()).then(|| PathBuf::from(rest)),

@@ -239,9 +239,12 @@ fn a_dangling_symlink_out_is_refused_and_left_alone() {
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(!tmp.path().join("missing").exists());
 
-    // A dangling link as the parent is named as such (it read "File exists").
-    let err = build_index(&c, &link.join("sub"), &BuildOptions::default(), &|_| {}).unwrap_err();
-    assert!(matches!(err, RetrieveError::DanglingLink { .. }), "{err}");
+    // A dangling link as the parent, or above it, is named as such (it read
+    // "File exists").
+    for out in [link.join("sub"), link.join("sub/idx")] {
+        let err = build_index(&c, &out, &BuildOptions::default(), &|_| {}).unwrap_err();
+        assert!(matches!(err, RetrieveError::DanglingLink { .. }), "{err}");
+    }
     // A link to a file, or to `/`, is refused naming the link, and leaves
     // no lock file beside its target.
     let to_file = tmp.path().join("flink");

@@ -505,10 +505,15 @@ fn retriever_uris_parse_and_bad_ones_say_which_forms_exist() {
             "{shown}"
         );
     }
-    let err = RetrieverSpec::parse("colbertv2:u:s3cret@127.0.0.1:1/x")
-        .unwrap_err()
-        .to_string();
-    assert!(!err.contains("s3cret"), "{err}");
+    for uri in [
+        "colbertv2:u:s3cret@127.0.0.1:1/x",
+        // The parser would send the password in the path to host `h`.
+        "colbertv2:http://h:1/5678s3cret@other.example:1/x",
+        "opensearch:http://h:1/5678s3cret@other.example:1/wiki",
+    ] {
+        let err = RetrieverSpec::parse(uri).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
     assert_eq!(
         RetrieverSpec::parse("tantivy:/data/idx").unwrap(),
         RetrieverSpec::Tantivy(Some("/data/idx".into()))
