@@ -440,11 +440,16 @@ fn random_search_gives_each_candidate_its_own_error_budget() {
         .unwrap_err()
         .to_string();
         // DSPy stops at the max_errors-th error, in validation as in
-        // bootstrapping.
+        // bootstrapping. Which candidate gets there first depends on the
+        // threads' timing (at 1 thread, -3).
         assert!(
-            err.contains("validation of candidate -3 stopped after 2 errors (max_errors 2)"),
+            err.contains("stopped after 2 errors (max_errors 2)")
+                && err.starts_with("validation of candidate "),
             "{err}"
         );
+        if threads == 1 {
+            assert!(err.contains("candidate -3 "), "{err}");
+        }
     }
 }
 
