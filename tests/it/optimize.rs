@@ -13,7 +13,7 @@ use dspy_rhai::lm::scripted::ScriptedLm;
 use dspy_rhai::lm::{Lm, LmRequest};
 use dspy_rhai::optimize::{
     bootstrap_few_shot, labeled_few_shot, program_file, propose, random_search, registry,
-    BootstrapConfig, Compiler, Data, Program, SearchConfig,
+    BootstrapConfig, Compiler, Data, Program, SearchConfig, SearchOutcome,
 };
 use dspy_rhai::predict::{ProgramState, RunContext};
 
@@ -383,6 +383,80 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
     assert_eq!(stopped.candidates.len(), 2);
 }
 
+/// What one random search over `trainset(8)`, validated on q8..q11, did.
+struct Searched {
+    result: dspy_rhai::Result<SearchOutcome>,
+    /// The question number of every LM request, in order.
+    asked: Vec<usize>,
+    /// LM calls reported beyond the sequential algorithm.
+    speculative: usize,
+    /// Errors in the compile's tally.
+    errors: usize,
+}
+
+/// Runs that search with an LM answering question `n` asked with `demos`
+/// demos by `answer(n, demos)` (`None`: an LM error), `candidates`
+/// candidate programs past the three fixed ones, at `threads` threads.
+fn search_on(
+    answer: fn(usize, usize) -> Option<String>,
+    bootstrap: BootstrapConfig,
+    candidates: usize,
+    stop_at_score: Option<f64>,
+    threads: usize,
+    speculation: Option<usize>,
+) -> Searched {
+    let (lm, backend) = scripted_lm(ScriptedLm::from_fn(move |req| {
+        let n = question_number(req);
+        let demos = (req.messages.len() - 2) / 2;
+        match answer(n, demos) {
+            Some(answer) => Ok(crate::common::reply(&fields(json!({"answer": answer})))),
+            None => Err(dspy_rhai::lm::LmError::Scripted("down".into())),
+        }
+    }));
+    let host = host_with(ONE, Some(lm));
+    let cancel = AtomicBool::new(false);
+    let config = SearchConfig {
+        bootstrap,
+        num_candidate_programs: candidates,
+        stop_at_score,
+    };
+    let pipeline = host.pipeline();
+    let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(speculation);
+    let result = random_search(
+        &cx,
+        &ProgramState::default(),
+        &trainset(8),
+        Some(&trainset(12)[8..]),
+        &config,
+        None,
+    );
+    Searched {
+        result,
+        asked: backend.requests().iter().map(question_number).collect(),
+        speculative: cx.stats.speculative(),
+        errors: cx.stats.errors().total(),
+    }
+}
+
+/// Demo limits and an error budget for [`search_on`].
+fn demos(max_labeled_demos: usize, max_errors: usize) -> BootstrapConfig {
+    BootstrapConfig {
+        max_bootstrapped_demos: 2,
+        max_labeled_demos,
+        max_errors,
+        ..BootstrapConfig::default()
+    }
+}
+
+/// Right (`aN`) with two demos or more, else wrong.
+fn right_with_two_demos(n: usize, demos: usize) -> Option<String> {
+    Some(if demos >= 2 {
+        format!("a{n}")
+    } else {
+        "nope".into()
+    })
+}
+
 /// Each candidate's validation has its own `max_errors` budget, as each
 /// gets its own `Evaluate` in DSPy: five candidates with 2 errors each
 /// (10 in all) pass `max_errors: 3`, the errors are counted in the compile's
@@ -390,55 +464,18 @@ fn random_search_scores_every_candidate_and_keeps_the_best() {
 #[test]
 fn random_search_gives_each_candidate_its_own_error_budget() {
     // The validation questions q8 and q9 always fail.
-    let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| {
-        let n = question_number(req);
-        if n == 8 || n == 9 {
-            return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
-        }
-        Ok(crate::common::reply(&fields(
-            json!({"answer": format!("a{n}")}),
-        )))
-    }));
-    let host = host_with(ONE, Some(lm));
-    let cancel = AtomicBool::new(false);
-    let config = |max_errors| SearchConfig {
-        bootstrap: BootstrapConfig {
-            max_bootstrapped_demos: 2,
-            max_labeled_demos: 2,
-            max_errors,
-            ..BootstrapConfig::default()
-        },
-        num_candidate_programs: 2,
-        stop_at_score: None,
-    };
-    let train = trainset(8);
-    let val = trainset(12)[8..].to_vec();
+    let answer = |n: usize, _| (n != 8 && n != 9).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        let pipeline = host.pipeline();
-        let cx = compiler(&host, &pipeline, threads, &cancel);
-        let out = random_search(
-            &cx,
-            &ProgramState::default(),
-            &train,
-            Some(&val),
-            &config(3),
-            None,
-        )
-        .unwrap();
+        let searched = search_on(answer, demos(2, 3), 2, None, threads, None);
+        assert_eq!(searched.errors, 10);
+        let out = searched.result.unwrap();
         assert_eq!(out.candidates.len(), 5);
         assert!(out.candidates.iter().all(|c| c.score == 50.0));
-        assert_eq!(cx.stats.errors().total(), 10);
 
-        let err = random_search(
-            &compiler(&host, &host.pipeline(), threads, &cancel),
-            &ProgramState::default(),
-            &train,
-            Some(&val),
-            &config(2),
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = search_on(answer, demos(2, 2), 2, None, threads, None)
+            .result
+            .unwrap_err()
+            .to_string();
         // DSPy stops at the max_errors-th error, in validation as in
         // bootstrapping. Which candidate gets there first depends on the
         // threads' timing (at 1 thread, -3).
@@ -459,47 +496,17 @@ fn random_search_gives_each_candidate_its_own_error_budget() {
 /// candidate is bootstrapped.
 #[test]
 fn random_search_with_speculation_zero_stops_at_the_failing_candidate() {
+    // Training questions (q0..q7) fail; validation ones (q8..q11) answer.
+    let answer = |n: usize, _| (n >= 8).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        // Training questions (q0..q7) fail; validation ones (q8..q11) answer.
-        let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
-            let n = question_number(req);
-            if n < 8 {
-                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
-            }
-            Ok(crate::common::reply(&fields(
-                json!({"answer": format!("a{n}")}),
-            )))
-        }));
-        let host = host_with(ONE, Some(lm));
-        let cancel = AtomicBool::new(false);
-        let config = SearchConfig {
-            bootstrap: BootstrapConfig {
-                max_bootstrapped_demos: 2,
-                max_labeled_demos: 2,
-                max_errors: 1,
-                ..BootstrapConfig::default()
-            },
-            num_candidate_programs: 6,
-            stop_at_score: None,
-        };
-        let pipeline = host.pipeline();
-        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(0));
-        let err = random_search(
-            &cx,
-            &ProgramState::default(),
-            &trainset(8),
-            Some(&trainset(12)[8..]),
-            &config,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0));
+        let err = out.result.unwrap_err().to_string();
         assert!(
             err.contains("bootstrapping stopped after 1 errors (max_errors 1)"),
             "{err}"
         );
         // 4 validations of -3, 4 of -2, and the one failing bootstrap call.
-        assert_eq!(backend.requests().len(), 9, "threads {threads}");
+        assert_eq!(out.asked.len(), 9, "threads {threads}");
     }
 }
 
@@ -508,46 +515,16 @@ fn random_search_with_speculation_zero_stops_at_the_failing_candidate() {
 /// validating it: no bootstrapping call goes out.
 #[test]
 fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
+    // Validation questions (q8..q11) fail; training ones answer.
+    let answer = |n: usize, _| (n < 8).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        // Validation questions (q8..q11) fail; training ones answer.
-        let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
-            let n = question_number(req);
-            if n >= 8 {
-                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
-            }
-            Ok(crate::common::reply(&fields(
-                json!({"answer": format!("a{n}")}),
-            )))
-        }));
-        let host = host_with(ONE, Some(lm));
-        let cancel = AtomicBool::new(false);
-        let config = SearchConfig {
-            bootstrap: BootstrapConfig {
-                max_bootstrapped_demos: 2,
-                max_labeled_demos: 2,
-                max_errors: 1,
-                ..BootstrapConfig::default()
-            },
-            num_candidate_programs: 6,
-            stop_at_score: None,
-        };
-        let pipeline = host.pipeline();
-        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(Some(0));
-        let err = random_search(
-            &cx,
-            &ProgramState::default(),
-            &trainset(8),
-            Some(&trainset(12)[8..]),
-            &config,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0));
+        let err = out.result.unwrap_err().to_string();
         assert!(
             err.contains("validation of candidate -3 stopped after 1 errors"),
             "{err}"
         );
-        let asked: Vec<usize> = backend.requests().iter().map(question_number).collect();
+        let asked = &out.asked;
         assert!(asked.iter().all(|n| *n >= 8), "no bootstrapping: {asked:?}");
         assert!(asked.len() <= threads, "threads {threads}: {asked:?}");
     }
@@ -559,42 +536,17 @@ fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
 #[test]
 fn random_search_counts_every_call_beyond_the_stopping_point() {
     for threads in [1, 4] {
-        let run = |speculation: Option<usize>| {
-            // Right only when the prompt holds at least two demos.
-            let (lm, backend) = scripted_lm(ScriptedLm::from_fn(|req| {
-                let n = question_number(req);
-                let demos = (req.messages.len() - 2) / 2;
-                let answer = if demos >= 2 {
-                    format!("a{n}")
-                } else {
-                    "nope".into()
-                };
-                Ok(crate::common::reply(&fields(json!({"answer": answer}))))
-            }));
-            let host = host_with(ONE, Some(lm));
-            let cancel = AtomicBool::new(false);
-            let config = SearchConfig {
-                bootstrap: BootstrapConfig {
-                    max_bootstrapped_demos: 2,
-                    max_labeled_demos: 3,
-                    ..BootstrapConfig::default()
-                },
-                num_candidate_programs: 2,
-                stop_at_score: Some(100.0),
-            };
-            let pipeline = host.pipeline();
-            let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(speculation);
-            let out = random_search(
-                &cx,
-                &ProgramState::default(),
-                &trainset(8),
-                Some(&trainset(12)[8..]),
-                &config,
-                None,
-            )
-            .unwrap();
-            assert_eq!(out.candidates.len(), 2, "stops at -2");
-            (backend.requests().len(), cx.stats.speculative())
+        let run = |speculation| {
+            let out = search_on(
+                right_with_two_demos,
+                demos(3, 10),
+                2,
+                Some(100.0),
+                threads,
+                speculation,
+            );
+            assert_eq!(out.result.unwrap().candidates.len(), 2, "stops at -2");
+            (out.asked.len(), out.speculative)
         };
         let (sequential, none) = run(Some(0));
         assert_eq!(none, 0);
@@ -609,44 +561,14 @@ fn random_search_counts_every_call_beyond_the_stopping_point() {
 /// never builds it, so speculation changes the calls made, never the result.
 #[test]
 fn a_speculative_candidate_that_fails_does_not_fail_the_search() {
+    // Training questions error (so bootstrapping fails); two demos make
+    // every validation answer right.
+    let answer =
+        |n: usize, demos: usize| (n >= 8).then(|| right_with_two_demos(n, demos)).flatten();
     for threads in [1, 4] {
-        // Training questions error (so bootstrapping fails); two demos make
-        // every validation answer right.
-        let (lm, _) = scripted_lm(ScriptedLm::from_fn(|req| {
-            let n = question_number(req);
-            let demos = (req.messages.len() - 2) / 2;
-            if n < 8 {
-                return Err(dspy_rhai::lm::LmError::Scripted("down".into()));
-            }
-            let answer = if demos >= 2 {
-                format!("a{n}")
-            } else {
-                "nope".into()
-            };
-            Ok(crate::common::reply(&fields(json!({"answer": answer}))))
-        }));
-        let host = host_with(ONE, Some(lm));
-        let cancel = AtomicBool::new(false);
-        let config = SearchConfig {
-            bootstrap: BootstrapConfig {
-                max_bootstrapped_demos: 2,
-                max_labeled_demos: 3,
-                max_errors: 1,
-                ..BootstrapConfig::default()
-            },
-            num_candidate_programs: 2,
-            stop_at_score: Some(100.0),
-        };
-        let pipeline = host.pipeline();
-        let out = random_search(
-            &compiler(&host, &pipeline, threads, &cancel),
-            &ProgramState::default(),
-            &trainset(8),
-            Some(&trainset(12)[8..]),
-            &config,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("threads {threads}: {e}"));
+        let out = search_on(answer, demos(3, 1), 2, Some(100.0), threads, None)
+            .result
+            .unwrap_or_else(|e| panic!("threads {threads}: {e}"));
         assert_eq!(out.best_seed, -2);
         assert_eq!(out.candidates.len(), 2);
     }
