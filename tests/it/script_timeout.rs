@@ -130,13 +130,21 @@ fn catching_the_timeout_and_returning_at_once_still_fails() {
 fn parallel_map_workers_stop_at_the_script_timeout() {
     let server = MockServer::start(|_| MockReply::hang()).unwrap();
     let source = "let qa = Predict(\"question -> answer\");\nfn ask(q) { qa.call(q) }\nfn forward(question) {\n    parallel_map(Fn(\"ask\"), [question, question, question], #{ threads: 2 });\n    #{ answer: \"x\" }\n}";
-    let host = host_on(&server, source);
-    let (err, took) = forward_error(&host);
+    assert_stopped_by_the_timeout(&host_on(&server, source), "threads 2");
+}
+
+/// Runs `forward`, which must fail with the script-timeout error well
+/// before the LM's own limits would end it.
+fn assert_stopped_by_the_timeout(host: &Host, what: &str) {
+    let (err, took) = forward_error(host);
     assert!(
         err.contains("ran longer than 1s (--script-timeout)"),
-        "{err}"
+        "{what}: {err}"
     );
-    assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+    assert!(
+        took < Duration::from_secs(15),
+        "{what}: took {took:?}: {err}"
+    );
 }
 
 /// A worker that catches its timeouts is still stopped, and says why, on
@@ -148,13 +156,7 @@ fn parallel_map_workers_that_catch_the_timeout_say_it_was_the_timeout() {
         let source = format!(
             "fn slow(x) {{ loop {{ try {{ sleep(0.5); }} catch (e) {{ }} }} }}\nfn forward(question) {{\n    parallel_map(Fn(\"slow\"), [1, 2, 3], #{{ threads: {threads} }});\n    #{{ answer: \"x\" }}\n}}"
         );
-        let host = host_on(&server, &source);
-        let (err, took) = forward_error(&host);
-        assert!(
-            err.contains("ran longer than 1s (--script-timeout)"),
-            "threads {threads}: {err}"
-        );
-        assert!(took < Duration::from_secs(15), "took {took:?}: {err}");
+        assert_stopped_by_the_timeout(&host_on(&server, &source), &format!("threads {threads}"));
     }
 }
 
