@@ -21,8 +21,7 @@
 //! - under CGI (`REQUEST_METHOD` set) `HTTP_PROXY` and the rest are not
 //!   read, as in hyper-util and curl ("httpoxy").
 //!
-//! A proxy URL's credentials are never shown: everything before its last
-//! `@` is, whatever characters the password holds.
+//! A proxy URL's credentials are never shown ([`redact_url`]).
 //!
 //! The client is then given the chosen proxy explicitly (or none), so what
 //! errors name is what the client does.
@@ -30,6 +29,8 @@
 use std::fmt;
 
 use hyper::Uri;
+
+use crate::error::redact_url;
 
 /// The proxy an HTTP client sends through to one server: the proxy URL as
 /// the environment gives it, and which variable gave it.
@@ -68,6 +69,31 @@ impl EnvProxy {
     /// The variable the proxy came from (`HTTPS_PROXY`, `all_proxy`, ...).
     pub fn var(&self) -> &'static str {
         self.var
+    }
+
+    /// Whether the proxy is reached over TLS (an `https://` proxy URL).
+    pub fn is_https(&self) -> bool {
+        self.shown
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
+
+    /// ` (through the proxy URL, from VAR)`, appended to an error's text so
+    /// a proxy's failure does not read as the server's.
+    pub fn through(&self) -> String {
+        format!(" (through the proxy {}, from {})", self.shown, self.var)
+    }
+
+    /// The error for a `407` the proxy gave as the reply to a plain-HTTP
+    /// request for `url` (through a tunnel it fails the `CONNECT` instead:
+    /// see [`final_hint`]).
+    pub fn answered_407(&self, url: &str) -> String {
+        format!(
+            "the proxy {} (from {}) answered the request for {url} with 407: {}",
+            self.shown,
+            self.var,
+            self.auth_hint()
+        )
     }
 
     /// The proxy as reqwest takes it (`ClientBuilder::proxy`), for every
@@ -133,7 +159,7 @@ impl EnvProxy {
             return Ok(None);
         }
         let value = value.trim();
-        let shown = without_credentials(value);
+        let shown = redact_url(value);
         let scheme = value.split_once("://").map(|(scheme, _)| scheme);
         if scheme.is_some_and(|s| s.len() >= 5 && s[..5].eq_ignore_ascii_case("socks")) {
             // NO_PROXY takes an IPv6 address without its brackets.
@@ -169,23 +195,23 @@ impl EnvProxy {
         }
         Ok(Some(EnvProxy {
             credentials: full.contains('@'),
-            shown: without_credentials(&full),
+            shown: redact_url(&full),
             var,
             proxy,
         }))
     }
 }
 
-/// A proxy URL as shown in messages: everything before its last `@` (its
-/// credentials, whatever characters they hold) replaced by `***`, the
-/// scheme kept.
-fn without_credentials(proxy: &str) -> String {
-    let Some((before, host)) = proxy.rsplit_once('@') else {
-        return proxy.to_string();
-    };
-    match before.split_once("://") {
-        Some((scheme, _)) if !scheme.contains(['/', ':', '@']) => format!("{scheme}://***@{host}"),
-        _ => format!("***@{host}"),
+/// The hint for a send error that retrying cannot mend, given its text
+/// (the causes of the error of either HTTP client of the crate), or `None`
+/// when it is worth retrying: a proxy wanting credentials (hyper-util's
+/// tunnel error, whose type is private, and reqwest's `CONNECT` read
+/// "proxy authorization required"), or a TLS failure
+/// ([`crate::tls::failure_hint_through`]).
+pub fn final_hint(error: &str, proxy: Option<&EnvProxy>) -> Option<String> {
+    match proxy {
+        Some(proxy) if error.contains("proxy authorization required") => Some(proxy.auth_hint()),
+        _ => crate::tls::failure_hint_through(error, proxy),
     }
 }
 

@@ -23,7 +23,7 @@ pub const UNTRUSTED_HINT: &str = "the server's TLS certificate is not trusted: d
 /// mistake).
 pub fn failure_hint_through(error: &str, proxy: Option<&crate::proxy::EnvProxy>) -> Option<String> {
     let hint = failure_hint(error)?;
-    Some(match proxy.filter(|p| is_https(p.shown())) {
+    Some(match proxy.filter(|p| p.is_https()) {
         Some(p) => format!(
             "{hint}; or the TLS connection that failed is the proxy's: {} names an https:// \
              proxy, and most proxies are reached with http://",
@@ -31,12 +31,6 @@ pub fn failure_hint_through(error: &str, proxy: Option<&crate::proxy::EnvProxy>)
         ),
         None => hint.to_string(),
     })
-}
-
-/// Whether `url` starts with `https://`, in any case.
-fn is_https(url: &str) -> bool {
-    url.get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 /// The hint for a TLS failure that retrying cannot mend, given the error's
@@ -113,7 +107,7 @@ impl ExtraRoots {
         url: &reqwest::Url,
         proxy: Option<&crate::proxy::EnvProxy>,
     ) -> Result<Option<ExtraRoots>, String> {
-        let tls_proxy = proxy.is_some_and(|p| is_https(p.shown()));
+        let tls_proxy = proxy.is_some_and(|p| p.is_https());
         if url.scheme() == "https" || tls_proxy {
             ExtraRoots::from_env()
         } else {

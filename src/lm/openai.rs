@@ -471,25 +471,20 @@ async fn send_once(
         .await
         .map_err(|e| match e {
             SendError::Build(e) => Failure::Fatal(LmError::Config(e)),
-            SendError::Tls(e) => Failure::Fatal(LmError::Connect(e)),
+            SendError::Final(e) => Failure::Fatal(LmError::Connect(e)),
             SendError::Closed(e) => Failure::Closed(LmError::Connect(hang_up_hint(e, body_len))),
             SendError::Protocol(e) => Failure::Retry {
                 error: LmError::BadResponse(e),
                 retry_after: None,
             },
-            SendError::ProxyAuth(e) => Failure::Fatal(LmError::Connect(e)),
             SendError::Transport(e) => connect_failure(e),
         })?;
     let status = response.status;
     if let (407, Some(proxy)) = (status.as_u16(), http.proxy()) {
         // A plain-HTTP request through a proxy gets the proxy's 407 as its reply.
-        return Err(Failure::Fatal(LmError::Connect(format!(
-            "the proxy {} (from {}) answered the request for {} with 407: {}",
-            proxy.shown(),
-            proxy.var(),
-            inner.url,
-            proxy.auth_hint()
-        ))));
+        return Err(Failure::Fatal(LmError::Connect(
+            proxy.answered_407(inner.url.as_str()),
+        )));
     }
     if status.is_redirection() {
         // Not followed: a chat-completions POST that moves means the API

@@ -65,19 +65,17 @@ pub(super) enum SendError {
     /// The request could not be built (a bug or a bad setting): not worth
     /// retrying.
     Build(String),
-    /// TLS failed in a way retrying cannot mend: the server's certificate
-    /// is refused, or the server speaks plain HTTP (see
-    /// [`crate::tls::failure_hint`]).
-    Tls(String),
+    /// A failure retrying cannot mend, its hint appended: the server's
+    /// certificate is refused, the server speaks plain HTTP, or the proxy
+    /// wants credentials (`407` to `CONNECT`); see
+    /// [`crate::proxy::final_hint`].
+    Final(String),
     /// The connection closed or was reset before any reply: most often a
     /// kept-alive connection the server had just closed, so worth one
     /// immediate resend on a new connection.
     Closed(String),
     /// The server answered with something that is not HTTP.
     Protocol(String),
-    /// The proxy wants credentials (`407` to `CONNECT`): retrying without
-    /// them cannot help. The text ends with the proxy's hint.
-    ProxyAuth(String),
     /// Connecting or writing failed ("Connection refused"): worth retrying.
     Transport(String),
 }
@@ -101,19 +99,10 @@ impl SendError {
             format!("error sending request for url ({url}): {chain}")
         };
         if let Some(proxy) = proxy {
-            text.push_str(&format!(
-                " (through the proxy {}, from {})",
-                proxy.shown(),
-                proxy.var()
-            ));
-            // hyper-util's tunnel error, whose type is private; reqwest's
-            // own CONNECT reads the same.
-            if text.contains("proxy authorization required") {
-                return SendError::ProxyAuth(format!("{text}: {}", proxy.auth_hint()));
-            }
+            text.push_str(&proxy.through());
         }
-        if let Some(hint) = crate::tls::failure_hint_through(&text, proxy) {
-            return SendError::Tls(format!("{text} ({hint})"));
+        if let Some(hint) = crate::proxy::final_hint(&text, proxy) {
+            return SendError::Final(format!("{text} ({hint})"));
         }
         if is_connect_timeout(e) {
             text.push_str(&format!(
@@ -410,7 +399,7 @@ mod tests {
             None,
         )));
         match SendError::classify(&u, None, &tls) {
-            SendError::Tls(text) => {
+            SendError::Final(text) => {
                 assert!(text.starts_with("error sending request for url (https://lm.example/"));
                 assert!(
                     text.contains("invalid peer certificate: UnknownIssuer (the server's TLS"),
@@ -447,8 +436,8 @@ mod tests {
         }
         // A 407 to CONNECT is final only through a proxy, with the hint.
         match SendError::classify(&u, proxy.as_ref(), &auth) {
-            SendError::ProxyAuth(text) => {
-                assert!(text.ends_with("give its credentials in HTTPS_PROXY, e.g. HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT"), "{text}");
+            SendError::Final(text) => {
+                assert!(text.ends_with("give its credentials in HTTPS_PROXY, e.g. HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT)"), "{text}");
             }
             other => panic!("{other:?}"),
         }

@@ -122,12 +122,7 @@ impl Http {
                     let proxy = self.proxy.as_ref().expect("checked");
                     return Err(RetrieveError::RemoteUnavailable {
                         url: url.to_string(),
-                        message: format!(
-                            "the proxy {} (from {}) answered with 407: {}",
-                            proxy.shown(),
-                            proxy.var(),
-                            proxy.auth_hint()
-                        ),
+                        message: proxy.answered_407(url),
                         attempts: attempt,
                     });
                 }
@@ -145,13 +140,7 @@ impl Http {
             };
             // What retrying cannot mend: a refused certificate, plain HTTP
             // behind https://, a proxy wanting credentials.
-            let hint =
-                crate::tls::failure_hint_through(&failure, self.proxy.as_ref()).or_else(|| {
-                    let proxy = self.proxy.as_ref()?;
-                    failure
-                        .contains("proxy authorization required")
-                        .then(|| proxy.auth_hint())
-                });
+            let hint = crate::proxy::final_hint(&failure, self.proxy.as_ref());
             if attempt > self.max_retries || hint.is_some() {
                 let failure = match hint {
                     Some(hint) => format!("{failure} ({hint})"),
@@ -190,9 +179,7 @@ fn transport_message(e: &reqwest::Error, proxy: Option<&EnvProxy>) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    let through = proxy.map_or(String::new(), |p| {
-        format!(" (through the proxy {}, from {})", p.shown(), p.var())
-    });
+    let through = proxy.map_or(String::new(), EnvProxy::through);
     if detail.is_empty() {
         format!("{kind}{through}")
     } else {

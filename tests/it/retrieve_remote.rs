@@ -652,7 +652,7 @@ fn retrievers_follow_the_lm_clients_proxy_rules() {
     assert!(!ok);
     assert!(
         stderr.contains(&format!(
-            "the proxy {proxy} (from http_proxy) answered with 407"
+            "the proxy {proxy} (from http_proxy) answered the request for http://lm.invalid/api with 407"
         )) && stderr.contains("(after 1 attempt(s))"),
         "{stderr}"
     );
