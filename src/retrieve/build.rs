@@ -261,11 +261,13 @@ struct Counts {
 
 /// Doc-store block size: small blocks mean less to decompress per fetched
 /// passage (a query fetches only k of them, and the 3 best of its first
-/// pass). At 1 KiB a block holds about one shipped passage: reading
-/// stored passages took 36% fewer instructions than at 4 KiB, for a 6%
-/// larger index (9% at 2M synthetic passages; BENCHMARKS.md, "BM25 query
-/// path"). Readers take any block size, so indexes built with another one
-/// still open.
+/// pass). At 1 KiB a block holds about one shipped passage: with the
+/// other changes of that round, reading stored passages went from 917 M
+/// to 570 M instructions over the dev questions (LZ4 560 M → 191 M), for a
+/// 6% larger index (8.6% at 2M synthetic passages; BENCHMARKS.md,
+/// "Title-key walk, cheaper second select, 1 KiB doc-store blocks").
+/// Readers take any block size, so indexes built with another one still
+/// open.
 const DOCSTORE_BLOCK_BYTES: usize = 1024;
 
 /// The corpus's title keys: a first pass over the corpus, so each passage's
@@ -596,33 +598,17 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
     // (or created); the name is then taken as the OS has it, not lossily.
     dir_name(out)?;
     let name = out.file_name().unwrap_or_default();
-    let given_parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = given_parent.unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Err(e) = std::fs::create_dir_all(parent) {
         // "File exists" hides what is in the way: a link to nothing (the
         // parent or one above it), a link loop, or a file.
-        let dangling = parent.ancestors().find_map(|a| {
-            let is_link = std::fs::symlink_metadata(a).is_ok_and(|m| m.is_symlink());
-            let missing =
-                std::fs::metadata(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-            (is_link && missing).then(|| (a, std::fs::read_link(a)))
-        });
-        if let Some((link, Ok(target))) = dangling {
-            return Err(RetrieveError::DanglingLink {
-                out: link.to_path_buf(),
-                target,
-            });
+        if let Some(dangling) = parent.ancestors().find_map(dangling_link) {
+            return Err(dangling);
         }
         return Err(match std::fs::metadata(parent) {
-            Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::read_link(parent) {
-                    Ok(target) => RetrieveError::DanglingLink {
-                        out: parent.to_path_buf(),
-                        target,
-                    },
-                    Err(_) => RetrieveError::io(parent, e),
-                }
-            }
             Err(m) => RetrieveError::io(parent, m),
             Ok(meta) if !meta.is_dir() => RetrieveError::InvalidOption(format!(
                 "output path {}: {} is not a directory; choose another --out",
@@ -647,20 +633,31 @@ fn real_out(out: &Path) -> Result<PathBuf, RetrieveError> {
                 )))
             }
             Ok(real) => Ok(real),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let target = std::fs::read_link(&path).map_err(|e| RetrieveError::io(out, e))?;
-                Err(RetrieveError::DanglingLink {
-                    out: out.to_path_buf(),
-                    target: match given_parent {
-                        Some(p) => p.join(target),
-                        None => target,
-                    },
-                })
-            }
-            Err(e) => Err(RetrieveError::io(out, e)),
+            Err(e) => Err(dangling_link(out).unwrap_or_else(|| RetrieveError::io(out, e))),
         },
         _ => Ok(path),
     }
+}
+
+/// [`RetrieveError::DanglingLink`] when `link` is a symbolic link whose
+/// target does not resolve (a link to nothing, or to a link to nothing),
+/// with a relative target joined to the link's directory; `None` for
+/// anything else.
+fn dangling_link(link: &Path) -> Option<RetrieveError> {
+    let is_link = std::fs::symlink_metadata(link).is_ok_and(|m| m.is_symlink());
+    let missing = std::fs::metadata(link).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    if !(is_link && missing) {
+        return None;
+    }
+    let target = std::fs::read_link(link).ok()?;
+    let target = match link.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if target.is_relative() => dir.join(target),
+        _ => target,
+    };
+    Some(RetrieveError::DanglingLink {
+        out: link.to_path_buf(),
+        target,
+    })
 }
 
 /// Whether process `pid` is running (`kill(pid, 0)`, which sends nothing;

@@ -326,8 +326,11 @@ impl Accumulator {
     ///
     /// The touched entries are zeroed one by one, or, when they are more
     /// than 1 in [`DENSE_RESET`] (a question touches about a quarter of
-    /// the shipped corpus), the whole array at once: a vectorised fill
-    /// costs fewer instructions than that many scattered stores.
+    /// the shipped corpus), the whole array at once: a `memset` of the
+    /// array takes an estimated 2–3.5 k cycles against ~7,000 scattered
+    /// stores (BENCHMARKS.md, "Title-key walk, ..."; valgrind counts the
+    /// fill per byte, so it shows as more instructions, and latency runs
+    /// could not separate it). The threshold of 16 was not tuned.
     fn reset(&mut self) {
         if self.touched.len() > self.scores.len() / DENSE_RESET {
             self.scores.fill(0.0);

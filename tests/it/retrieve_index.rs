@@ -238,6 +238,19 @@ fn a_dangling_symlink_out_is_refused_and_left_alone() {
     );
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(!tmp.path().join("missing").exists());
+    // The same link given as a bare relative --out, from its directory.
+    let out = super::common::cli()
+        .current_dir(tmp.path())
+        .args(["index", "c.jsonl", "--out", "link"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("link is a symbolic link to missing, which does not exist"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("missing").exists());
 
     // A dangling link as the parent, or above it, is named as such (it read
     // "File exists").
