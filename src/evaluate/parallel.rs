@@ -256,9 +256,8 @@ pub struct EvalReport {
     pub first_error: Option<(usize, String)>,
     /// Stopped by Ctrl-C before every example finished.
     pub interrupted: bool,
-    /// The run stopped because more than `max_errors` examples of one
-    /// context errored (set on every context's report; the one over has
-    /// `errored > max_errors`).
+    /// This context's evaluation stopped because more than `max_errors` of
+    /// its examples errored (the others' go on).
     pub hit_max_errors: bool,
     /// Wall time.
     #[serde(serialize_with = "as_secs")]
@@ -471,37 +470,38 @@ fn run_pool<E: Examples + ?Sized>(
         total: jobs,
         ..Progress::default()
     };
-    // `--max-errors N` allows N errors per context; the run stops at a
-    // context's error N + 1.
+    // `--max-errors N` allows N errors per context; a context stops at its
+    // error N + 1 (its other jobs are skipped), and the run when every
+    // context has stopped.
     let over = |errors: usize| options.max_errors.is_some_and(|max| errors > max);
-    let mut hit_max_errors = false;
-    // Workers count errors themselves so a failing run stops promptly.
+    // Workers count errors themselves so a failing context stops promptly.
     let errors: Vec<AtomicUsize> = ctxs.iter().map(|_| AtomicUsize::new(0)).collect();
-    let too_many = AtomicBool::new(false);
+    let stopped: Vec<AtomicBool> = ctxs.iter().map(|_| AtomicBool::new(false)).collect();
+    let all_stopped = AtomicBool::new(false);
+    let mut hit: Vec<bool> = vec![false; ctxs.len()];
     // Jobs finished so far, and the first job not yet finished (for the window).
     let mut finished = vec![false; jobs];
     let first_unfinished = AtomicUsize::new(0);
-    let job = |j: usize| {
+    // `None`: skipped, its context having stopped at max_errors.
+    let job = |j: usize| -> (usize, Option<ExampleResult>) {
         let (k, i) = (j / n.max(1), j % n.max(1));
-        let result = match ctxs[k].get() {
-            Some(Some(ctx)) => {
-                run_isolated(pipeline, i, &examples.example(i), metric, ctx, options)
-            }
-            _ => {
-                let mut r = blank(i, &examples.example(i), options.failure_score);
-                r.error = Some("the program could not be built".into());
-                r.error_kind = Some("config");
-                r
-            }
-        };
-        // A program that could not be built fails every example at once;
-        // that is its builder's error, not its examples' (a speculative
-        // candidate's must not stop the others' evaluation).
-        let built = !matches!(ctxs[k].get(), Some(None));
-        if built && result.error.is_some() && over(errors[k].fetch_add(1, Ordering::Relaxed) + 1) {
-            too_many.store(true, Ordering::Relaxed);
+        if stopped[k].load(Ordering::Relaxed) {
+            return (k, None);
         }
-        (k, result)
+        let Some(Some(ctx)) = ctxs[k].get() else {
+            // A program that could not be built fails every example at
+            // once; that is its builder's error, not its examples', so it
+            // uses up no error budget.
+            let mut r = blank(i, &examples.example(i), options.failure_score);
+            r.error = Some("the program could not be built".into());
+            r.error_kind = Some("config");
+            return (k, Some(r));
+        };
+        let result = run_isolated(pipeline, i, &examples.example(i), metric, ctx, options);
+        if result.error.is_some() && over(errors[k].fetch_add(1, Ordering::Relaxed) + 1) {
+            stopped[k].store(true, Ordering::Relaxed);
+        }
+        (k, Some(result))
     };
     let gate = |j: usize| {
         ctxs[j / n.max(1)].get().is_some()
@@ -512,7 +512,7 @@ fn run_pool<E: Examples + ?Sized>(
     crate::parallel::run_gated(
         jobs,
         options.threads,
-        &[cancel, &too_many],
+        &[cancel, &all_stopped],
         &gate,
         job,
         |j, (k, result)| {
@@ -522,28 +522,36 @@ fn run_pool<E: Examples + ?Sized>(
                 low += 1;
             }
             first_unfinished.store(low, Ordering::Release);
-            if result.error.is_some() && (cancel.load(Ordering::Relaxed) || hit_max_errors) {
+            let Some(result) = result else {
+                return true;
+            };
+            if result.error.is_some() && (cancel.load(Ordering::Relaxed) || hit[k]) {
                 // Aborted by Ctrl-C, or an error past --max-errors that was
                 // already in flight: not counted, so N means N.
-                return !hit_max_errors;
+                return true;
             }
             progress.done += 1;
             progress.score_sum += result.score;
             if result.error.is_some() {
                 progress.errors += 1;
             }
+            let built = !matches!(ctxs[k].get(), Some(None));
             observe(&result, &progress);
             tallies[k].add(result, streaming.keep_results);
-            let built = !matches!(ctxs[k].get(), Some(None));
-            hit_max_errors |= built && over(tallies[k].errored);
-            !hit_max_errors
+            hit[k] |= built && over(tallies[k].errored);
+            if hit.iter().all(|h| *h) {
+                all_stopped.store(true, Ordering::Relaxed);
+                return false;
+            }
+            true
         },
     );
     let elapsed = started.elapsed();
     let interrupted = cancel.load(Ordering::Relaxed);
     tallies
         .into_iter()
-        .map(|mut t| {
+        .zip(hit)
+        .map(|(mut t, hit_max_errors)| {
             t.results.sort_by_key(|r| r.index);
             EvalReport {
                 total: n,

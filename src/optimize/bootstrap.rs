@@ -69,15 +69,15 @@ pub struct BootstrapOutcome {
     pub errors: usize,
     /// The first of those errors.
     pub first_error: Option<String>,
-    /// Predictor calls of the examples the sequential algorithm went
-    /// through (calls beyond it are in [`super::Stats::speculative_calls`]).
+    /// LM calls of the examples the sequential algorithm went through
+    /// (calls beyond it are in [`super::Stats::speculative_calls`]).
     pub calls: usize,
 }
 
 /// What one trainset example produced.
 struct Attempt {
     rounds: usize,
-    /// Predictor calls made over all rounds.
+    /// LM calls made over all rounds (the program's and the metric's).
     calls: usize,
     trace: Option<Vec<TraceStep>>,
     error: Option<(&'static str, String)>,
@@ -281,6 +281,7 @@ fn attempt_example(
             ctx.temperature = Some(1.0);
         }
         let (ctx, trace) = ctx.traced();
+        let (ctx, lm_calls) = ctx.counted();
         let outcome = c.run(&example.inputs(), &ctx).and_then(|pred| {
             let steps = trace.lock().expect("trace lock").clone();
             let score = c
@@ -288,7 +289,7 @@ fn attempt_example(
                 .score(c.pipeline, example, &pred, Some(&steps), &ctx)?;
             Ok((score, steps))
         });
-        calls += trace.lock().expect("trace lock").len().max(1);
+        calls += lm_calls.load(std::sync::atomic::Ordering::Relaxed);
         match outcome {
             Ok((score, steps)) => {
                 let success = match config.metric_threshold {

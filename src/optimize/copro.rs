@@ -211,27 +211,17 @@ impl Optimizer for Copro {
                 cx.check_cancel()?;
                 evaluations += states.len();
                 let mut latest_scores = Vec::new();
-                // Each candidate has its own error budget; the one over it
-                // stopped the pool (and so cut the others short).
-                let over_budget = reports
-                    .iter()
-                    .enumerate()
-                    .find(|(_, r)| options.max_errors.is_some_and(|max| r.errored > max))
-                    .map(|(k, r)| {
-                        format!(
-                            "copro: evaluation of candidate {k} of {name} stopped after {} errors \
-                             (max_errors {}); first: {}",
-                            r.errored,
-                            c.max_errors.unwrap_or_default(),
-                            r.first_error().unwrap_or_default()
-                        )
-                    });
                 for (i, ((cand, state), report)) in pool.iter().zip(states).zip(reports).enumerate()
                 {
                     if report.hit_max_errors {
-                        return Err(Error::Config(over_budget.unwrap_or_else(|| {
-                            "copro: evaluation stopped at max_errors".into()
-                        })));
+                        // Its own budget: the other candidates' evaluation went on.
+                        return Err(Error::Config(format!(
+                            "copro: evaluation of candidate {i} of {name} stopped after {} errors \
+                             (max_errors {}); first: {}",
+                            report.errored,
+                            c.max_errors.unwrap_or_default(),
+                            report.first_error().unwrap_or_default()
+                        )));
                     }
                     cx.stats.add_errors(&report);
                     let score = report.score;

@@ -238,8 +238,8 @@ impl Drop for Permit<'_> {
 /// many bootstraps): LM work beyond the sequential algorithm, and errors.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Predictor calls made by speculative attempts the sequential
-    /// algorithm would not have made.
+    /// LM calls made by speculative attempts the sequential algorithm
+    /// would not have made (counted through [`RunContext::calls`]).
     pub speculative_calls: AtomicUsize,
     errors: Mutex<ErrorTally>,
 }

@@ -4,7 +4,7 @@
 //! parallel evaluation, and keep the best (DSPy's `random_search.py`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -15,7 +15,7 @@ use super::{
 use crate::data::{Example, PyRandom};
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate_when_ready, EvalOptions};
-use crate::predict::{ProgramState, RunContext, TraceStep};
+use crate::predict::{ProgramState, RunContext};
 
 /// Random search settings.
 #[derive(Clone, Debug)]
@@ -100,15 +100,13 @@ pub fn random_search(
         let ready: Vec<OnceLock<Option<RunContext>>> =
             chunk.iter().map(|_| OnceLock::new()).collect();
         let mut built: Vec<Option<Result<ProgramState>>> = chunk.iter().map(|_| None).collect();
-        // Only with stop_at_score can candidates be speculative: then each
-        // one's predictor calls are counted (its bootstrap's, and a trace
-        // of its validation's), so those beyond the stopping point are
-        // reported as LM calls beyond the sequential algorithm.
-        let count_calls = config.stop_at_score.is_some() && batch > 1;
+        // Each candidate's LM calls (its bootstrap's and its
+        // validation's), so those of candidates past the stopping point are
+        // reported as calls beyond the sequential algorithm.
         let build_calls: Vec<AtomicUsize> = chunk.iter().map(|_| AtomicUsize::new(0)).collect();
-        let traces: Vec<Option<Arc<Mutex<Vec<TraceStep>>>>> = chunk
+        let validation_calls: Vec<Arc<AtomicUsize>> = chunk
             .iter()
-            .map(|_| count_calls.then(|| Arc::new(Mutex::new(Vec::new()))))
+            .map(|_| Arc::new(AtomicUsize::new(0)))
             .collect();
         let options = EvalOptions {
             threads: c.threads,
@@ -118,7 +116,8 @@ pub fn random_search(
             max_errors: Some(config.bootstrap.max_errors.saturating_sub(1)),
         };
         let reports = std::thread::scope(|scope| {
-            let (ready, built, build_calls, traces) = (&ready, &mut built, &build_calls, &traces);
+            let (ready, built, build_calls, validation_calls) =
+                (&ready, &mut built, &build_calls, &validation_calls);
             scope.spawn(move || {
                 build_candidates(
                     c,
@@ -131,7 +130,7 @@ pub fn random_search(
                     &mut |i, state| {
                         let ctx = state.as_ref().ok().map(|s| RunContext {
                             state: Arc::new(s.clone()),
-                            trace: traces[i].clone(),
+                            calls: Some(validation_calls[i].clone()),
                             ..c.ctx.clone()
                         });
                         let _ = ready[i].set(ctx);
@@ -155,20 +154,6 @@ pub fn random_search(
             .into_iter()
             .map(|b| b.unwrap_or(Err(Error::Interrupted)))
             .collect();
-        // Each candidate has its own error budget; the one over it stops
-        // the pool (and so cuts the others short).
-        let mut over_budget = reports
-            .iter()
-            .position(|r| options.max_errors.is_some_and(|max| r.errored > max))
-            .map(|k| {
-                Error::Config(format!(
-                    "validation of candidate {} stopped after {} errors (max_errors {}); first: {}",
-                    chunk[k],
-                    reports[k].errored,
-                    config.bootstrap.max_errors,
-                    reports[k].first_error().unwrap_or_default()
-                ))
-            });
         let mut stopped = false;
         for (k, ((seed, state), report)) in chunk.iter().zip(states).zip(reports).enumerate() {
             if stopped {
@@ -176,11 +161,9 @@ pub fn random_search(
                 // bootstrap's calls (those beyond that bootstrap's own
                 // sequential algorithm are counted already) and its
                 // validation's.
-                let validation = traces[k].as_ref().map_or(report.results.len(), |t| {
-                    t.lock().expect("trace lock").len()
-                });
                 c.stats.speculative_calls.fetch_add(
-                    build_calls[k].load(Ordering::Relaxed) + validation,
+                    build_calls[k].load(Ordering::Relaxed)
+                        + validation_calls[k].load(Ordering::Relaxed),
                     Ordering::Relaxed,
                 );
                 continue;
@@ -190,9 +173,14 @@ pub fn random_search(
                 return Err(Error::Interrupted);
             }
             if report.hit_max_errors {
-                return Err(over_budget
-                    .take()
-                    .unwrap_or_else(|| Error::Config("validation stopped at max_errors".into())));
+                // Its own budget: the other candidates' validation went on.
+                return Err(Error::Config(format!(
+                    "validation of candidate {seed} stopped after {} errors (max_errors {}); \
+                     first: {}",
+                    report.errored,
+                    config.bootstrap.max_errors,
+                    report.first_error().unwrap_or_default()
+                )));
             }
             // Errors score as failures (DSPy's `failure_score`); they are
             // said, and counted in the compile's error summary.
@@ -251,7 +239,8 @@ pub fn random_search(
 
 /// Builds the candidate states for `seeds` concurrently, reporting each
 /// one (by position in `seeds`) as soon as it is built. `calls[i]` gets
-/// the predictor calls of seed `i`'s bootstrap (its sequential part).
+/// the LM calls of seed `i`'s bootstrap (its sequential part). With
+/// `--speculation 0` the caller passes one seed at a time.
 #[allow(clippy::too_many_arguments)]
 fn build_candidates(
     c: &Compiler,
@@ -264,15 +253,7 @@ fn build_candidates(
     on_built: &mut (dyn FnMut(usize, Result<ProgramState>) + Send),
 ) {
     let zero_shot = student.filter_demos(|_| false);
-    // With `--speculation 0` the candidates are built one after another in
-    // seed order, each bootstrap with all the threads, and the first that
-    // fails ends the building, as in DSPy's loop (which raises there).
-    let sequential = c.speculation == Some(0);
-    let bootstraps = if sequential {
-        1
-    } else {
-        seeds.iter().filter(|s| **s >= -1).count().max(1)
-    };
+    let bootstraps = seeds.iter().filter(|s| **s >= -1).count().max(1);
     // The shared budget bounds the bootstraps together; each gets a share
     // of the threads so they progress side by side.
     let mut inner = c.clone();
@@ -310,19 +291,10 @@ fn build_candidates(
             }
         })
     };
-    let workers = if sequential { 1 } else { seeds.len() };
-    let mut delivered = vec![false; seeds.len()];
-    crate::parallel::run_indexed(seeds.len(), workers, &[c.cancel], build, |i, state| {
-        delivered[i] = true;
-        let ok = state.is_ok();
+    crate::parallel::run_indexed(seeds.len(), seeds.len(), &[c.cancel], build, |i, state| {
         on_built(i, state);
-        ok || !sequential
+        true
     });
-    // Candidates never built (after a failure, or Ctrl-C) are reported as
-    // such, so their validation does not wait for them.
-    for (i, _) in delivered.iter().enumerate().filter(|(_, d)| !**d) {
-        on_built(i, Err(Error::Interrupted));
-    }
 }
 
 /// `random-search` settings: DSPy `BootstrapFewShotWithRandomSearch`'s

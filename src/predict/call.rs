@@ -89,6 +89,9 @@ pub fn call_until(
         let mut request = lm.request(a.format(&sig, &demos, inputs), &settings);
         request.rollout_id = ctx.rollout_id;
         a.prepare(&sig, &mut request);
+        if let Some(calls) = &ctx.calls {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (_, parsed) = lm.call_parsed_until(&request, deadline, |choices| {
             choices
                 .iter()

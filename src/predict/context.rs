@@ -1,6 +1,7 @@
 //! The explicit context of one run: which LM, which compiled state, and
 //! where to record the trace. Passed to every predictor call; never global.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -43,6 +44,10 @@ pub struct RunContext {
     /// The run's adapter (`--adapter`), for predictors that chose none;
     /// `None` means DSPy's default, the ChatAdapter.
     pub adapter: Option<AdapterKind>,
+    /// When set, every LM call of a predictor (each adapter of a fallback
+    /// chain, failed calls and cache hits included) adds one here: what an
+    /// optimizer reports as its cost.
+    pub calls: Option<Arc<AtomicUsize>>,
 }
 
 impl RunContext {
@@ -56,7 +61,17 @@ impl RunContext {
             temperature: None,
             hints: None,
             adapter: None,
+            calls: None,
         }
+    }
+
+    /// A copy that counts its LM calls in a fresh counter; returns the
+    /// context and the counter.
+    pub fn counted(&self) -> (RunContext, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut ctx = self.clone();
+        ctx.calls = Some(calls.clone());
+        (ctx, calls)
     }
 
     /// A copy that records a fresh trace; returns the context and the trace buffer.
