@@ -52,7 +52,7 @@ pub struct LmArgs {
     pub max_retries: u32,
     /// Most LM requests in flight, and connections open, at once.
     #[arg(long, value_name = "N", default_value_t = ClientOptions::default().max_concurrency,
-          value_parser = at_least_one)]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrency: usize,
     /// Largest LM reply accepted, in bytes; a larger one is that call's error.
     #[arg(long, value_name = "BYTES", default_value_t = crate::lm::openai::DEFAULT_MAX_RESPONSE_BYTES)]
@@ -88,17 +88,6 @@ fn no_limit_or_seconds(text: &str) -> Result<f64, String> {
     seconds(text).ok_or_else(|| {
         format!("must be 0 (no limit) or a positive number of seconds, got `{text}`")
     })
-}
-
-/// A count of at least 1 (clap's parser for `--threads` and
-/// `--max-concurrency`, where 0 would mean nothing can run).
-pub fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!(
-            "must be a whole number of at least 1, got `{text}`"
-        )),
-    }
 }
 
 /// `text` as a non-negative, finite number of seconds that fits a `Duration`.

@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE", default_value = "program.json")]
     pub out: PathBuf,
     /// Worker threads: the most LM requests in flight in every phase.
-    #[arg(long, default_value_t = 8, value_parser = super::common::at_least_one)]
+    #[arg(long, default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
     /// Speculative attempts beyond the sequential algorithm (bootstrap,
     /// random search); 0 makes exactly the sequential algorithm's LM calls.

@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long)]
     pub metric: Option<String>,
     /// Worker threads.
-    #[arg(long, default_value_t = 8, value_parser = super::common::at_least_one)]
+    #[arg(long, default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
     /// Install a compiled program (saved by `compile`) first.
     #[arg(long, value_name = "PROGRAM.json")]

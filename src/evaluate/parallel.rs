@@ -166,6 +166,9 @@ pub fn error_kind(error: &Error) -> &'static str {
     match error {
         Error::Signature(_) => "signature",
         Error::Lm(LmError::NotConfigured) => "no-lm",
+        // As script_error_kind sorts the same errors' texts.
+        Error::Lm(LmError::Cancelled) => "interrupted",
+        Error::Lm(LmError::DeadlinePassed) => "script",
         Error::Lm(_) => "lm",
         Error::Parse(_) => "parse",
         Error::Script(text) => script_error_kind(text),

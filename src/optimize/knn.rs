@@ -136,10 +136,13 @@ impl Pipeline for KnnProgram<'_> {
                     .into_iter()
                     .map(|i| self.trainset[i].clone())
                     .collect();
-                // Ctrl-C reaches the LM calls through the LM client's own
-                // cancel flag; this one stops nothing else.
-                let cancel = AtomicBool::new(false);
-                // One thread: this runs on a worker of the caller's
+                // The LM's cancel flag (Ctrl-C), so a cancelled bootstrap
+                // is interrupted, not a run of errors.
+                let cancel = ctx
+                    .lm
+                    .as_ref()
+                    .map_or_else(|| Arc::new(AtomicBool::new(false)), |lm| lm.cancel_flag());
+                // One thread: this runs inside a worker of the caller's
                 // evaluation, which `--threads` already counts (DSPy runs
                 // this bootstrap sequentially too). One thread per
                 // neighbour put threads × k requests in flight.

@@ -186,5 +186,11 @@ fn every_lm_error_inside_a_script_error_is_sorted_as_one() {
             expected,
             "{text}"
         );
+        // The typed error is sorted the same way.
+        assert_eq!(
+            dspy_rhai::evaluate::error_kind(&dspy_rhai::Error::Lm(error)),
+            expected,
+            "{text}"
+        );
     }
 }

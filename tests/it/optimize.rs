@@ -1478,7 +1478,7 @@ fn threads_bound_requests_in_flight_in_every_phase() {
 }
 
 /// A KNN program that bootstraps on each input's neighbours runs that
-/// bootstrap on the caller's thread: one run puts one request in flight,
+/// bootstrap one attempt at a time: one run puts one request in flight,
 /// so an evaluation's `--threads` bounds it too (it ran one thread per
 /// neighbour, threads × k requests in all).
 #[test]

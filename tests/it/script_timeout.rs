@@ -11,7 +11,7 @@ use serde_json::json;
 
 use dspy_rhai::host::{Host, HostOptions, Limits};
 use dspy_rhai::lm::openai::{ClientOptions, OpenAiClient};
-use dspy_rhai::lm::{Backend, Lm, LmError, LmRequest, Stop};
+use dspy_rhai::lm::{Backend, Lm, LmError, Stop};
 use dspy_rhai::predict::{ProgramState, RunContext};
 use dspy_rhai::testing::{MockReply, MockServer};
 
@@ -209,16 +209,7 @@ fn a_deadline_stops_an_lm_request_in_flight_and_sends_nothing_after_it() {
         ..ClientOptions::default()
     };
     let client = OpenAiClient::new(&server.base_url(), None, options).unwrap();
-    let request = LmRequest {
-        model: "m".into(),
-        messages: vec![dspy_rhai::lm::Message::new("user", "?")],
-        temperature: None,
-        max_tokens: None,
-        n: 1,
-        json_mode: false,
-        response_schema: None,
-        rollout_id: None,
-    };
+    let request = crate::lm_client::request("m", "?");
     let cancel = AtomicBool::new(false);
     let started = Instant::now();
     let stop = Stop::on(&cancel).until(Some(started + Duration::from_millis(300)));
