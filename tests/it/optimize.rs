@@ -554,6 +554,66 @@ fn random_search_counts_every_call_beyond_the_stopping_point() {
     }
 }
 
+/// Ctrl-C (the compile's cancel flag) during random search ends it as
+/// interrupted, with or without speculation, and sends little more: no
+/// candidate waits for one that was never built.
+#[test]
+fn random_search_stops_on_ctrl_c() {
+    for (threads, speculation) in [(1, None), (4, None), (1, Some(0)), (4, Some(0))] {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, count) = (cancel.clone(), sent.clone());
+        let (lm, _) = scripted_lm(ScriptedLm::from_fn(move |req| {
+            // Ctrl-C on the sixth request.
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 5 {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let n = question_number(req);
+            Ok(crate::common::reply(&fields(
+                json!({"answer": format!("a{n}")}),
+            )))
+        }));
+        let host = host_with(ONE, Some(lm));
+        let pipeline = host.pipeline();
+        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(speculation);
+        let config = SearchConfig {
+            bootstrap: demos(2, 10),
+            num_candidate_programs: 6,
+            stop_at_score: None,
+        };
+        let result = random_search(
+            &cx,
+            &ProgramState::default(),
+            &trainset(8),
+            Some(&trainset(12)[8..]),
+            &config,
+            None,
+        );
+        assert!(
+            matches!(result, Err(dspy_rhai::Error::Interrupted)),
+            "threads {threads}, speculation {speculation:?}: {:?}",
+            result.map(|o| o.best_seed)
+        );
+        // Those in flight when the flag was set finish; nothing new starts
+        // (the whole search sends several times as many).
+        let total = sent.load(std::sync::atomic::Ordering::SeqCst);
+        let whole = search_on(
+            |n, _| Some(format!("a{n}")),
+            demos(2, 10),
+            6,
+            None,
+            threads,
+            speculation,
+        )
+        .asked
+        .len();
+        assert!(
+            total < 15 && whole > 3 * total,
+            "{total} of {whole} requests"
+        );
+    }
+}
+
 /// A speculative candidate past the stopping point that goes over its
 /// validation error budget does not fail the search: each candidate's
 /// budget stops only its own validation.
