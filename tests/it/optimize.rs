@@ -396,7 +396,9 @@ struct Searched {
 
 /// Runs that search with an LM answering question `n` asked with `demos`
 /// demos by `answer(n, demos)` (`None`: an LM error), `candidates`
-/// candidate programs past the three fixed ones, at `threads` threads.
+/// candidate programs past the three fixed ones, at `threads` threads;
+/// with `ctrl_c_at: Some(r)` the compile's cancel flag is set as the LM
+/// receives request number `r` (from 0).
 fn search_on(
     answer: fn(usize, usize) -> Option<String>,
     bootstrap: BootstrapConfig,
@@ -404,8 +406,15 @@ fn search_on(
     stop_at_score: Option<f64>,
     threads: usize,
     speculation: Option<usize>,
+    ctrl_c_at: Option<usize>,
 ) -> Searched {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let received = std::sync::atomic::AtomicUsize::new(0);
+    let flag = cancel.clone();
     let (lm, backend) = scripted_lm(ScriptedLm::from_fn(move |req| {
+        if Some(received.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) == ctrl_c_at {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let n = question_number(req);
         let demos = (req.messages.len() - 2) / 2;
         match answer(n, demos) {
@@ -414,7 +423,6 @@ fn search_on(
         }
     }));
     let host = host_with(ONE, Some(lm));
-    let cancel = AtomicBool::new(false);
     let config = SearchConfig {
         bootstrap,
         num_candidate_programs: candidates,
@@ -466,13 +474,13 @@ fn random_search_gives_each_candidate_its_own_error_budget() {
     // The validation questions q8 and q9 always fail.
     let answer = |n: usize, _| (n != 8 && n != 9).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        let searched = search_on(answer, demos(2, 3), 2, None, threads, None);
+        let searched = search_on(answer, demos(2, 3), 2, None, threads, None, None);
         assert_eq!(searched.errors, 10);
         let out = searched.result.unwrap();
         assert_eq!(out.candidates.len(), 5);
         assert!(out.candidates.iter().all(|c| c.score == 50.0));
 
-        let err = search_on(answer, demos(2, 2), 2, None, threads, None)
+        let err = search_on(answer, demos(2, 2), 2, None, threads, None, None)
             .result
             .unwrap_err()
             .to_string();
@@ -495,7 +503,7 @@ fn random_search_with_speculation_zero_stops_at_the_failing_candidate() {
     // Training questions (q0..q7) fail; validation ones (q8..q11) answer.
     let answer = |n: usize, _| (n >= 8).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0));
+        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0), None);
         let err = out.result.unwrap_err().to_string();
         assert!(
             err.contains("bootstrapping stopped after 1 errors (max_errors 1)"),
@@ -514,7 +522,7 @@ fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
     // Validation questions (q8..q11) fail; training ones answer.
     let answer = |n: usize, _| (n < 8).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0));
+        let out = search_on(answer, demos(2, 1), 6, None, threads, Some(0), None);
         let err = out.result.unwrap_err().to_string();
         assert!(
             err.contains("validation of candidate -3 stopped after 1 errors"),
@@ -533,7 +541,15 @@ fn random_search_with_speculation_zero_stops_at_a_failing_validation() {
 fn random_search_counts_every_call_beyond_the_stopping_point() {
     for threads in [1, 4] {
         let run = |answer: fn(usize, usize) -> Option<String>, speculation| {
-            let out = search_on(answer, demos(3, 10), 2, Some(100.0), threads, speculation);
+            let out = search_on(
+                answer,
+                demos(3, 10),
+                2,
+                Some(100.0),
+                threads,
+                speculation,
+                None,
+            );
             let kept = out.result.unwrap().candidates.len();
             (kept, out.asked.len(), out.speculative)
         };
@@ -559,54 +575,18 @@ fn random_search_counts_every_call_beyond_the_stopping_point() {
 /// candidate waits for one that was never built.
 #[test]
 fn random_search_stops_on_ctrl_c() {
+    let right = |n: usize, _| Some(format!("a{n}"));
     for (threads, speculation) in [(1, None), (4, None), (1, Some(0)), (4, Some(0))] {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (flag, count) = (cancel.clone(), sent.clone());
-        let (lm, _) = scripted_lm(ScriptedLm::from_fn(move |req| {
-            // Ctrl-C on the sixth request.
-            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 5 {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            let n = question_number(req);
-            Ok(crate::common::reply(&fields(
-                json!({"answer": format!("a{n}")}),
-            )))
-        }));
-        let host = host_with(ONE, Some(lm));
-        let pipeline = host.pipeline();
-        let cx = compiler(&host, &pipeline, threads, &cancel).with_speculation(speculation);
-        let config = SearchConfig {
-            bootstrap: demos(2, 10),
-            num_candidate_programs: 6,
-            stop_at_score: None,
-        };
-        let result = random_search(
-            &cx,
-            &ProgramState::default(),
-            &trainset(8),
-            Some(&trainset(12)[8..]),
-            &config,
-            None,
-        );
+        let out = search_on(right, demos(2, 10), 6, None, threads, speculation, Some(5));
         assert!(
-            matches!(result, Err(dspy_rhai::Error::Interrupted)),
+            matches!(out.result, Err(dspy_rhai::Error::Interrupted)),
             "threads {threads}, speculation {speculation:?}: {:?}",
-            result.map(|o| o.best_seed)
+            out.result.map(|o| o.best_seed)
         );
         // Those in flight when the flag was set finish; nothing new starts
         // (the whole search sends several times as many).
-        let total = sent.load(std::sync::atomic::Ordering::SeqCst);
-        let whole = search_on(
-            |n, _| Some(format!("a{n}")),
-            demos(2, 10),
-            6,
-            None,
-            threads,
-            speculation,
-        )
-        .asked
-        .len();
+        let whole = search_on(right, demos(2, 10), 6, None, threads, speculation, None);
+        let (total, whole) = (out.asked.len(), whole.asked.len());
         assert!(
             total < 15 && whole > 3 * total,
             "{total} of {whole} requests"
@@ -622,7 +602,7 @@ fn a_speculative_candidate_over_its_error_budget_does_not_fail_the_search() {
     // Only zero-shot prompts are answered (right); any with demos errors.
     let answer = |n: usize, demos: usize| (demos == 0).then(|| format!("a{n}"));
     for threads in [1, 4] {
-        let out = search_on(answer, demos(2, 1), 2, Some(100.0), threads, None)
+        let out = search_on(answer, demos(2, 1), 2, Some(100.0), threads, None, None)
             .result
             .unwrap_or_else(|e| panic!("threads {threads}: {e}"));
         assert_eq!(out.best_seed, -3);
@@ -640,7 +620,7 @@ fn a_speculative_candidate_that_fails_does_not_fail_the_search() {
     let answer =
         |n: usize, demos: usize| (n >= 8).then(|| right_with_two_demos(n, demos)).flatten();
     for threads in [1, 4] {
-        let out = search_on(answer, demos(3, 1), 2, Some(100.0), threads, None)
+        let out = search_on(answer, demos(3, 1), 2, Some(100.0), threads, None, None)
             .result
             .unwrap_or_else(|e| panic!("threads {threads}: {e}"));
         assert_eq!(out.best_seed, -2);
