@@ -177,8 +177,6 @@ pub(crate) struct Sums {
     accs: Vec<Accumulator>,
     /// Every passage [`Sums::add_more`] added a score to (repeats included).
     changed: Vec<DocAddress>,
-    /// The documents of one segment's postings, for `changed`.
-    noted: Vec<DocId>,
 }
 
 thread_local! {
@@ -193,7 +191,6 @@ impl Sums {
         Sums {
             accs,
             changed: Vec::new(),
-            noted: Vec::new(),
         }
     }
 
@@ -208,14 +205,8 @@ impl Sums {
         clauses: &[Clause],
         weights: &[Bm25Weight],
     ) -> tantivy::Result<()> {
-        accumulate(
-            segment,
-            segment_ord,
-            clauses,
-            weights,
-            &mut self.accs[segment_ord],
-            None,
-        )
+        let acc = &mut self.accs[segment_ord];
+        accumulate(segment, segment_ord, clauses, weights, acc, None)
     }
 
     /// [`Sums::add`], noting every passage the clauses touch for
@@ -229,19 +220,15 @@ impl Sums {
         clauses: &[Clause],
         weights: &[Bm25Weight],
     ) -> tantivy::Result<()> {
-        self.noted.clear();
-        let result = accumulate(
+        let acc = &mut self.accs[segment_ord];
+        accumulate(
             segment,
             segment_ord,
             clauses,
             weights,
-            &mut self.accs[segment_ord],
-            Some(&mut self.noted),
-        );
-        let ord = segment_ord as u32;
-        self.changed
-            .extend(self.noted.iter().map(|&doc| DocAddress::new(ord, doc)));
-        result
+            acc,
+            Some(&mut self.changed),
+        )
     }
 
     /// The `k` best sums so far over `segments` (the searcher's, in
@@ -343,15 +330,16 @@ impl Accumulator {
     }
 }
 
-/// Adds every clause's scores for `segment` into `acc`, clause by clause;
-/// every posting's document also goes into `noted`, if given.
+/// Adds every clause's scores for `segment` (number `segment_ord`) into
+/// `acc`, clause by clause; every posting's passage also goes into
+/// `noted`, if given.
 fn accumulate(
     segment: &tantivy::SegmentReader,
     segment_ord: usize,
     clauses: &[Clause],
     weights: &[Bm25Weight],
     acc: &mut Accumulator,
-    mut noted: Option<&mut Vec<DocId>>,
+    mut noted: Option<&mut Vec<DocAddress>>,
 ) -> tantivy::Result<()> {
     let max_doc = segment.max_doc() as usize;
     if acc.scores.len() < max_doc {
@@ -401,7 +389,8 @@ fn accumulate(
             }
             acc.touched.truncate(start + kept);
             if let Some(noted) = noted.as_deref_mut() {
-                noted.extend_from_slice(docs);
+                let ord = segment_ord as u32;
+                noted.extend(docs.iter().map(|&doc| DocAddress::new(ord, doc)));
             }
             block.advance();
         }
